@@ -1,0 +1,30 @@
+"""`minilm bench NAME`: benchmarks of minilm against the library a user would pick instead.
+
+Each benchmark lives in `minilm/benchmarks/NAME.py` with `configure(parser)` and
+`run(args)`. Every figure is a ratio measured in the same run, on the same machine,
+because shared machines are noisy; each benchmark prints how it measured.
+(The GPU kernel sweeps are `python -m kernels.bench`.)
+"""
+from __future__ import annotations
+
+import importlib
+
+BENCHMARKS = {
+    "tokenizer": "BPE training time vs `tokenizers`, encode throughput vs raw tiktoken",
+    "model": "bert-mini masked-LM training step: minilm vs transformers' BertForMaskedLM",
+    "masking": "masking time vs a training step; token masking vs DataCollatorForLanguageModeling",
+    "pretrain": "end-to-end pretraining throughput (data, masking, step) vs transformers",
+}
+
+
+def configure(parser):
+    sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    for name, help_text in BENCHMARKS.items():
+        p = sub.add_parser(name, help=help_text)
+        module = importlib.import_module(f"minilm.benchmarks.{name}")
+        module.configure(p)
+        p.set_defaults(_bench=module.run)
+
+
+def run(args):
+    return args._bench(args)
