@@ -1,0 +1,201 @@
+"""The small harness every lesson uses: its mode, its run folder, its pictures and key figures.
+
+Design choices:
+- A lesson is a plain script with a `main(argv=None)`. `start(__file__, argv)` parses
+  `--quick` (the default), `--full` (real scale, for a GPU) and `--smoke` (seconds, for the
+  tests), plus `--seed` and `--out`, seeds python/numpy/torch, and returns a `Lesson`.
+- One line per size: `lesson.pick(smoke=…, quick=…, full=…)` returns the value for the
+  mode, so a lesson's scale reads at a glance instead of hiding in branches.
+- Everything a lesson produces lives in `runs/lessons/NN_name/`: PNG pictures and
+  `results.json` (title, mode, key figures, pictures). `results.json` is rewritten on every
+  `record`/`save_figure`, so a lesson that crashes half way still reports what it measured.
+  `minilm course` reads only that file.
+- `pretrained_mlm()` is the one place lessons 5–9 get the shared pretrained encoder:
+  the checkpoint committed under `minilm/assets/pretrained/` when present, otherwise a
+  CPU pretraining made once by `minilm pretrain` and cached under the cache folder.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import random
+import re
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # lessons run headless (CI, ssh, `minilm course`)
+
+MODES = ("smoke", "quick", "full")
+RESULTS_FILE = "results.json"
+PRETRAINED_DIR = Path(__file__).resolve().parent / "assets" / "pretrained"
+
+
+def lesson_title(path: str | Path) -> str:
+    """The first line of a lesson file's docstring, read without running the file."""
+    doc = ast.get_docstring(ast.parse(Path(path).read_text(encoding="utf-8"))) or ""
+    return doc.strip().splitlines()[0].strip() if doc.strip() else Path(path).stem
+
+
+@dataclass
+class Lesson:
+    """One run of one lesson. `out` is its folder; `figures` its recorded key figures."""
+
+    name: str  # the file's stem, e.g. "01_neural_networks"
+    title: str
+    mode: str  # "smoke" | "quick" | "full"
+    seed: int
+    out: Path
+    figures: dict = field(default_factory=dict)
+    pictures: list = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    seconds: float | None = None  # wall time, set by finish(); None means it did not finish
+
+    @property
+    def smoke(self) -> bool:
+        return self.mode == "smoke"
+
+    @property
+    def quick(self) -> bool:
+        return self.mode == "quick"
+
+    @property
+    def full(self) -> bool:
+        return self.mode == "full"
+
+    def pick(self, *, smoke, quick, full):
+        """The value for this run's mode: `steps = lesson.pick(smoke=5, quick=300, full=5000)`."""
+        return {"smoke": smoke, "quick": quick, "full": full}[self.mode]
+
+    def section(self, heading: str) -> None:
+        """Print a numbered part of the lesson as a visible heading."""
+        print(f"\n== {heading} " + "=" * max(0, 72 - len(heading)), flush=True)
+
+    def say(self, text: str) -> None:
+        """Print a paragraph of explanation, dedented and wrapped to 88 columns."""
+        paragraphs = textwrap.dedent(text).strip().split("\n\n")
+        for p in paragraphs:
+            print(textwrap.fill(" ".join(p.split()), width=88))
+            print()
+
+    def record(self, key: str, value, fmt: str = "{}") -> None:
+        """Keep a key figure for the course report, e.g. `record("test accuracy", 0.81, "{:.1%}")`."""
+        self.figures[key] = fmt.format(value) if isinstance(value, (int, float)) else str(value)
+        self._write()
+
+    def save_figure(self, fig, name: str) -> Path:
+        """Save a matplotlib figure as `out/name.png`, close it, and list it in the report."""
+        import matplotlib.pyplot as plt
+
+        path = self.out / f"{name}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        if path.name not in self.pictures:
+            self.pictures.append(path.name)
+        self._write()
+        print(f"[picture] {path}")
+        return path
+
+    def finish(self) -> None:
+        """Write the final results.json with the lesson's wall time."""
+        self.seconds = round(time.perf_counter() - self.started, 1)
+        self._write()
+        print(f"\nDone in {self.seconds} s; results in {self.out}/")
+
+    def _write(self) -> None:
+        data = dict(name=self.name, title=self.title, mode=self.mode, seed=self.seed,
+                    seconds=self.seconds, figures=self.figures, pictures=self.pictures)
+        tmp = self.out / (RESULTS_FILE + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, self.out / RESULTS_FILE)
+
+
+def start(file: str, argv: list[str] | None = None) -> Lesson:
+    """Parse the lesson's command line, seed every generator, make its run folder, print its title."""
+    path = Path(file)
+    title = lesson_title(path)
+    parser = argparse.ArgumentParser(prog=path.name, description=title)
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--quick", dest="mode", action="store_const", const="quick",
+                       help="a few minutes on a laptop CPU (default)")
+    modes.add_argument("--full", dest="mode", action="store_const", const="full",
+                       help="the real-scale run (meant for a GPU)")
+    modes.add_argument("--smoke", dest="mode", action="store_const", const="smoke",
+                       help="seconds; checks that the lesson runs (tests)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"run folder (default: runs/lessons/{path.stem})")
+    args = parser.parse_args(argv)
+    mode = args.mode or "quick"
+    out = args.out or Path("runs") / "lessons" / path.stem
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(args.seed)
+    lesson = Lesson(name=path.stem, title=title, mode=mode, seed=args.seed, out=out)
+    lesson._write()
+    print(f"# {title}\n(mode: {mode}; seed {args.seed}; results in {out}/)")
+    return lesson
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch so a lesson prints the same numbers on every run."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pretrained_mlm(lesson: Lesson):
+    """The shared pretrained encoder of lessons 5–9, as `(MaskedLM, Tokenizer, where)`.
+
+    Looks first for the checkpoint committed under `minilm/assets/pretrained/`. Without it,
+    pretrains `bert-mini` on IMDB with `minilm pretrain` on the CPU, once, and caches it in
+    `cache_dir()/lessons/pretrained-<mode>` (smoke runs get a tiny model of their own, so the
+    tests never pay for the real one). `where` says which checkpoint it was, for the report.
+    """
+    from minilm.checkpoint import load_model
+    from minilm.data import cache_dir
+
+    if lesson.mode != "smoke" and (PRETRAINED_DIR / "config.json").exists():
+        model, tokenizer = load_model(PRETRAINED_DIR)
+        return model.eval(), tokenizer, "committed checkpoint minilm/assets/pretrained"
+    mode = "smoke" if lesson.smoke else "quick"
+    directory = cache_dir() / "lessons" / f"pretrained-{mode}"
+    if not (directory / "READY").exists():
+        print(f"No pretrained checkpoint yet: pretraining one on the CPU into {directory} (once).")
+        from minilm.cli import main as minilm_main
+
+        args = _FALLBACK_PRETRAIN[mode] + ["--out", str(directory)]
+        print("  minilm pretrain " + " ".join(args))
+        if minilm_main(["pretrain", *args]):
+            raise RuntimeError(f"fallback pretraining into {directory} failed; see the output above")
+        (directory / "READY").write_text(" ".join(args) + "\n")  # only a finished run is reused
+    model, tokenizer = load_model(_final_checkpoint(directory))
+    return model.eval(), tokenizer, f"CPU pretraining cached in {directory}"
+
+
+# The CPU fallback for the shared encoder: small enough for the course's time budget.
+_FALLBACK_PRETRAIN = {
+    "smoke": ["--preset", "bert-tiny", "--objective", "mlm", "--data", "imdb", "--vocab-size", "2048",
+              "--seq-len", "32", "--batch-size", "4", "--steps", "3"],
+    "quick": ["--preset", "bert-mini", "--objective", "mlm", "--data", "imdb", "--vocab-size", "8192",
+              "--seq-len", "128", "--batch-size", "32", "--steps", "600"],
+}
+
+
+def _final_checkpoint(directory: Path) -> Path:
+    """A pretrain run folder holds the model itself or checkpoint sub-folders; take the latest."""
+    if (directory / "config.json").exists() and (directory / "model.safetensors").exists():
+        return directory
+    subs = sorted((p for p in directory.iterdir() if (p / "config.json").exists()),
+                  key=lambda p: [int(n) for n in re.findall(r"\d+", p.name)] or [0])
+    if not subs:
+        raise FileNotFoundError(f"no checkpoint (config.json) found in {directory}")
+    return subs[-1]
