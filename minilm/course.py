@@ -1,0 +1,151 @@
+"""`minilm course`: run every lesson in order and write `runs/course/REPORT.md`.
+
+Design choices:
+- Each lesson runs in its own process (`python lessons/NN_name.py --quick`), exactly as a
+  student would run it, so one lesson's imports, threads or crash cannot touch the next.
+- Output streams to the terminal and to `runs/course/logs/NN_name.log` at the same time.
+- The report is built only from what the lessons wrote (`runs/lessons/NN_name/results.json`:
+  key figures and pictures) plus the wall time measured here. A failing or timed-out lesson
+  is reported with its exit code and the end of its log, the course goes on, and the
+  command exits non-zero: a failure is never hidden.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from minilm.lesson import MODES, RESULTS_FILE, lesson_title
+
+LESSONS_DIR = Path(__file__).resolve().parent.parent / "lessons"
+
+
+@dataclass
+class LessonRun:
+    path: Path
+    seconds: float
+    returncode: int  # 0 ok; the exit code otherwise; -1 when it ran past the timeout
+    results: dict = field(default_factory=dict)
+    log_tail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def find_lessons(directory: Path, only: list[str] | None = None) -> list[Path]:
+    """Lesson scripts `NN_name.py` in order; `only` keeps those whose name starts with one of its items."""
+    if not directory.is_dir():
+        raise FileNotFoundError(f"--lessons {directory} is not a folder of lesson scripts")
+    lessons = sorted(p for p in directory.glob("[0-9][0-9]_*.py"))
+    if only:
+        lessons = [p for p in lessons if any(p.stem.startswith(o) for o in only)]
+        if not lessons:
+            raise ValueError(f"--only {only} matches no lesson in {directory}")
+    return lessons
+
+
+def run_lesson(path: Path, mode: str, runs: Path, timeout: float) -> LessonRun:
+    """Run one lesson script in a fresh process, streaming and logging its output."""
+    out = runs / "lessons" / path.stem
+    (out / RESULTS_FILE).unlink(missing_ok=True)  # never report a previous run's figures
+    log_path = runs / "course" / "logs" / f"{path.stem}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(path), f"--{mode}", "--out", str(out)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    t0 = time.perf_counter()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        watchdog = threading.Timer(timeout, proc.kill)  # a silent hang must not stall the course
+        watchdog.start()
+        while chunk := proc.stdout.read1(4096):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+            log.write(chunk)
+        returncode = proc.wait()
+        timed_out = not watchdog.is_alive() and returncode != 0
+        watchdog.cancel()
+    if timed_out:
+        returncode = -1
+    seconds = time.perf_counter() - t0
+    results_path = out / RESULTS_FILE
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    tail = "\n".join(log_path.read_text(errors="replace").replace("\r", "\n").splitlines()[-25:])
+    return LessonRun(path, seconds, returncode, results, tail)
+
+
+def write_report(runs_done: list[LessonRun], mode: str, runs: Path, total: float) -> Path:
+    """Write runs/course/REPORT.md: a summary table, then each lesson's key figures and pictures."""
+    import torch
+
+    report = runs / "course" / "REPORT.md"
+    failed = [r for r in runs_done if not r.ok]
+    lines = [
+        "# minilm course report",
+        "",
+        f"Mode `--{mode}`; {len(runs_done)} lessons, {len(failed)} failed; total {total / 60:.1f} min.",
+        f"Machine: {platform.machine()} CPU with {os.cpu_count()} logical cores; "
+        f"{'CUDA: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}; "
+        f"Python {platform.python_version()}, torch {torch.__version__}; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        "| lesson | title | status | time |",
+        "|---|---|---|---|",
+    ]
+    for r in runs_done:
+        status = "ok" if r.ok else ("TIMED OUT" if r.returncode == -1 else f"FAILED (exit {r.returncode})")
+        lines.append(f"| {r.path.stem} | {lesson_title(r.path)} | {status} | {_duration(r.seconds)} |")
+    for r in runs_done:
+        lines += ["", f"## {r.path.stem}: {lesson_title(r.path)}", ""]
+        if not r.ok:
+            lines += [f"**This lesson failed** (exit code {r.returncode}); the end of its log "
+                      f"(`course/logs/{r.path.stem}.log`):", "", "```", r.log_tail, "```", ""]
+        figures = r.results.get("figures", {})
+        if figures:
+            lines += ["| figure | value |", "|---|---|"]
+            lines += [f"| {k} | {v} |" for k, v in figures.items()]
+            lines.append("")
+        for picture in r.results.get("pictures", []):
+            lines += [f"![{picture}](../lessons/{r.path.stem}/{picture})", ""]
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def configure(parser):
+    parser.add_argument("--mode", choices=MODES, default="quick",
+                        help="quick: ~30 min on a 2-core CPU (default); full: real scale, for a GPU; smoke: seconds")
+    parser.add_argument("--only", nargs="+", metavar="NN", help="run only these lessons, e.g. --only 01 04")
+    parser.add_argument("--lessons", type=Path, default=LESSONS_DIR, help="folder of lesson scripts")
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="where run folders and the report go")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds before one lesson is stopped")
+
+
+def run(args) -> int:
+    if args.timeout <= 0:
+        raise ValueError(f"--timeout {args.timeout} is invalid: expected a positive number of seconds")
+    lessons = find_lessons(args.lessons, args.only)
+    print(f"minilm course: {len(lessons)} lessons in --{args.mode} mode; report in {args.runs}/course/REPORT.md")
+    done, t0 = [], time.perf_counter()
+    for i, path in enumerate(lessons, 1):
+        print(f"\n{'#' * 88}\n# [{i}/{len(lessons)}] {path.stem}: {lesson_title(path)}\n{'#' * 88}", flush=True)
+        done.append(run_lesson(path, args.mode, args.runs, args.timeout))
+        r = done[-1]
+        print(f"\n[course] {path.stem}: {'ok' if r.ok else 'FAILED'} in {r.seconds:.0f} s", flush=True)
+        write_report(done, args.mode, args.runs, time.perf_counter() - t0)  # a report even if stopped early
+    report = write_report(done, args.mode, args.runs, time.perf_counter() - t0)
+    print(f"\n[course] {sum(r.ok for r in done)}/{len(done)} lessons ok in "
+          f"{(time.perf_counter() - t0) / 60:.1f} min; report: {report}")
+    for r in done:
+        print(f"  {r.path.stem:<28} {'ok' if r.ok else 'FAILED':<7} {r.seconds:6.0f} s")
+    return 0 if all(r.ok for r in done) else 1
