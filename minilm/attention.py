@@ -1,0 +1,128 @@
+"""Scaled dot-product attention: one function, three interchangeable backends.
+
+    attention(q, k, v, causal=..., key_padding_mask=..., backend=...) -> (B, H, Tq, D)
+
+Design choices:
+- `reference` is the textbook matmul -> mask -> softmax -> matmul, written to be read.
+  It is the ground truth every other backend is tested against.
+- `sdpa` calls `torch.nn.functional.scaled_dot_product_attention`, which picks a fused
+  kernel (flash / memory-efficient / CPU flash) when it can.
+- `triton` calls `kernels.flash_attention` (the course's own FlashAttention-2 kernel).
+- `auto` picks triton on CUDA when the kernel says it supports the case, else sdpa.
+- Causal masking with more keys than queries (Tk > Tq) is aligned to the *end*: query i
+  sees keys j <= i + (Tk - Tq). That is what a KV cache (the new token sees all the past)
+  and prefix tuning (every query sees the whole prefix) need. torch's `is_causal=True`
+  is aligned to the start instead, so for Tk != Tq we build the mask ourselves.
+- A query that may see no key at all (a fully padded row) gets a zero output, never NaN.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+BACKENDS = ("auto", "reference", "sdpa", "triton")
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None,
+              backend: str = "auto", dropout_p: float = 0.0) -> Tensor:
+    """Multi-head attention softmax(q k^T / sqrt(D)) v over (B, H, T, D) tensors.
+
+    q: (B, H, Tq, D); k, v: (B, H, Tk, D); key_padding_mask: (B, Tk) bool, True = a real key.
+    causal: query i may see key j only if j <= i + Tk - Tq (aligned to the end).
+    dropout_p: dropout on the attention probabilities (pass 0.0 at evaluation).
+    Returns (B, H, Tq, D); rows with no visible key are zero.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"attention backend={backend!r} is invalid: expected one of {BACKENDS}")
+    if q.dim() != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"attention expects q (B, H, Tq, D) and k, v (B, H, Tk, D); got q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if key_padding_mask is not None and key_padding_mask.shape != (k.shape[0], k.shape[2]):
+        raise ValueError(f"key_padding_mask must be (B, Tk) = {(k.shape[0], k.shape[2])}, "
+                         f"got {tuple(key_padding_mask.shape)}")
+    if backend == "auto":
+        backend = "triton" if _triton_supports(q, k, v, causal, key_padding_mask, dropout_p) else "sdpa"
+    if backend == "reference":
+        return reference_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p)
+    if backend == "sdpa":
+        return sdpa_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p)
+    return triton_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p)
+
+
+def visible_keys(tq: int, tk: int, *, causal: bool, key_padding_mask: Tensor | None, device) -> Tensor | None:
+    """Which keys each query may see: bool (B or 1, 1, Tq, Tk), True = visible; None = all of them."""
+    allowed = None
+    if causal:
+        i = torch.arange(tq, device=device)[:, None]  # (Tq, 1)
+        j = torch.arange(tk, device=device)[None, :]  # (1, Tk)
+        allowed = (j <= i + (tk - tq))[None, None]  # (1, 1, Tq, Tk), aligned to the end
+    if key_padding_mask is not None:
+        keys = key_padding_mask.bool()[:, None, None, :]  # (B, 1, 1, Tk)
+        allowed = keys if allowed is None else allowed & keys  # (B, 1, Tq, Tk)
+    return allowed
+
+
+def reference_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
+                        key_padding_mask: Tensor | None = None, dropout_p: float = 0.0) -> Tensor:
+    """The readable version: scores, mask, softmax, dropout, weighted sum of values."""
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
+    allowed = visible_keys(q.shape[-2], k.shape[-2], causal=causal, key_padding_mask=key_padding_mask,
+                           device=q.device)
+    if allowed is not None:
+        # The most negative finite number rather than -inf: a row with no visible key then
+        # softmaxes to a harmless uniform row (no NaN), which the product below zeroes.
+        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+    probs = torch.softmax(scores, dim=-1)  # (B, H, Tq, Tk)
+    if allowed is not None:
+        probs = probs * allowed  # exact zeros on hidden keys; all-zero rows for queries that see nothing
+    probs = F.dropout(probs, p=dropout_p) if dropout_p > 0 else probs
+    return probs @ v  # (B, H, Tq, D)
+
+
+def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
+                   key_padding_mask: Tensor | None = None, dropout_p: float = 0.0) -> Tensor:
+    """torch's fused attention, with our end-aligned causal mask and zero rows for queries that see nothing."""
+    tq, tk = q.shape[-2], k.shape[-2]
+    if key_padding_mask is None and (not causal or tq == tk):
+        # No explicit mask lets torch choose its fastest kernel; for Tq == Tk both alignments agree.
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout_p)
+    allowed = visible_keys(tq, tk, causal=causal, key_padding_mask=key_padding_mask, device=q.device)
+    blind = ~allowed.any(dim=-1, keepdim=True)  # (B or 1, 1, Tq, 1): queries that see no key
+    # Fused kernels may return NaN for such rows; let them see every key, then zero their output.
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed | blind, dropout_p=dropout_p)  # (B, H, Tq, D)
+    return out.masked_fill(blind, 0.0)
+
+
+def _flash_module():
+    """The course's Triton kernel module, or None when it (or Triton) is not importable here."""
+    try:
+        from kernels import flash_attention as module
+    except ImportError:
+        return None
+    return module if hasattr(module, "flash_attention") and hasattr(module, "supports") else None
+
+
+def _triton_supports(q, k, v, causal, key_padding_mask, dropout_p) -> bool:
+    if not q.is_cuda or dropout_p > 0:
+        return False
+    module = _flash_module()
+    return module is not None and module.supports(q, k, v, causal=causal, key_padding_mask=key_padding_mask)[0]
+
+
+def triton_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
+                     key_padding_mask: Tensor | None = None, dropout_p: float = 0.0) -> Tensor:
+    """FlashAttention-2 in Triton (`kernels.flash_attention`); no dropout, so training uses sdpa via `auto`."""
+    module = _flash_module()
+    if module is None:
+        raise RuntimeError("attention backend='triton' is unavailable: kernels.flash_attention (and Triton) "
+                           "could not be imported; use backend='sdpa' or 'auto'")
+    if dropout_p > 0:
+        raise ValueError(f"attention backend='triton' does not do attention dropout (dropout_p={dropout_p}); "
+                         "use backend='auto' or 'sdpa', or set attention_dropout=0")
+    ok, reason = module.supports(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
+    if not ok:
+        raise ValueError(f"attention backend='triton' does not support this case: {reason}")
+    return module.flash_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask)

@@ -1,0 +1,44 @@
+"""Choosing the next token from a causal LM's logits: greedy, temperature, top-k and top-p.
+
+Design choices:
+- One pure function over a (B, V) logits tensor, so it is tested without a model.
+- temperature == 0 means greedy (argmax); no random numbers are drawn then.
+- top-k and top-p both work by setting the logits of excluded tokens to -inf before the
+  softmax, so they compose (k first, then p) and the kept probabilities renormalise.
+- A `torch.Generator` makes sampling reproducible.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def sample_next(logits: Tensor, *, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+    """Pick one token per row of logits (B, V); returns (B,) token ids.
+
+    temperature: 0 = greedy; < 1 sharpens, > 1 flattens the distribution.
+    top_k: keep only the k most likely tokens. top_p: keep the smallest set of most likely
+    tokens whose total probability reaches p (nucleus sampling; the top token is always kept).
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature} is invalid: expected >= 0 (0 = greedy)")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k={top_k} is invalid: expected a positive integer or None")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p={top_p} is invalid: expected a probability in (0, 1] or None")
+    if temperature == 0:
+        return logits.argmax(dim=-1)  # (B,)
+    logits = logits.float() / temperature  # (B, V)
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1): the k-th largest logit
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
+        probs = torch.softmax(sorted_logits, dim=-1)  # (B, V)
+        # Drop a token when the tokens strictly before it already reach top_p.
+        drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_p  # (B, V); the first token is never dropped
+        drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
+        logits = logits.masked_fill(drop, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)  # (B, V)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
