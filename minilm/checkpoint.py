@@ -1,0 +1,231 @@
+"""Checkpoints: a folder a fine-tuning run, `fill-mask` or `--resume` can read back.
+
+A checkpoint folder holds
+
+    model.safetensors   the weights (tied weights stored once)
+    config.json         {"model_class", "model_config", "model_kwargs", "files": {name: sha256}, "extra"}
+    tokenizer.json      the tokenizer, when one was given
+    trainer_state.pt    optimiser, gradient scaler, RNG states and step (only for resumable checkpoints)
+
+Design choices:
+- safetensors for weights: no pickle, so loading a checkpoint cannot run code. The trainer
+  state is a `torch.save` file read back with `weights_only=True` for the same reason.
+- Atomic: the whole folder is written under a temporary name and renamed into place, so
+  an interrupted write (Ctrl-C, a full disk, a crash) never leaves a half checkpoint under
+  the real name, and the previous one stays intact until the new one is complete.
+- Refuse rather than guess: config.json records the sha256 of every file, so a truncated
+  or edited file is caught before it is parsed; missing, unexpected or mis-shaped weights
+  are listed by name.
+- The model class is stored by name (`MaskedLM`, or `package.module.Class` for a class
+  outside `minilm.model`) with the constructor arguments it needs besides its config
+  (e.g. `num_labels`), read off the model's attributes of the same name.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from minilm.config import ModelConfig
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+TOKENIZER = "tokenizer.json"
+TRAINER_STATE = "trainer_state.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt, or does not match what it is loaded into."""
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DistributedDataParallel and torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):  # torch.compile
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _class_name(cls: type) -> str:
+    return cls.__name__ if cls.__module__ == "minilm.model" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _resolve_class(name: str) -> type:
+    module_name, _, cls_name = name.rpartition(".")
+    module = importlib.import_module(module_name or "minilm.model")
+    cls = getattr(module, cls_name, None)
+    if not isinstance(cls, type) or not issubclass(cls, torch.nn.Module):
+        raise CheckpointError(f"config.json model_class={name!r} is not a torch module class in {module.__name__}")
+    return cls
+
+
+def _model_kwargs(model: torch.nn.Module) -> dict:
+    """Constructor arguments other than `config`, read from the attributes of the same name."""
+    kwargs = {}
+    for name, p in inspect.signature(type(model).__init__).parameters.items():
+        if name in ("self", "config") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if hasattr(model, name):
+            kwargs[name] = getattr(model, name)
+        elif p.default is p.empty:
+            raise CheckpointError(f"{type(model).__name__} needs constructor argument {name!r} but has no "
+                                  f"attribute {name!r} to save it from")
+    return kwargs
+
+
+def _unique_state(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The state dict with tied tensors kept once, and {alias: kept name} for the rest."""
+    kept, aliases, seen = {}, {}, {}
+    for name, t in model.state_dict().items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+        if t.numel() and key in seen:
+            aliases[name] = seen[key]
+        else:
+            seen[key] = name
+            kept[name] = t.detach().contiguous().cpu()
+    return kept, aliases
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished folder into place; the old one is removed only after the new one is in."""
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def save_checkpoint(directory, model: torch.nn.Module, tokenizer=None, *, trainer_state: dict | None = None,
+                    **extra) -> Path:
+    """Write `model` (and `tokenizer`, `trainer_state`) to `directory` atomically; returns the path.
+
+    `extra` is JSON-serialisable metadata (step, metrics, the command that made it) stored in
+    config.json under "extra". Wrappers (DDP, torch.compile) are unwrapped first.
+    """
+    final = Path(directory)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    model = unwrap(model)
+    tensors, aliases = _unique_state(model)
+    save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
+    if tokenizer is not None:
+        tokenizer.save(tmp / TOKENIZER)
+    if trainer_state is not None:
+        torch.save(trainer_state, tmp / TRAINER_STATE)
+    files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+    config = getattr(model, "config", None)
+    meta = {
+        "model_class": _class_name(type(model)),
+        "model_config": config.to_dict() if hasattr(config, "to_dict") else None,
+        "model_kwargs": _model_kwargs(model),
+        "tied": aliases,
+        "files": files,
+        "extra": extra,
+    }
+    (tmp / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    _replace_dir(tmp, final)
+    return final
+
+
+def read_config(directory) -> dict:
+    """config.json of a checkpoint, after checking that every file it lists is present and intact."""
+    directory = Path(directory)
+    path = directory / CONFIG
+    if not path.is_file():
+        raise CheckpointError(f"{directory} is not a minilm checkpoint: {CONFIG} is missing")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is corrupt or truncated ({e})") from None
+    for key in ("model_class", "model_config", "files"):
+        if key not in meta:
+            raise CheckpointError(f"{path} has no {key!r} entry: not a minilm checkpoint (or truncated)")
+    for name, digest in meta["files"].items():
+        f = directory / name
+        if not f.is_file():
+            raise CheckpointError(f"checkpoint {directory} is incomplete: {name} is missing")
+        if _sha256(f) != digest:
+            raise CheckpointError(f"checkpoint file {f} is corrupt or truncated: its sha256 does not match the "
+                                  f"one recorded in {CONFIG} ({f.stat().st_size} bytes on disk)")
+    return meta
+
+
+def load_weights(directory, model: torch.nn.Module, *, meta: dict | None = None) -> None:
+    """Load a checkpoint's weights into an existing `model`, refusing any mismatch by name."""
+    directory = Path(directory)
+    meta = read_config(directory) if meta is None else meta
+    model = unwrap(model)
+    config = getattr(model, "config", None)
+    if meta["model_config"] is not None and hasattr(config, "to_dict"):
+        diff = {k: (v, config.to_dict().get(k)) for k, v in meta["model_config"].items()
+                if config.to_dict().get(k) != v and k not in ("dropout", "attention_dropout", "attention_backend")}
+        if diff:
+            detail = ", ".join(f"{k}: checkpoint {a!r} vs model {b!r}" for k, (a, b) in diff.items())
+            raise CheckpointError(f"checkpoint {directory} does not match the model's config ({detail})")
+    try:
+        tensors = load_file(str(directory / WEIGHTS), device=str(next(model.parameters()).device))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"checkpoint file {directory / WEIGHTS} is corrupt or truncated ({e})") from None
+    expected, aliases = _unique_state(model)
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected) - set(aliases))
+    shapes = [f"{k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = [f"missing {missing}" if missing else "", f"unexpected {unexpected}" if unexpected else "",
+                 f"shape mismatch {shapes}" if shapes else ""]
+        raise CheckpointError(f"checkpoint {directory} does not fit {type(model).__name__}: "
+                              + "; ".join(p for p in parts if p))
+    with torch.no_grad():
+        state = model.state_dict()
+        for k, v in tensors.items():
+            state[aliases.get(k, k)].copy_(v)
+
+
+def load_model(directory, *, device: str | torch.device = "cpu"):
+    """Rebuild the model saved in `directory` and its tokenizer -> (model, tokenizer or None)."""
+    directory = Path(directory)
+    meta = read_config(directory)
+    cls = _resolve_class(meta["model_class"])
+    config = ModelConfig.from_dict(meta["model_config"])
+    model = cls(config, **meta.get("model_kwargs", {})).to(device)
+    load_weights(directory, model, meta=meta)
+    tokenizer = None
+    if (directory / TOKENIZER).is_file():
+        from minilm.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer.load(directory / TOKENIZER)
+    return model, tokenizer
+
+
+def load_trainer_state(directory) -> dict:
+    """The optimiser/scheduler/RNG/step state of a resumable checkpoint (integrity-checked)."""
+    directory = Path(directory)
+    meta = read_config(directory)
+    if TRAINER_STATE not in meta["files"]:
+        raise CheckpointError(f"checkpoint {directory} has no {TRAINER_STATE}: it holds weights only and "
+                              f"cannot be resumed from")
+    return torch.load(directory / TRAINER_STATE, map_location="cpu", weights_only=True)
