@@ -1,15 +1,12 @@
 """Triton kernels for the two hot spots of a Transformer: softmax and attention.
 
-Importable without minilm. Names are imported lazily so that `import kernels` works
-(and says what is missing) on machines without Triton.
+Importable without minilm (it needs torch and triton). The functions are imported
+eagerly: a lazy module `__getattr__` would be shadowed by the submodule of the same name
+the moment that submodule is imported. So `kernels.softmax` is the *function*; the module
+is `sys.modules["kernels.softmax"]` (or `importlib.import_module("kernels.softmax")`),
+and `from kernels.softmax import softmax_reference` works as usual.
 """
-import importlib
+from kernels.flash_attention import flash_attention, supports
+from kernels.softmax import softmax
 
-_EXPORTS = {"softmax": "kernels.softmax", "flash_attention": "kernels.flash_attention"}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'kernels' has no attribute {name!r}")
+__all__ = ["flash_attention", "softmax", "supports"]

@@ -1,0 +1,469 @@
+"""Flash attention (FlashAttention-2) in Triton: exact attention without the T x T matrix.
+
+What this file teaches
+- Attention as matmul-softmax-matmul writes and re-reads a (T, T) score matrix per head:
+  at T = 4096 that is 32 MiB per head in bf16, and the GPU spends its time moving it.
+  Flash attention tiles Q into row blocks and streams K and V past each block, keeping
+  the scores in registers. The softmax is computed with the *online* update (see
+  kernels/softmax.py): a running max m and running sum l per row, and the output
+  accumulator is rescaled by exp(m_old - m_new) whenever the max grows.
+- Work: 4 * B * H * T^2 * D FLOPs forward (two matmuls of 2 * T^2 * D each per head),
+  half that when causal; the backward does five such matmuls, 2.5x the forward
+  (`attention_flops`). Memory: only Q, K, V, O (and a (B, H, T) log-sum-exp) are read or
+  written, so at D = 64..128 attention becomes compute-bound: TFLOP/s is the figure.
+- The backward recomputes the probabilities from the saved log-sum-exp instead of storing
+  them: P = exp(S - lse). With delta = rowsum(dO * O) (a small preprocess kernel),
+  dS = P * (dP - delta), and dQ = dS K, dK = dS^T Q, dV = P^T dO (all scaled by sm_scale
+  where the chain rule puts it).
+
+Design choices
+- Forward: one program per (query block, batch*head); scores in base 2 (exp2, log2(e)
+  folded into the scale); the log-sum-exp is saved in the same base-2 units.
+- Causal: key blocks strictly left of the query block are fully visible, so they run in
+  a main loop with no masking at all; only the diagonal blocks pay for the mask; blocks
+  right of the diagonal are never visited (half the work). Non-causal: full blocks run
+  unmasked and only the last, partial key block checks bounds. Any sequence length.
+- Backward as FlashAttention-2 does it, with no atomics: a dK/dV kernel owns a key block
+  and walks the query blocks; a dQ kernel owns a query block and walks the key blocks.
+  Each recomputes P from the log-sum-exp. The two kernels trade a second QK^T for having
+  no atomic adds and no dQ accumulator in fp32 memory.
+- Key padding masks (B, T) bool, True = real token (BERT batches): padded keys get -inf
+  scores in every block. A row whose keys are all padding gives zeros (its lse is stored
+  as +inf, which makes every recomputed probability 0), never NaN.
+- Tq == Tk (self-attention, causal aligned on the diagonal); head dims 16, 32, 64, 128;
+  fp16 / bf16 (fp32 accepted for tests; on a GPU its dots run in TF32). `supports` says
+  whether an input is covered, so `minilm.attention(backend="auto")` can fall back.
+- Block sizes, warps and pipeline depth are autotuned from a short list that suits
+  Hopper (128-row query tiles, 3-4 stages, 4-8 warps); under Triton's interpreter one
+  small configuration is used so CPU tests stay fast.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["flash_attention", "supports", "attention_reference", "attention_flops", "HEAD_DIMS"]
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+LOG2E = 1.4426950408889634
+HEAD_DIMS = (16, 32, 64, 128)
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+# ----------------------------------------------------------------------------- reference
+def attention_reference(q, k, v, *, causal=False, key_padding_mask=None, sm_scale=None):
+    """Plain matmul-softmax-matmul with the same conventions as `flash_attention`.
+
+    q, k, v (B, H, T, D); key_padding_mask (B, T) bool, True = real token. Rows with no
+    visible key are zeros. Runs in the inputs' dtype (pass float64 for a ground truth).
+    """
+    sm_scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else sm_scale
+    s = (q @ k.transpose(-2, -1)) * sm_scale  # (B, H, T, T)
+    keep = torch.ones(s.shape[-2:], dtype=torch.bool, device=q.device)
+    if causal:
+        keep = torch.tril(keep)
+    keep = keep[None, None]  # (1, 1, T, T)
+    if key_padding_mask is not None:
+        keep = keep & key_padding_mask[:, None, None, :]  # (B, 1, T, T)
+    s = s.masked_fill(~keep, float("-inf"))
+    p = torch.softmax(s, dim=-1).nan_to_num(0.0)  # all -inf rows -> NaN -> 0
+    return p @ v  # (B, H, T, D)
+
+
+def attention_flops(batch, heads, seq, head_dim, *, causal=False, backward=False):
+    """FLOPs counted the usual way: 4*B*H*T^2*D forward, halved if causal; backward 2.5x."""
+    flops = 4 * batch * heads * seq * seq * head_dim * (0.5 if causal else 1.0)
+    return flops * (2.5 if backward else 1.0)
+
+
+# ----------------------------------------------------------------------------- configs
+def _cfg(bm, bn, warps, stages):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
+
+
+if INTERPRET:
+    # BLOCK_M != BLOCK_N so that the CPU tests cover several diagonal blocks per tile.
+    _FWD, _DKDV, _DQ = [_cfg(32, 16, 1, 1)], [_cfg(16, 32, 1, 1)], [_cfg(32, 16, 1, 1)]
+else:
+    _FWD = [_cfg(128, 64, 4, 3), _cfg(128, 64, 8, 3), _cfg(128, 128, 8, 3), _cfg(64, 64, 4, 4)]
+    _DKDV = [_cfg(32, 128, 4, 3), _cfg(64, 128, 8, 3), _cfg(64, 64, 4, 3), _cfg(32, 64, 4, 4)]
+    _DQ = [_cfg(128, 32, 4, 3), _cfg(128, 64, 8, 3), _cfg(64, 64, 4, 3), _cfg(64, 32, 4, 4)]
+
+
+def _prune(acc_rows):
+    """Drop configs whose fp32 accumulators would not fit the registers of their warps."""
+
+    def prune(configs, named_args, **kwargs):
+        if INTERPRET:
+            return configs
+        head_dim = {**named_args, **kwargs}["HEAD_DIM"]
+        keep = [c for c in configs if acc_rows(c) * head_dim // (32 * c.num_warps) <= 128]
+        return keep or configs[-1:]
+
+    return prune
+
+
+_FWD_PRUNE = _prune(lambda c: c.kwargs["BLOCK_M"] + c.kwargs["BLOCK_N"])  # acc + scores tile
+_DKDV_PRUNE = _prune(lambda c: 2 * c.kwargs["BLOCK_N"])  # dK and dV accumulators
+_DQ_PRUNE = _prune(lambda c: c.kwargs["BLOCK_M"] + c.kwargs["BLOCK_N"])  # dQ + scores tile
+_KEY = ["T", "HEAD_DIM", "CAUSAL", "HAS_PAD"]
+
+
+# ----------------------------------------------------------------------------- forward
+@triton.jit
+def _fwd_inner(acc, l_i, m_i, q, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d, lo, hi, T, qk_scale,
+               MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_PAD: tl.constexpr,
+               BLOCK_N: tl.constexpr):
+    """Stream key blocks [lo, hi) past one query block with the online softmax.
+
+    acc (BM, D) fp32 unnormalised output, l_i (BM,) running sum, m_i (BM,) running max
+    (base 2). MASKED blocks check key bounds and, if CAUSAL, key <= query.
+    """
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)  # (BN,)
+        k_ptrs = K + offs_n[:, None] * stride_kt + offs_d[None, :]
+        v_ptrs = V + offs_n[:, None] * stride_vt + offs_d[None, :]
+        if MASKED:
+            k = tl.load(k_ptrs, mask=offs_n[:, None] < T, other=0.0)  # (BN, D)
+        else:
+            k = tl.load(k_ptrs)
+        qk = tl.dot(q, tl.trans(k)) * qk_scale  # (BM, BN) scores, base 2
+        if MASKED:
+            keep = offs_n[None, :] < T
+            if CAUSAL:
+                keep = keep & (offs_n[None, :] <= offs_m[:, None])
+            qk = tl.where(keep, qk, float("-inf"))
+        if HAS_PAD:
+            real = tl.load(PAD + offs_n, mask=offs_n < T, other=0)  # (BN,)
+            qk = tl.where(real[None, :] != 0, qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))  # (BM,)
+        if MASKED or HAS_PAD:
+            m_new_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet
+        else:
+            m_new_ref = m_new
+        p = tl.exp2(qk - m_new_ref[:, None])  # (BM, BN)
+        alpha = tl.exp2(m_i - m_new_ref)  # rescales what was accumulated under the old max
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if MASKED:
+            v = tl.load(v_ptrs, mask=offs_n[:, None] < T, other=0.0)  # (BN, D)
+        else:
+            v = tl.load(v_ptrs)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])  # (BM, D)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.autotune(configs=_FWD, key=_KEY, prune_configs_by={"early_config_prune": _FWD_PRUNE})
+@triton.jit
+def _fwd_kernel(Q, K, V, O, LSE, PAD, sm_scale,
+                stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+                stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot, stride_pb,
+                H, T, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, HAS_PAD: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """O = softmax(Q K^T * sm_scale) V for one query block of one (batch, head); saves lse."""
+    start_m = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    Q += b * stride_qb + h * stride_qh
+    K += b * stride_kb + h * stride_kh
+    V += b * stride_vb + h * stride_vh
+    O += b * stride_ob + h * stride_oh
+    PAD += b * stride_pb
+    offs_m = start_m + tl.arange(0, BLOCK_M)  # (BM,)
+    offs_d = tl.arange(0, HEAD_DIM)  # (D,)
+    q = tl.load(Q + offs_m[:, None] * stride_qt + offs_d[None, :], mask=offs_m[:, None] < T, other=0.0)
+    qk_scale = sm_scale * 1.4426950408889634
+    acc = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)
+    l_i = tl.zeros((BLOCK_M,), tl.float32)
+    m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    if CAUSAL:
+        # keys left of this block are visible to every row (BLOCK_M is a multiple of BLOCK_N)
+        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d,
+                                   0, start_m, T, qk_scale, False, CAUSAL, HAS_PAD, BLOCK_N)
+        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d,
+                                   start_m, tl.minimum(start_m + BLOCK_M, T), T, qk_scale,
+                                   True, CAUSAL, HAS_PAD, BLOCK_N)
+    else:
+        n_full = (T // BLOCK_N) * BLOCK_N
+        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d,
+                                   0, n_full, T, qk_scale, False, CAUSAL, HAS_PAD, BLOCK_N)
+        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d,
+                                   n_full, T, T, qk_scale, True, CAUSAL, HAS_PAD, BLOCK_N)
+    has_key = l_i > 0  # False only for rows whose keys are all padding
+    o = acc / tl.where(has_key, l_i, 1.0)[:, None]
+    lse = tl.where(has_key, m_i + tl.log2(l_i), float("inf"))
+    tl.store(O + offs_m[:, None] * stride_ot + offs_d[None, :], o.to(O.dtype.element_ty),
+             mask=offs_m[:, None] < T)
+    tl.store(LSE + bh.to(tl.int64) * T + offs_m, lse, mask=offs_m < T)
+
+
+# ----------------------------------------------------------------------------- backward
+@triton.jit
+def _bwd_preprocess(O, DO, DELTA, stride_ob, stride_oh, stride_ot, H, T,
+                    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+    """delta = rowsum(dO * O), (B*H, T) fp32: the softmax-backward dot product per row."""
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    bh = tl.program_id(1)
+    base = (bh // H).to(tl.int64) * stride_ob + (bh % H).to(tl.int64) * stride_oh
+    offs = base + offs_m[:, None] * stride_ot + tl.arange(0, HEAD_DIM)[None, :]
+    o = tl.load(O + offs, mask=offs_m[:, None] < T, other=0.0).to(tl.float32)
+    do = tl.load(DO + offs, mask=offs_m[:, None] < T, other=0.0).to(tl.float32)
+    tl.store(DELTA + bh.to(tl.int64) * T + offs_m, tl.sum(o * do, 1), mask=offs_m < T)
+
+
+@triton.jit
+def _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_ot, offs_n, offs_d, lo, hi, T, qk_scale,
+                MASKED: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr):
+    """Accumulate dK, dV (BN, D) of one key block over query blocks [lo, hi).
+
+    Works transposed (keys on rows): P^T = exp2(K Q^T * scale - lse). Query rows past T
+    load lse = +inf, so their probabilities are exactly 0 without an extra mask.
+    """
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)  # (BM,)
+        q_ptrs = Q + offs_m[:, None] * stride_qt + offs_d[None, :]
+        do_ptrs = DO + offs_m[:, None] * stride_ot + offs_d[None, :]
+        if MASKED:
+            q = tl.load(q_ptrs, mask=offs_m[:, None] < T, other=0.0)  # (BM, D)
+            lse = tl.load(LSE + offs_m, mask=offs_m < T, other=float("inf"))
+            do = tl.load(do_ptrs, mask=offs_m[:, None] < T, other=0.0)
+            delta = tl.load(DELTA + offs_m, mask=offs_m < T, other=0.0)
+        else:
+            q = tl.load(q_ptrs)
+            lse = tl.load(LSE + offs_m)
+            do = tl.load(do_ptrs)
+            delta = tl.load(DELTA + offs_m)
+        p_t = tl.exp2(tl.dot(k, tl.trans(q)) * qk_scale - lse[None, :])  # (BN, BM)
+        if MASKED and CAUSAL:
+            p_t = tl.where(offs_m[None, :] >= offs_n[:, None], p_t, 0.0)
+        dv = tl.dot(p_t.to(do.dtype), do, dv)  # (BN, D)
+        dp_t = tl.dot(v, tl.trans(do))  # (BN, BM)
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk = tl.dot(ds_t.to(q.dtype), q, dk)  # (BN, D)
+    return dk, dv
+
+
+@triton.autotune(configs=_DKDV, key=_KEY, prune_configs_by={"early_config_prune": _DKDV_PRUNE})
+@triton.jit
+def _dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, PAD, sm_scale,
+                 stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+                 stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot, stride_pb,
+                 H, T, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, HAS_PAD: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dK, dV for one key block of one (batch, head). dO, dK, dV share O's strides."""
+    start_n = tl.program_id(0) * BLOCK_N
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    Q += b * stride_qb + h * stride_qh
+    K += b * stride_kb + h * stride_kh
+    V += b * stride_vb + h * stride_vh
+    DO += b * stride_ob + h * stride_oh
+    DK += b * stride_ob + h * stride_oh
+    DV += b * stride_ob + h * stride_oh
+    LSE += bh.to(tl.int64) * T
+    DELTA += bh.to(tl.int64) * T
+    offs_n = start_n + tl.arange(0, BLOCK_N)  # (BN,)
+    offs_d = tl.arange(0, HEAD_DIM)
+    in_t = offs_n[:, None] < T
+    k = tl.load(K + offs_n[:, None] * stride_kt + offs_d[None, :], mask=in_t, other=0.0)  # (BN, D)
+    v = tl.load(V + offs_n[:, None] * stride_vt + offs_d[None, :], mask=in_t, other=0.0)
+    dk = tl.zeros((BLOCK_N, HEAD_DIM), tl.float32)
+    dv = tl.zeros((BLOCK_N, HEAD_DIM), tl.float32)
+    qk_scale = sm_scale * 1.4426950408889634
+    m_full = (T // BLOCK_M) * BLOCK_M
+    if CAUSAL:
+        # queries above the diagonal see none of these keys; the diagonal band is masked
+        # (BLOCK_N is a multiple of BLOCK_M) and the queries below it see all of them.
+        dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_ot, offs_n, offs_d,
+                             start_n, tl.minimum(start_n + BLOCK_N, T), T, qk_scale, True, CAUSAL, BLOCK_M)
+        lo = start_n + BLOCK_N
+    else:
+        lo = start_n * 0
+    dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_ot, offs_n, offs_d,
+                         lo, m_full, T, qk_scale, False, CAUSAL, BLOCK_M)
+    dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_ot, offs_n, offs_d,
+                         tl.maximum(lo, m_full), T, T, qk_scale, True, CAUSAL, BLOCK_M)
+    if HAS_PAD:
+        # a padded key took no probability in the forward: its gradients are zero
+        real = tl.load(PAD + b * stride_pb + offs_n, mask=offs_n < T, other=0)
+        dk = tl.where(real[:, None] != 0, dk, 0.0)
+        dv = tl.where(real[:, None] != 0, dv, 0.0)
+    out = offs_n[:, None] * stride_ot + offs_d[None, :]
+    tl.store(DK + out, (dk * sm_scale).to(DK.dtype.element_ty), mask=in_t)
+    tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=in_t)
+
+
+@triton.jit
+def _dq_inner(dq, q, do, lse, delta, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d, lo, hi, T, qk_scale,
+              MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_PAD: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Accumulate dQ (BM, D) of one query block over key blocks [lo, hi)."""
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)  # (BN,)
+        k_ptrs = K + offs_n[:, None] * stride_kt + offs_d[None, :]
+        v_ptrs = V + offs_n[:, None] * stride_vt + offs_d[None, :]
+        if MASKED:
+            k = tl.load(k_ptrs, mask=offs_n[:, None] < T, other=0.0)  # (BN, D)
+            v = tl.load(v_ptrs, mask=offs_n[:, None] < T, other=0.0)
+        else:
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+        p = tl.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None])  # (BM, BN)
+        if MASKED:
+            keep = offs_n[None, :] < T
+            if CAUSAL:
+                keep = keep & (offs_n[None, :] <= offs_m[:, None])
+            p = tl.where(keep, p, 0.0)
+        if HAS_PAD:
+            real = tl.load(PAD + offs_n, mask=offs_n < T, other=0)
+            p = tl.where(real[None, :] != 0, p, 0.0)
+        dp = tl.dot(do, tl.trans(v))  # (BM, BN)
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq)  # (BM, D)
+    return dq
+
+
+@triton.autotune(configs=_DQ, key=_KEY, prune_configs_by={"early_config_prune": _DQ_PRUNE})
+@triton.jit
+def _dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, PAD, sm_scale,
+               stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+               stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot, stride_pb,
+               H, T, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, HAS_PAD: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dQ for one query block of one (batch, head). dO and dQ share O's strides."""
+    start_m = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    Q += b * stride_qb + h * stride_qh
+    K += b * stride_kb + h * stride_kh
+    V += b * stride_vb + h * stride_vh
+    DO += b * stride_ob + h * stride_oh
+    DQ += b * stride_ob + h * stride_oh
+    PAD += b * stride_pb
+    offs_m = start_m + tl.arange(0, BLOCK_M)  # (BM,)
+    offs_d = tl.arange(0, HEAD_DIM)
+    in_t = offs_m[:, None] < T
+    q = tl.load(Q + offs_m[:, None] * stride_qt + offs_d[None, :], mask=in_t, other=0.0)  # (BM, D)
+    do = tl.load(DO + offs_m[:, None] * stride_ot + offs_d[None, :], mask=in_t, other=0.0)
+    lse = tl.load(LSE + bh.to(tl.int64) * T + offs_m, mask=offs_m < T, other=float("inf"))
+    delta = tl.load(DELTA + bh.to(tl.int64) * T + offs_m, mask=offs_m < T, other=0.0)
+    dq = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)
+    qk_scale = sm_scale * 1.4426950408889634
+    if CAUSAL:
+        dq = _dq_inner(dq, q, do, lse, delta, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d,
+                       0, start_m, T, qk_scale, False, CAUSAL, HAS_PAD, BLOCK_N)
+        dq = _dq_inner(dq, q, do, lse, delta, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d,
+                       start_m, tl.minimum(start_m + BLOCK_M, T), T, qk_scale, True, CAUSAL, HAS_PAD, BLOCK_N)
+    else:
+        n_full = (T // BLOCK_N) * BLOCK_N
+        dq = _dq_inner(dq, q, do, lse, delta, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d,
+                       0, n_full, T, qk_scale, False, CAUSAL, HAS_PAD, BLOCK_N)
+        dq = _dq_inner(dq, q, do, lse, delta, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d,
+                       n_full, T, T, qk_scale, True, CAUSAL, HAS_PAD, BLOCK_N)
+    tl.store(DQ + offs_m[:, None] * stride_ot + offs_d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty), mask=in_t)
+
+
+# ----------------------------------------------------------------------------- launchers
+def _strides(t):
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def _grid(seq, bh):
+    """Programs over query blocks (BLOCK_M rows each) and (batch, head) pairs."""
+    return lambda meta: (triton.cdiv(seq, meta["BLOCK_M"]), bh)
+
+
+class _FlashAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, pad, causal, sm_scale):
+        B, H, T, D = q.shape
+        o = torch.empty(q.shape, dtype=q.dtype, device=q.device)  # (B, H, T, D) contiguous
+        lse = torch.empty((B * H, T), dtype=torch.float32, device=q.device)  # base-2 log-sum-exp
+        has_pad = pad is not None
+        pad_arg = pad if has_pad else lse  # never read when HAS_PAD is False
+        stride_pb = pad.stride(0) if has_pad else 0
+        _fwd_kernel[_grid(T, B * H)](
+            q, k, v, o, lse, pad_arg, sm_scale, *_strides(q), *_strides(k), *_strides(v), *_strides(o), stride_pb,
+            H, T, HEAD_DIM=D, CAUSAL=causal, HAS_PAD=has_pad)
+        ctx.save_for_backward(q, k, v, o, lse, pad)
+        ctx.causal, ctx.sm_scale = causal, sm_scale
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse, pad = ctx.saved_tensors
+        B, H, T, D = q.shape
+        do = do.contiguous()  # (B, H, T, D), same strides as o
+        delta = torch.empty_like(lse)  # (B*H, T)
+        _bwd_preprocess[(triton.cdiv(T, 64), B * H)](o, do, delta, *_strides(o), H, T, HEAD_DIM=D, BLOCK_M=64)
+        dq, dk, dv = torch.empty_like(o), torch.empty_like(o), torch.empty_like(o)
+        has_pad = pad is not None
+        pad_arg = pad if has_pad else lse
+        stride_pb = pad.stride(0) if has_pad else 0
+        common = (ctx.sm_scale, *_strides(q), *_strides(k), *_strides(v), *_strides(o), stride_pb, H, T)
+        flags = dict(HEAD_DIM=D, CAUSAL=ctx.causal, HAS_PAD=has_pad)
+        # the dK/dV kernel's programs are key blocks: its BLOCK_N sets the grid
+        dkdv_grid = lambda meta: (triton.cdiv(T, meta["BLOCK_N"]), B * H)  # noqa: E731
+        _dkdv_kernel[dkdv_grid](q, k, v, do, dk, dv, lse, delta, pad_arg, *common, **flags)
+        _dq_kernel[_grid(T, B * H)](q, k, v, do, dq, lse, delta, pad_arg, *common, **flags)
+        return dq, dk, dv, None, None, None
+
+
+def supports(q, k, v, *, causal=False, key_padding_mask=None):
+    """Whether `flash_attention` handles these inputs: (True, "") or (False, the reason)."""
+    tensors = {"q": q, "k": k, "v": v}
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            return False, f"{name} must be a torch.Tensor"
+        if t.dim() != 4:
+            return False, f"{name} must be 4-D (batch, heads, seq, head_dim), got shape {tuple(t.shape)}"
+    if not (q.shape == k.shape == v.shape):
+        return False, (f"q, k, v must have one shape (self-attention, Tq == Tk); got {tuple(q.shape)}, "
+                       f"{tuple(k.shape)}, {tuple(v.shape)}")
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in DTYPES:
+        return False, f"dtypes {q.dtype}/{k.dtype}/{v.dtype}: supported are one of float16, bfloat16, float32"
+    if q.shape[-1] not in HEAD_DIMS:
+        return False, f"head_dim {q.shape[-1]} is not supported; supported head dims: {HEAD_DIMS}"
+    if not (q.device == k.device == v.device):
+        return False, f"q, k, v are on different devices: {q.device}, {k.device}, {v.device}"
+    if q.is_cuda:
+        if q.dtype == torch.bfloat16 and torch.cuda.get_device_capability(q.device) < (8, 0):
+            return False, "bfloat16 needs a GPU of compute capability 8.0 or newer"
+    elif not INTERPRET:
+        return False, f"tensors on {q.device}: the Triton kernel needs CUDA (or TRITON_INTERPRET=1 on the CPU)"
+    if q.shape[2] == 0 or q.shape[0] * q.shape[1] == 0:
+        return False, f"empty input of shape {tuple(q.shape)}"
+    if key_padding_mask is not None:
+        kpm = key_padding_mask
+        if not isinstance(kpm, torch.Tensor) or kpm.dtype != torch.bool:
+            return False, "key_padding_mask must be a bool tensor (True = real token)"
+        if tuple(kpm.shape) != (q.shape[0], k.shape[2]):
+            return False, f"key_padding_mask shape {tuple(kpm.shape)} must be (batch, seq) = {(q.shape[0], k.shape[2])}"
+        if kpm.device != q.device:
+            return False, f"key_padding_mask is on {kpm.device}, q on {q.device}"
+    if not isinstance(causal, bool):
+        return False, f"causal must be a bool, got {causal!r}"
+    return True, ""
+
+
+def flash_attention(q, k, v, *, causal=False, key_padding_mask=None, sm_scale=None):
+    """softmax(q k^T * sm_scale + masks) v with FlashAttention-2 kernels, differentiable in q, k, v.
+
+    q, k, v (B, H, T, D), one dtype (fp16/bf16; fp32 for tests), D in HEAD_DIMS, on CUDA.
+    key_padding_mask (B, T) bool, True = real token; causal: query i sees keys j <= i.
+    sm_scale defaults to 1/sqrt(D). Rows with no visible key are zeros. Returns (B, H, T, D).
+    Raises ValueError naming what is supported when `supports` says no.
+    """
+    ok, reason = supports(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
+    if not ok:
+        raise ValueError(f"flash_attention: {reason}")
+    sm_scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else float(sm_scale)
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    pad = None if key_padding_mask is None else key_padding_mask.contiguous().view(torch.uint8)  # (B, T)
+    return _FlashAttention.apply(q, k, v, pad, causal, sm_scale)
