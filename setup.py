@@ -26,6 +26,7 @@ setup(
         "torch>=2.4",
         "numpy>=1.24",
         "tiktoken>=0.7",
+        "regex>=2022.1",  # the GPT-2 pre-tokenisation pattern (\p{L}); tiktoken needs it too
         "safetensors>=0.4",
         "tqdm>=4.60",
         "matplotlib>=3.7",
