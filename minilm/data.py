@@ -21,7 +21,8 @@ Design choices:
   pre-tokenised ("a splash , jean-claud van damme or steven segal ." with quotes
   as `" conan "`): it is lightly detokenised (`detokenize`) so that both corpora
   look alike to an uncased tokenizer: a space is removed before `. , ! ? ; : ) ]`
-  and `n't 's 're 've 'm 'll 'd`, after `( [`, and inside paired double quotes.
+  and `n't 's 're 've 'm 'll 'd`, after `( [ $`, inside paired double quotes and
+  around the point or comma of a number ("$9 . 50" -> "$9.50").
 - Tokenised corpora are three flat arrays (token ids, word-start flags, document
   offsets) saved as .npy and memory-mapped, cached under the corpus name plus
   hashes of the documents and of the tokenizer. `encoder_rows` / `decoder_rows`
@@ -140,11 +141,13 @@ _CLITIC = re.compile(r" (n't|'s|'re|'ve|'m|'ll|'d)\b")
 _SPACE_BEFORE = re.compile(r" ([.,!?;:)\]}%])")
 _SPACE_AFTER = re.compile(r"([(\[{$]) ")
 _QUOTED = re.compile(r'" ([^"]*?) "')
+_NUMBER = re.compile(r"(\d) ([.,]) (\d)")
 
 
 def detokenize(text: str) -> str:
     """Undo the spaces of pre-tokenised text: "it 's a " big " film ." -> 'it's a "big" film.'"""
     text = _QUOTED.sub(r'"\1"', text)
+    text = _NUMBER.sub(r"\1\2\3", text)
     text = _CLITIC.sub(r"\1", text)
     text = _SPACE_BEFORE.sub(r"\1", text)
     return _SPACE_AFTER.sub(r"\1", text)

@@ -1,0 +1,181 @@
+"""Tokenizer: round trips, the BPE merge loop against a naive reference, special
+tokens, word ids, persistence and the cached per-corpus tokenizer."""
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+import regex
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minilm.tokenizer import GPT2_PATTERN, SPECIAL_TOKENS, Tokenizer, bpe_merges
+
+WORDS = ("the", "cat", "sat", "on", "mat", "hello", "world", "naïve", "café", "日本語", "it's", "42", "3.14",
+         "don't", "[MASK]", "<|endoftext|>", "emoji😀", "tab\there", "new\nline")
+
+
+def corpus(n_docs=200, seed=0):
+    r = random.Random(seed)
+    return [" ".join(r.choice(WORDS) for _ in range(r.randint(1, 30))) for _ in range(n_docs)]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer.train(corpus(), 400)
+
+
+def naive_merges(word_counts, n_tokens):
+    """The BPE definition, recomputed from scratch at every step."""
+    words = Counter({tuple(bytes([b]) for b in w): c for w, c in word_counts.items()})
+    vocab = {bytes([b]) for b in range(256)}
+    merges = []
+    while len(vocab) < n_tokens:
+        pairs = Counter()
+        for w, c in words.items():
+            for p in zip(w, w[1:]):
+                pairs[p] += c
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))  # most frequent, then smallest bytes
+        merges.append(best)
+        vocab.add(best[0] + best[1])
+        merged = Counter()
+        for w, c in words.items():
+            out, j = [], 0
+            while j < len(w):
+                if j + 1 < len(w) and (w[j], w[j + 1]) == best:
+                    out.append(best[0] + best[1])
+                    j += 2
+                else:
+                    out.append(w[j])
+                    j += 1
+            merged[tuple(out)] += c
+        words = merged
+    return merges
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.binary(min_size=1, max_size=10).map(lambda b: bytes(x % 4 + 97 for x in b)),
+                       st.integers(1, 20), min_size=1, max_size=30),
+       st.integers(0, 60))
+def test_merges_equal_naive_reference(word_counts, extra):
+    # A 4-letter alphabet forces ties, repeated letters (aaa) and merges that recreate a token.
+    assert bpe_merges(word_counts, 256 + extra) == naive_merges(word_counts, 256 + extra)
+
+
+def test_merges_equal_naive_reference_on_real_words():
+    counts = Counter(w.encode() for doc in corpus(50, seed=1) for w in regex.findall(GPT2_PATTERN, doc))
+    assert bpe_merges(dict(counts), 330) == naive_merges(counts, 330)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_round_trip_arbitrary_unicode(tok, text):
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_round_trip_gpt2_and_its_known_ids():
+    gpt2 = Tokenizer.gpt2()
+    assert gpt2.encode("Hello world!") == [15496, 995, 0]
+    assert gpt2.eot_id == 50256 and gpt2.vocab_size == 50257 + 5
+    text = "Byte-level BPE: naïve café, 日本語 😀 <|endoftext|> [MASK]\n\ttabs"
+    assert gpt2.decode(gpt2.encode(text)) == text
+    assert not set(gpt2.encode(text)) & set(gpt2.special_ids)
+
+
+def test_special_tokens_on_top_and_never_from_text(tok):
+    assert tok.special_ids == list(range(tok.vocab_size - len(SPECIAL_TOKENS), tok.vocab_size))
+    assert tok.eot_id == tok.special_ids[0]
+    assert [tok.pad_id, tok.cls_id, tok.sep_id, tok.mask_id, tok.unk_id] == tok.special_ids[1:]
+    text = "a [MASK] b [CLS][SEP] [PAD] [UNK] <|endoftext|>"
+    ids = tok.encode(text)
+    assert not set(ids) & set(tok.special_ids)
+    assert tok.decode(ids) == text
+    assert all(not set(x) & set(tok.special_ids) for x in tok.encode_batch([text, "[MASK]"]))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(max_size=40), st.text(max_size=40))
+def test_special_tokens_survive_round_trip(tok, left, right):
+    ids = [tok.cls_id] + tok.encode(left) + [tok.mask_id, tok.sep_id] + tok.encode(right) + [tok.eot_id]
+    assert tok.decode(ids) == "[CLS]" + left + "[MASK][SEP]" + right + "<|endoftext|>"
+    assert [tok.token_str(i) for i in (tok.pad_id, tok.unk_id)] == ["[PAD]", "[UNK]"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text())
+def test_word_ids_index_pre_tokens(tok, text):
+    ids, word_ids = tok.encode_with_word_ids(text)
+    assert ids == tok.encode(text)
+    pieces = regex.findall(GPT2_PATTERN, text)
+    # The tokens of word k decode (as bytes) to exactly the k-th pre-token.
+    got = [b""] * len(pieces)
+    for i, w in zip(ids, word_ids):
+        got[w] += tok.encoding.decode_single_token_bytes(i)
+    assert got == [p.encode() for p in pieces]
+
+
+def test_encode_words_as_in_running_text(tok):
+    words = ["the", "cat", "sat", "naïve", ".", "42"]
+    ids, word_ids = tok.encode_words(words)
+    assert tok.decode(ids) == "the cat sat naïve . 42"
+    pieces = [tok.encode(w if i == 0 else " " + w) for i, w in enumerate(words)]
+    assert ids == [t for p in pieces for t in p]
+    assert word_ids == [i for i, p in enumerate(pieces) for _ in p]
+    with pytest.raises(ValueError, match=r"words\[1\]"):
+        tok.encode_words(["a", ""])
+
+
+def test_lowercase_option_is_saved(tmp_path):
+    lower = Tokenizer.train(corpus(), 300, lowercase=True)
+    assert lower.encode("Hello WORLD") == lower.encode("hello world")
+    lower.save(tmp_path / "t.json")
+    again = Tokenizer.load(tmp_path / "t.json")
+    assert again.lowercase and again.ranks == lower.ranks
+    assert again.encode("Hello WORLD") == lower.encode("hello world")
+
+
+def test_save_load_round_trip(tok, tmp_path):
+    tok.save(tmp_path / "tok.json")
+    again = Tokenizer.load(tmp_path / "tok.json")
+    text = " ".join(corpus(5, seed=3))
+    assert again.encode(text) == tok.encode(text) and again.vocab_size == tok.vocab_size
+    (tmp_path / "bad.json").write_text('{"format": "other"}')
+    with pytest.raises(ValueError, match="format"):
+        Tokenizer.load(tmp_path / "bad.json")
+
+
+def test_training_is_deterministic_and_reaches_vocab_size():
+    docs = corpus(300, seed=5)
+    a = Tokenizer.train(docs, 320)
+    b = Tokenizer.train(list(reversed(docs)), 320)
+    assert a.ranks == b.ranks and a.vocab_size == 320
+    # Learned tokens are frequent words of the corpus.
+    assert b" hello" in a.ranks and "日本語".encode() in a.ranks
+    with pytest.raises(ValueError, match="vocab_size"):
+        Tokenizer.train(docs, 100)
+
+
+def test_merged_tokens_shorten_text(tok):
+    text = " ".join(corpus(20, seed=7))
+    assert len(tok.encode(text)) < 0.5 * len(text.encode())
+    assert tok.token_str(tok.encode(" hello")[0]).startswith(" h")
+    assert tok.token_str(tok.encode("日")[0]) == "\\xe6"  # a partial UTF-8 character is shown as bytes
+
+
+def test_decode_rejects_out_of_range(tok):
+    with pytest.raises(ValueError, match="out of range"):
+        tok.decode([tok.vocab_size])
+    assert tok.decode(np.array(tok.encode("the cat"))) == "the cat"
+
+
+def test_for_corpus_trains_once_then_loads(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINILM_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "docs.txt").write_text("\n".join(corpus(100, seed=9)), encoding="utf-8")
+    first = Tokenizer.for_corpus(str(tmp_path / "docs.txt"), 320)
+    cached = list((tmp_path / "cache" / "tokenizers").glob("*.json"))
+    assert len(cached) == 1 and first.lowercase
+    mtime = cached[0].stat().st_mtime_ns
+    second = Tokenizer.for_corpus(str(tmp_path / "docs.txt"), 320)
+    assert second.ranks == first.ranks and cached[0].stat().st_mtime_ns == mtime
