@@ -195,8 +195,9 @@ def _fwd_kernel(Q, K, V, O, LSE, PAD, sm_scale,
         acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d,
                                    n_full, T, T, qk_scale, True, CAUSAL, HAS_PAD, BLOCK_N)
     has_key = l_i > 0  # False only for rows whose keys are all padding
-    o = acc / tl.where(has_key, l_i, 1.0)[:, None]
-    lse = tl.where(has_key, m_i + tl.log2(l_i), float("inf"))
+    l_safe = tl.where(has_key, l_i, 1.0)  # acc is 0 on rows without a key
+    o = acc / l_safe[:, None]
+    lse = tl.where(has_key, m_i + tl.log2(l_safe), float("inf"))
     tl.store(O + offs_m[:, None] * stride_ot + offs_d[None, :], o.to(O.dtype.element_ty),
              mask=offs_m[:, None] < T)
     tl.store(LSE + bh.to(tl.int64) * T + offs_m, lse, mask=offs_m < T)

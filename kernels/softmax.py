@@ -72,7 +72,7 @@ def softmax_reference(x, dim=-1, *, scale=1.0, mask=None, causal=False):
     m = torch.where(torch.isinf(m) & (m < 0), torch.zeros_like(m), m)
     e = torch.exp(z - m)
     s = e.sum(dim, keepdim=True)
-    return torch.where(s > 0, e / s, torch.zeros_like(e))
+    return e / torch.where(s > 0, s, torch.ones_like(s))  # e is 0 on a fully masked row
 
 
 def softmax_bytes(x, *, backward=False):
@@ -157,7 +157,7 @@ def _fwd_kernel(X, Y, M, n_rows, n_cols, stride_x, stride_y,
     m = tl.where(m == float("-inf"), 0.0, m)  # fully masked row: exp2(-inf - 0) = 0
     e = tl.exp2(z - m[:, None])
     s = tl.sum(e, 1)
-    inv = tl.where(s > 0, 1.0 / s, 0.0)
+    inv = 1.0 / tl.where(s > 0, s, 1.0)  # a fully masked row has e == 0
     tl.store(Y + r64 * stride_y + cols[None, :], (e * inv[:, None]).to(Y.dtype.element_ty), mask=in_bounds)
 
 
@@ -195,7 +195,7 @@ def _fwd_online_kernel(X, Y, M, n_rows, n_cols, stride_x, stride_y,
                      MASK_KIND, CAUSAL)
         m, s = _online_update(m, s, z)
     m = tl.where(m == float("-inf"), 0.0, m)
-    inv = tl.where(s > 0, 1.0 / s, 0.0)
+    inv = 1.0 / tl.where(s > 0, s, 1.0)  # a fully masked row has e == 0
     for start in range(0, n_cols, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
         in_bounds = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)

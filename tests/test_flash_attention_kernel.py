@@ -1,0 +1,117 @@
+"""kernels.flash_attention against float64 matmul-softmax-matmul: output and dQ, dK, dV.
+
+On the CPU through Triton's interpreter at tiny shapes in float32 (sequence lengths that are
+not block multiples; the interpreter's blocks are 16/32 so main, diagonal and tail loops all
+run). With CUDA the `cuda` tests check bf16/fp16 at real sizes against an fp32 reference.
+"""
+import pytest
+import torch
+
+from kernels import flash_attention, supports
+from kernels.flash_attention import attention_flops, attention_reference
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+
+
+def _qkv(B, H, T, D, dtype=torch.float32, device=DEVICE):
+    return [torch.randn(B, H, T, D, device=device).to(dtype) for _ in range(3)]
+
+
+def _grads(fn, q, k, v, do, **kw):
+    q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
+    o = fn(q, k, v, **kw)
+    return (o, *torch.autograd.grad(o, (q, k, v), do))
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-3)).item()  # dq is exactly 0 at T = 1
+
+
+def _check(q, k, v, tol, **kw):
+    do = torch.randn_like(q)
+    ours = _grads(flash_attention, q, k, v, do, **kw)
+    ref = _grads(attention_reference, *(t.double() for t in (q, k, v, do)), **kw)
+    for name, a, b in zip(("o", "dq", "dk", "dv"), ours, ref):
+        assert a.dtype == q.dtype and a.shape == q.shape
+        assert not torch.isnan(a).any(), name
+        assert _rel(a, b) < tol, f"{name}: relative error {_rel(a, b):.2e} >= {tol}"
+    return ours
+
+
+@pytest.mark.parametrize("head_dim", [32, 64, 128])
+@pytest.mark.parametrize("causal", [False, True])
+def test_matches_reference(head_dim, causal):
+    q, k, v = _qkv(2, 2, 37, head_dim)  # 37: not a multiple of any block size
+    _check(q, k, v, 1e-5, causal=causal)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_key_padding_mask(causal):
+    q, k, v = _qkv(3, 2, 45, 64)
+    kpm = torch.ones(3, 45, dtype=torch.bool, device=DEVICE)
+    kpm[0, 30:] = False  # BERT-style right padding
+    kpm[1] = torch.rand(45, device=DEVICE) > 0.5  # scattered
+    kpm[1, 0] = True
+    _check(q, k, v, 1e-5, causal=causal, key_padding_mask=kpm)
+
+
+def test_fully_padded_rows_give_zeros():
+    q, k, v = _qkv(2, 2, 20, 32)
+    kpm = torch.ones(2, 20, dtype=torch.bool, device=DEVICE)
+    kpm[1] = False  # batch entry 1 has no real key at all
+    o, dq, dk, dv = _check(q, k, v, 1e-5, key_padding_mask=kpm)
+    assert (o[1] == 0).all() and (dq[1] == 0).all() and (dk[1] == 0).all() and (dv[1] == 0).all()
+
+
+def test_noncontiguous_inputs_and_scale():
+    # the model's layout: (B, T, H, D) transposed to (B, H, T, D), a strided view
+    q, k, v = (t.transpose(1, 2) for t in _qkv(2, 33, 3, 16))
+    assert not q.is_contiguous()
+    _check(q, k, v, 1e-5, causal=True, sm_scale=0.3)
+
+
+def test_tiny_sequences():
+    for T in (1, 2, 17):
+        _check(*_qkv(1, 1, T, 32), 1e-5, causal=True)
+
+
+def test_supports_and_errors():
+    q, k, v = _qkv(1, 2, 8, 64)
+    assert supports(q, k, v) == (True, "")
+    cases = [
+        ((q[..., :48], k[..., :48], v[..., :48]), {}, "head_dim 48"),
+        ((q, k[:, :, :4], v[:, :, :4]), {}, "Tq == Tk"),
+        ((q.double(), k.double(), v.double()), {}, "dtypes"),
+        ((q[0], k[0], v[0]), {}, "4-D"),
+        ((q, k, v), {"key_padding_mask": torch.ones(1, 8)}, "bool"),
+        ((q, k, v), {"key_padding_mask": torch.ones(2, 8, dtype=torch.bool)}, "shape"),
+    ]
+    for args, kw, message in cases:
+        ok, reason = supports(*args, **kw)
+        assert not ok and message in reason
+        with pytest.raises(ValueError, match="flash_attention: .*" + message):
+            flash_attention(*args, **kw)
+
+
+def test_flops_counted():
+    assert attention_flops(2, 3, 10, 8) == 4 * 2 * 3 * 100 * 8
+    assert attention_flops(2, 3, 10, 8, causal=True, backward=True) == 4 * 2 * 3 * 100 * 8 * 0.5 * 2.5
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [(2, 4, 1000, 64), (1, 4, 2048, 128), (4, 2, 300, 32)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_cuda_real_sizes(dtype, shape, causal):
+    q, k, v = _qkv(*shape, dtype=dtype)
+    B, T = shape[0], shape[2]
+    kpm = torch.arange(T, device="cuda")[None, :] < torch.randint(T // 2, T + 1, (B, 1), device="cuda")
+    for mask in (None, kpm):
+        do = torch.randn_like(q)
+        ours = _grads(flash_attention, q, k, v, do, causal=causal, key_padding_mask=mask)
+        ref = _grads(attention_reference, *(t.float() for t in (q, k, v, do)), causal=causal, key_padding_mask=mask)
+        for name, a, b in zip(("o", "dq", "dk", "dv"), ours, ref):
+            assert not torch.isnan(a).any(), name
+            assert _rel(a, b) < 2e-2, f"{name}: relative error {_rel(a, b):.2e}"
