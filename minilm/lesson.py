@@ -80,8 +80,7 @@ class Lesson:
         """Print a paragraph of explanation, dedented and wrapped to 88 columns."""
         paragraphs = textwrap.dedent(text).strip().split("\n\n")
         for p in paragraphs:
-            print(textwrap.fill(" ".join(p.split()), width=88))
-            print()
+            print("\n" + textwrap.fill(" ".join(p.split()), width=88), flush=True)
 
     def record(self, key: str, value, fmt: str = "{}") -> None:
         """Keep a key figure for the course report, e.g. `record("test accuracy", 0.81, "{:.1%}")`."""
