@@ -128,24 +128,28 @@ def save_checkpoint(directory, model: torch.nn.Module, tokenizer=None, *, traine
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    model = unwrap(model)
-    tensors, aliases = _unique_state(model)
-    save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
-    if tokenizer is not None:
-        tokenizer.save(tmp / TOKENIZER)
-    if trainer_state is not None:
-        torch.save(trainer_state, tmp / TRAINER_STATE)
-    files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
-    config = getattr(model, "config", None)
-    meta = {
-        "model_class": _class_name(type(model)),
-        "model_config": config.to_dict() if hasattr(config, "to_dict") else None,
-        "model_kwargs": _model_kwargs(model),
-        "tied": aliases,
-        "files": files,
-        "extra": extra,
-    }
-    (tmp / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    try:
+        model = unwrap(model)
+        tensors, aliases = _unique_state(model)
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        if tokenizer is not None:
+            tokenizer.save(tmp / TOKENIZER)
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / TRAINER_STATE)
+        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+        config = getattr(model, "config", None)
+        meta = {
+            "model_class": _class_name(type(model)),
+            "model_config": config.to_dict() if hasattr(config, "to_dict") else None,
+            "model_kwargs": _model_kwargs(model),
+            "tied": aliases,
+            "files": files,
+            "extra": extra,
+        }
+        (tmp / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _replace_dir(tmp, final)
     return final
 

@@ -32,6 +32,7 @@ Design choices:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import dataclasses
 import json
 import math
@@ -228,15 +229,14 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=dtype)
         return contextlib.nullcontext()
 
-    def _flops_per_token(self) -> float | None:
+    def _flops_per_token(self, seq_len: int) -> float | None:
+        """Training (forward + backward) FLOPs per token from `model.describe()`, for MFU."""
         describe = getattr(self.model, "describe", None)
         if describe is None:
             return None
-        info = describe()
-        # Training costs forward + backward = 3x the forward FLOPs.
-        if "train_flops_per_token" in info:
-            return float(info["train_flops_per_token"])
-        return 3.0 * float(info["flops_per_token"]) if "flops_per_token" in info else None
+        takes_len = "seq_len" in inspect.signature(describe).parameters
+        info = describe(seq_len=seq_len) if takes_len else describe()
+        return float(info["flops_per_token"]) if "flops_per_token" in info else None
 
     # ---- one optimiser step ------------------------------------------------------------------
     def _micro_batches(self, batch: dict) -> list[dict]:
@@ -299,7 +299,9 @@ class Trainer:
         if self.world_size > 1:
             dist.all_reduce(loss_sum)
         loss = loss_sum / self.world_size
-        tokens = batch["input_ids"].numel() if "input_ids" in batch else next(iter(batch.values())).numel()
+        first = batch["input_ids"] if "input_ids" in batch else next(iter(batch.values()))
+        self._seq_len = first.shape[1] if first.dim() > 1 else 1
+        tokens = first.numel()
         return loss, grad_norm, tokens
 
     # ---- evaluation --------------------------------------------------------------------------
@@ -404,7 +406,8 @@ class Trainer:
         if cfg.resume:
             self._resume()
         self.model.train()
-        flops_per_token, peak = self._flops_per_token(), peak_flops(self.device)
+        peak = peak_flops(self.device)
+        flops_per_token = None
 
         def check_finite():
             if bad_step.item() >= 0:
@@ -428,6 +431,8 @@ class Trainer:
         try:
             while self.step < cfg.steps:
                 loss, grad_norm, n_tokens = self.train_step(self.step)
+                if flops_per_token is None and peak:
+                    flops_per_token = self._flops_per_token(self._seq_len)
                 # Remember the first non-finite step on the device: no host sync here.
                 bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), self.step, bad_step)
                 loss_acc += torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0)
@@ -459,7 +464,8 @@ class Trainer:
                     check_finite()
                     last_eval = self.evaluate()
                     self._log({"step": self.step, **last_eval})
-                    bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in last_eval.items()))
+                    if self.is_main:
+                        bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in last_eval.items()))
                     if last_eval["eval_loss"] < self.best_eval_loss:
                         self.best_eval_loss = last_eval["eval_loss"]
                         self.save("best", resumable=False)
@@ -468,7 +474,8 @@ class Trainer:
                     check_finite()
                     self.save()
                 if interrupted:
-                    bar.write(f"interrupted: saved a checkpoint at step {self.step}; continue with --resume")
+                    if self.is_main:
+                        bar.write(f"interrupted: saved a checkpoint at step {self.step}; continue with --resume")
                     break
         finally:
             bar.close()
