@@ -1,0 +1,145 @@
+"""Tokenization: byte-level BPE trained on movie reviews, compared with GPT-2's.
+
+What you will learn:
+- why a byte-level vocabulary never needs an "unknown" token;
+- pre-tokenisation: the regex that cuts text into words before any merge happens;
+- byte-pair encoding: merges learned from word counts, watched as they form, and how one
+  sentence's tokens grow longer as merges are added;
+- what vocabulary size buys: bytes per token on unseen text, ours against GPT-2's 50k;
+- special tokens ([CLS], [SEP], [MASK], [PAD], <|endoftext|>) are inserted by id and can
+  never be forged by ordinary text; word ids tie tokens back to words (whole-word masking).
+
+Run: python lessons/02_tokenization.py [--quick | --full | --smoke]
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import regex
+
+from minilm import Tokenizer
+from minilm.data import load_classification, load_corpus
+from minilm.lesson import start
+from minilm.tokenizer import GPT2_PATTERN, bpe_merges, count_words
+
+SENTENCE = "The unbelievably charming Amélie rewatched it twice: 10/10, no regrets!"
+
+
+def show(tok: Tokenizer, text: str) -> str:
+    """Tokens of `text` separated by |, spaces shown as _."""
+    return "|".join(tok.token_str(i).replace(" ", "_") for i in tok.encode(text))
+
+
+def bytes_per_token(tok: Tokenizer, texts: list[str]) -> float:
+    n_bytes = sum(len(tok.normalize(t).encode("utf-8")) for t in texts)
+    return n_bytes / sum(len(ids) for ids in tok.encode_batch(texts))
+
+
+def main(argv=None):
+    lesson = start(__file__, argv)
+    n_docs = lesson.pick(smoke=200, quick=3000, full=25000)
+    n_merges = lesson.pick(smoke=300, quick=2000, full=8000)
+
+    lesson.section("1. Text is bytes")
+    raw = SENTENCE.encode("utf-8")
+    lesson.say(f"""
+        A computer sees "{SENTENCE}" as {len(raw)} UTF-8 bytes for {len(SENTENCE)} characters
+        ("é" alone takes {len("é".encode())} bytes: {list("é".encode())}). A byte-level tokenizer
+        starts from the 256 possible byte values as its first 256 tokens, so any string at
+        all, in any script, with emoji or typos, can be encoded: nothing is ever "unknown".
+        The price is length: one token per byte is a long sequence. BPE fixes that.""")
+
+    lesson.section("2. Pre-tokenisation")
+    pieces = regex.findall(GPT2_PATTERN, SENTENCE.lower())
+    lesson.say(f"""
+        Before merging, GPT-2's regular expression cuts text into pre-tokens: a run of
+        letters with the space before it, a run of digits, a run of punctuation. Merges never
+        cross these boundaries, so training only needs a table of word counts, and the index
+        of the pre-token a token came from is its "word id". Our sentence (lower-cased, since
+        the course's tokenizer is uncased to match the lower-cased rt-polarity data) cuts into
+        {len(pieces)} pre-tokens: {" | ".join(p.replace(" ", "_") for p in pieces)}""")
+
+    lesson.section("3. Byte-pair encoding: watching merges form")
+    docs = load_corpus("imdb")
+    counts = count_words(docs[:n_docs], lowercase=True)
+    word_counts = {w.encode("utf-8"): n for w, n in sorted(counts.items())}
+    merges = bpe_merges(word_counts, 256 + n_merges)
+    readable = [(a + b).decode("utf-8", "backslashreplace").replace(" ", "_") for a, b in merges]
+    lesson.say(f"""
+        We count the {len(counts):,} distinct pre-tokens of {n_docs:,} IMDB reviews
+        ({sum(counts.values()):,} pre-tokens in all). BPE then repeats one step: find the
+        most frequent adjacent pair of tokens across all words (weighted by word count),
+        make it a new token, rewrite the words. The first 30 merges it learned:
+        {", ".join(readable[:30])}. Spaces glue onto the word that follows them (_ marks a
+        space), so "_the" is a token and "the" inside a word is another. The last five of the
+        {len(merges):,} merges are longer, rarer pieces: {", ".join(readable[-5:])}.""")
+    ranks = [bytes([b]) for b in range(256)]
+    for a, b in merges:
+        if a + b not in ranks:
+            ranks.append(a + b)
+    print(f"\n  How '{SENTENCE.lower()}' tokenizes as merges are added:")
+    for n in sorted({0, 10, 100, 500, len(ranks) - 256} & set(range(len(ranks) - 255))):
+        tok = Tokenizer(ranks[:256 + n], lowercase=True)
+        print(f"  {n:5d} merges, {len(tok.encode(SENTENCE)):3d} tokens: {show(tok, SENTENCE)}")
+
+    lesson.section("4. How big a vocabulary?")
+    vocab_size = lesson.pick(smoke=512, quick=8192, full=8192)
+    tok = Tokenizer.for_corpus("imdb", vocab_size) if not lesson.smoke else Tokenizer(ranks, lowercase=True)
+    gpt2 = Tokenizer.gpt2()
+    heldout = load_classification("rt-polarity").test.texts  # text none of the tokenizers trained on
+    n_special = tok.vocab_size - len(tok.ranks)  # vocabulary sizes count the special tokens too
+    sizes = [s for s in (256 + n_special, 300, 512, 1024, 2048, 4096, 8192) if s <= tok.vocab_size]
+    ours = [(s, bytes_per_token(Tokenizer(tok.ranks[:s - n_special], lowercase=True), heldout)) for s in sizes]
+    gpt2_bpt = bytes_per_token(gpt2, heldout)
+    for s, bpt in ours:
+        print(f"  ours, {s:5d} tokens: {bpt:.2f} bytes per token")
+    print(f"  GPT-2, {gpt2.eot_id + 1} tokens: {gpt2_bpt:.2f} bytes per token")
+    lesson.say(f"""
+        Compression measured on {len(heldout):,} Rotten Tomatoes sentences that no tokenizer
+        here was trained on. Our tokenizer is {"the cached one trained on all 25,000 IMDB reviews" if not lesson.smoke else "the small one from above"};
+        the first N of its tokens form the tokenizer with vocabulary N, so one training run
+        gives the whole curve. With only bytes a token carries 1 byte; at {ours[-1][0]:,}
+        tokens it carries {ours[-1][1]:.2f}; GPT-2's {gpt2.eot_id + 1:,} tokens, trained on a web
+        crawl, carry {gpt2_bpt:.2f}. A bigger vocabulary shortens sequences (attention costs grow
+        with the square of the length) but costs an embedding row per token and sees each
+        rare token less often. For a CPU course, 8,192 is the sweet spot.""")
+    lesson.record("bytes/token, ours at vocab %d (rt-polarity)" % ours[-1][0], ours[-1][1], "{:.2f}")
+    lesson.record("bytes/token, GPT-2 at vocab 50,257", gpt2_bpt, "{:.2f}")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([s for s, _ in ours], [b for _, b in ours], "o-", label="minilm BPE (IMDB, uncased)")
+    ax.plot([gpt2.eot_id + 1], [gpt2_bpt], "s", color="C3", label="GPT-2 (web text, cased)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("vocabulary size")
+    ax.set_ylabel("bytes per token on unseen sentences")
+    ax.set_title("Bigger vocabularies compress better")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    lesson.save_figure(fig, "compression")
+
+    lesson.section("5. Ours against GPT-2 on one sentence")
+    print(f"  ours  ({len(tok.encode(SENTENCE))} tokens): {show(tok, SENTENCE)}")
+    print(f"  GPT-2 ({len(gpt2.encode(SENTENCE))} tokens): {show(gpt2, SENTENCE)}")
+    print(f"  GPT-2 ids of 'Hello world!': {gpt2.encode('Hello world!')}  (GPT-2's own: [15496, 995, 0])")
+    lesson.say(f"""
+        GPT-2 is cased, so "The" and "the" are different tokens, and it round-trips text
+        exactly: decode(encode(s)) == s is {gpt2.decode(gpt2.encode(SENTENCE)) == SENTENCE}. Ours
+        lower-cases first (decode gives "{tok.decode(tok.encode('Amélie'))}" back for "Amélie").""")
+
+    lesson.section("6. Special tokens and word ids")
+    specials = {name: getattr(tok, f"{name}_id") for name in ("pad", "cls", "sep", "mask", "unk", "eot")}
+    forged = tok.encode("[MASK]")
+    ids, word_ids = tok.encode_with_word_ids("An unwatchable mess.")
+    row = [tok.cls_id] + ids + [tok.sep_id]
+    lesson.say(f"""
+        Special tokens sit at the top of the id range: {specials}. They are only ever put in
+        by id, never produced from text: the string "[MASK]" in a review encodes as
+        {forged} ({"|".join(tok.token_str(i) for i in forged)}), so a user cannot forge a
+        mask. A BERT row is built by id: {row} = {" ".join(tok.token_str(i).strip() or "_" for i in row)}.
+        Word ids say which pre-token each token came from: "An unwatchable mess." gives
+        tokens {[tok.token_str(i) for i in ids]} with word ids {word_ids}. Whole-word masking
+        (lesson 05) uses them to mask "unwatchable" entirely or not at all.""")
+    lesson.record("special ids", specials)
+    lesson.finish()
+
+
+if __name__ == "__main__":
+    main()
