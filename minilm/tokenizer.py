@@ -338,7 +338,7 @@ class Tokenizer:
         `text` must already be normalised. Computed from byte offsets: the token
         starts (cumulative token byte lengths) are located among the pre-token starts.
         """
-        pieces = self._pat.findall(text)
+        pieces = self._pat.findall(text, concurrent=True)  # releases the GIL: callers may use threads
         if text.isascii():
             lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
         else:
