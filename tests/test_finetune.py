@@ -175,3 +175,21 @@ def test_results_table_rows():
            "validation": {"accuracy": 0.8}, "test": {"accuracy": 0.75}, "best_epoch": 3, "time_s": 12.3}
     table = results_table([row])
     assert "| classify | rt-polarity | pretrained | lora | 512 | 1 | 12,345 (1.50%) | 80.00 | 75.00 | 3 | 12 s |" in table
+
+
+def test_comparison_grid_runs_resumes_and_summarizes(world, tmp_path):
+    from minilm.compare import Arm, run_comparison
+
+    data = str(world / "sent.tsv")
+    arms = [Arm("classify", data, 64, init, method, 1)
+            for init, method in (("pretrained", "full"), ("scratch", "full"), ("pretrained", "lora"))]
+    summary = run_comparison(world / "pre", tmp_path / "grid", arms=arms, seeds=(0, 1), batch_size=32)
+    rows = [json.loads(line) for line in (tmp_path / "grid" / "runs.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and {r["seed"] for r in rows} == {0, 1}
+    assert all(r["train_size"] == 64 for r in rows)
+    # Paired seeds: the pretrained and scratch arms of a seed train on the same subset.
+    assert "Pretrained versus scratch" in summary and "LoRA versus full" in summary and "±" in summary
+    assert (tmp_path / "grid" / "summary.md").read_text() == summary
+    again = run_comparison(world / "pre", tmp_path / "grid", arms=arms, seeds=(0, 1), batch_size=32)
+    assert again == summary  # everything was already done: nothing re-ran
+    assert len((tmp_path / "grid" / "runs.jsonl").read_text().splitlines()) == 6
