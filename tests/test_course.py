@@ -1,0 +1,101 @@
+"""`minilm course` and the lesson harness, on tiny stand-in lessons (the real ones are
+exercised by test_lessons.py): ordering, reporting, failures and timeouts made visible."""
+import json
+import textwrap
+
+import pytest
+
+from minilm.cli import main as minilm
+from minilm.course import find_lessons
+from minilm.lesson import start
+
+OK = '''
+"""A lesson that works.
+
+What you will learn: nothing."""
+import matplotlib.pyplot as plt
+from minilm.lesson import start
+
+lesson = start(__file__)
+lesson.record("accuracy", 0.8761, "{:.1%}")
+fig, ax = plt.subplots()
+ax.plot([0, 1], [1, 0])
+lesson.save_figure(fig, "curve")
+lesson.finish()
+'''
+FAILS = '''
+"""A lesson that breaks half way."""
+from minilm.lesson import start
+
+lesson = start(__file__)
+lesson.record("before the crash", 42)
+raise RuntimeError("the data set is on fire")
+'''
+HANGS = '''
+"""A lesson that never ends."""
+import time
+time.sleep(600)
+'''
+
+
+def write_lessons(folder, **lessons):
+    folder.mkdir()
+    for name, code in lessons.items():
+        (folder / f"{name}.py").write_text(textwrap.dedent(code))
+    return folder
+
+
+def test_course_reports_figures_pictures_and_failures(tmp_path, capsys):
+    lessons = write_lessons(tmp_path / "lessons", **{"02_fails": FAILS, "01_works": OK, "notes": "x = 1"})
+    runs = tmp_path / "runs"
+    code = minilm(["course", "--mode", "smoke", "--lessons", str(lessons), "--runs", str(runs)])
+    assert code == 1, "a failing lesson must make the course fail"
+    report = (runs / "course" / "REPORT.md").read_text()
+    # Both lessons, in numeric order, with their status; the non-lesson file is ignored.
+    assert report.index("| 01_works | A lesson that works. | ok |") < report.index("| 02_fails |")
+    assert "FAILED (exit 1)" in report and "the data set is on fire" in report
+    assert "notes" not in report
+    assert "| accuracy | 87.6% |" in report and "| before the crash | 42 |" in report
+    assert "![curve.png](../lessons/01_works/curve.png)" in report
+    assert (runs / "lessons" / "01_works" / "curve.png").exists()
+    assert "the data set is on fire" in (runs / "course" / "logs" / "02_fails.log").read_text()
+    assert "1/2 lessons ok" in capsys.readouterr().out
+
+
+def test_course_stops_a_hung_lesson_and_ignores_stale_results(tmp_path):
+    lessons = write_lessons(tmp_path / "lessons", **{"01_hangs": HANGS})
+    runs = tmp_path / "runs"
+    stale = runs / "lessons" / "01_hangs"
+    stale.mkdir(parents=True)
+    (stale / "results.json").write_text(json.dumps({"figures": {"stale figure": 1}, "pictures": []}))
+    code = minilm(["course", "--lessons", str(lessons), "--runs", str(runs), "--timeout", "3"])
+    report = (runs / "course" / "REPORT.md").read_text()
+    assert code == 1 and "TIMED OUT" in report and "stale figure" not in report
+
+
+def test_course_rejects_bad_options(tmp_path):
+    lessons = write_lessons(tmp_path / "lessons", **{"01_works": OK})
+    with pytest.raises(ValueError, match="--only"):
+        find_lessons(lessons, ["07"])
+    with pytest.raises(FileNotFoundError, match="--lessons"):
+        find_lessons(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="--timeout"):
+        minilm(["course", "--lessons", str(lessons), "--timeout", "0"])
+    assert [p.stem for p in find_lessons(lessons, ["01"])] == ["01_works"]
+
+
+def test_lesson_harness_modes_and_results(tmp_path, capsys):
+    path = tmp_path / "05_demo.py"
+    path.write_text('"""Demo title.\n\nMore."""\n')
+    lesson = start(str(path), ["--out", str(tmp_path / "out")])
+    assert lesson.mode == "quick" and lesson.quick and lesson.title == "Demo title."
+    assert lesson.pick(smoke=1, quick=2, full=3) == 2
+    lesson = start(str(path), ["--smoke", "--seed", "3", "--out", str(tmp_path / "out")])
+    assert lesson.smoke and lesson.seed == 3 and lesson.pick(smoke=1, quick=2, full=3) == 1
+    lesson.record("loss", 1.23456, "{:.2f}")
+    lesson.finish()
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["figures"] == {"loss": "1.23"} and results["seconds"] is not None
+    with pytest.raises(SystemExit):
+        start(str(path), ["--smoke", "--full"])  # modes are exclusive
+    assert "not allowed with argument" in capsys.readouterr().err
