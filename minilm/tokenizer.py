@@ -4,7 +4,8 @@ Design choices:
 
 - Byte level. Text is UTF-8 bytes, the first 256 tokens are the 256 byte values, so
   every string encodes losslessly (no unknown token is ever needed) and
-  `decode(encode(s)) == s` for any `s` when `lowercase=False`.
+  `decode(encode(s)) == s` for any valid Unicode `s` when `lowercase=False`
+  (control characters included; lone surrogates become U+FFFD).
 - GPT-2 pre-tokenisation. A regex cuts text into pre-tokens ("words": a letter run
   with its leading space, a digit run, a punctuation run, whitespace); merges never
   cross a pre-token, so training works on a table of word counts, not on the text.
@@ -319,9 +320,16 @@ class Tokenizer:
     # ---- encoding -----------------------------------------------------------------
 
     def normalize(self, text: str) -> str:
-        """What the tokenizer actually sees: `text`, lower-cased if `lowercase`."""
+        """What the tokenizer actually sees: `text`, lower-cased if `lowercase`, with
+        lone surrogates (a Python str that is not valid Unicode, e.g. from
+        `errors="surrogateescape"`) replaced by U+FFFD, as tiktoken itself does."""
         if not isinstance(text, str):
             raise TypeError(f"text: expected str, got {type(text).__name__}")
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
         return text.lower() if self.lowercase else text
 
     def encode(self, text: str) -> list[int]:

@@ -116,6 +116,14 @@ def test_word_ids_index_pre_tokens(tok, text):
     assert got == [p.encode() for p in pieces]
 
 
+def test_lone_surrogates_become_replacement_character(tok):
+    text = "a\ud800b \udcff"  # not valid Unicode: what errors="surrogateescape" produces
+    assert tok.encode(text) == tok.encode("a\ufffdb \ufffd")
+    ids, word_ids = tok.encode_with_word_ids(text)
+    assert ids == tok.encode(text) and word_ids[-1] == 3  # a, \ufffd, b, " \ufffd"
+    assert tok.encode_words(["\udcff"])[0] == tok.encode("\ufffd")
+
+
 def test_encode_words_as_in_running_text(tok):
     words = ["the", "cat", "sat", "naïve", ".", "42"]
     ids, word_ids = tok.encode_words(words)
