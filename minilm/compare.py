@@ -127,6 +127,10 @@ def summarize(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _read_rows(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+
+
 def run_comparison(pretrained: str | Path, out: str | Path, *, arms: list[Arm] | None = None,
                    seeds: tuple[int, ...] = (0, 1, 2), device: str = "auto", progress: bool = False,
                    **overrides) -> str:
@@ -138,8 +142,7 @@ def run_comparison(pretrained: str | Path, out: str | Path, *, arms: list[Arm] |
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "runs.jsonl"
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
-    done = {(r["arm"], r["seed"]) for r in rows}
+    done = {(r["arm"], r["seed"]) for r in _read_rows(log)}
     arms = arms if arms is not None else central_arms()
     tasks: dict[tuple[str, str], object] = {}
     for arm in arms:
@@ -157,10 +160,11 @@ def run_comparison(pretrained: str | Path, out: str | Path, *, arms: list[Arm] |
             row = run_finetune(cfg, task=tasks[(arm.task, arm.data)])
             row.update(arm=arm.key, init_kind=arm.init, train_size_arg=arm.train_size,
                        wall_s=time.perf_counter() - t0)
-            with open(log, "a") as f:
+            with open(log, "a") as f:  # one write per line: parallel processes (one per seed) can share the log
                 f.write(json.dumps(row) + "\n")
-            rows.append(row)
+            rows = _read_rows(log)  # including what other processes finished meanwhile
             (out / "summary.md").write_text(summarize(rows))  # a partial grid still reports what it measured
+    rows = _read_rows(log)
     text = summarize(rows)
     (out / "summary.md").write_text(text)
     return text

@@ -21,10 +21,10 @@ Design choices:
 - `--init scratch` builds the same architecture with random weights and the same
   tokenizer (taken from `--arch`, by default the committed pretrained checkpoint), so
   pretrained versus scratch differs in the weights only.
-- What is saved is what was trained: `full` (and any run from scratch, whose random base
-  cannot be fetched again) writes a checkpoint `model/` that `load_model` reads; the other
-  methods write `adapter.safetensors` (method weights and head, small) that names its base
-  checkpoint and that base's sha256, so a reloaded model scores exactly what it scored.
+- What is saved is what was trained: `full` writes a checkpoint `model/` that `load_model`
+  reads; the other methods write `adapter.safetensors` (method weights and head, small)
+  that names its base checkpoint and that base's sha256, so a reloaded model scores exactly
+  what it scored. A random base (from scratch) cannot be fetched again: it is saved in `base/`.
 - Misconfiguration fails before training: labels in validation/test that training never
   saw, a tokenizer whose vocabulary or special ids do not fit the checkpoint, a train size
   larger than the data, a max length beyond the model's positions.
@@ -407,7 +407,10 @@ def build_model(task, init: str, *, arch: str | None = None, tokenizer_path: str
         meta = read_config(base)
         pretrained, tokenizer = load_model(base)
         if tokenizer_path is not None:
-            tokenizer = load_tokenizer(tokenizer_path)
+            own, tokenizer = tokenizer, load_tokenizer(tokenizer_path)
+            if own is not None and own.fingerprint() != tokenizer.fingerprint():
+                raise ValueError(f"--tokenizer {tokenizer_path} is not the tokenizer saved with {base} (their merges "
+                                 f"or settings differ): the pretrained embeddings only fit their own tokenizer")
         if tokenizer is None:
             raise ValueError(f"--init {init}: the checkpoint has no tokenizer.json; pass --tokenizer")
         config = _with_dropout(meta["model_config"], dropout)

@@ -145,8 +145,10 @@ def test_scratch_with_prefix_keeps_its_random_base(world, tmp_path):
 def test_bad_input_fails_early_and_clearly(world, tmp_path):
     # A tokenizer that does not belong to the checkpoint.
     task = ClassifyTask(str(world / "sent.tsv"))
-    with pytest.raises(ValueError, match="vocab_size=280"):
+    with pytest.raises(ValueError, match="not the tokenizer saved with"):
         build_model(task, str(world / "pre"), tokenizer_path=str(world / "other_tokenizer.json"))
+    with pytest.raises(ValueError, match="vocab_size=280"):
+        build_model(task, "scratch", arch=str(world / "pre"), tokenizer_path=str(world / "other_tokenizer.json"))
     # Tags in test that training never saw: refused by name, or counted as misses when allowed.
     folder = tmp_path / "unseen"
     shutil.copytree(world / "ner", folder)
