@@ -39,10 +39,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import heapq
+import itertools
 import json
 import os
 import tempfile
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -63,9 +65,18 @@ GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838
 def count_words(texts: Iterable[str], *, lowercase: bool = False, pattern: str = GPT2_PATTERN) -> Counter:
     """Pre-tokenise `texts` and count the pre-tokens: {word (str): occurrences}."""
     pat = regex.compile(pattern)
+
+    def pieces(text: str) -> list[str]:
+        return pat.findall(text.lower() if lowercase else text, concurrent=True)  # releases the GIL
+
     counts: Counter = Counter()
-    for text in tqdm(texts, desc="counting words", unit="doc", disable=None):
-        counts.update(pat.findall(text.lower() if lowercase else text))
+    docs = iter(texts)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool, \
+            tqdm(desc="counting words", unit="doc", disable=None) as bar:
+        while batch := list(itertools.islice(docs, 256)):  # in batches, so memory stays flat
+            for words in pool.map(pieces, batch):
+                counts.update(words)
+            bar.update(len(batch))
     return counts
 
 
