@@ -33,12 +33,14 @@ Design choices:
   strategies a position also needs a word id >= 0 (-1 = special / no word). A word is a run
   of consecutive positions sharing one word id, so any numbering works (per row, per
   document, or restarting).
-- A row with no maskable position comes back unchanged with all labels -100 (an all-padding
-  row, say); a batch in which no row has one raises, since it has nothing to learn from.
+- A row with no maskable position (an all-padding row, say) comes back unchanged with all
+  labels -100; so does a whole batch without one: there is nothing to predict, and minilm's
+  MaskedLM gives such a batch a loss of 0. Checking for it would cost a GPU synchronisation
+  on every batch (the host waiting for the device), so it is documented instead of raised.
+- Nothing here synchronises with the device: no `.item()`, no data-dependent shapes.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -174,14 +176,15 @@ def span_lengths(shape, p: float, max_len: int, generator: torch.Generator | Non
 
     P(L = k) = p (1 - p)^(k - 1) / (1 - (1 - p)^max_len) for k = 1..max_len (renormalised, which
     is what SpanBERT's "clipped at 10" means: its mean is 3.8 words for p = 0.2). Drawn by
-    inverting the CDF P(L <= k) = (1 - q^k) / (1 - q^max_len), q = 1 - p. Returns long `shape`.
+    inverting the CDF F(k) = (1 - q^k) / (1 - q^max_len), q = 1 - p: L = 1 + #{k < max_len : F(k) <= u}
+    for u ~ U[0, 1). Returns long `shape`.
     """
     u = _uniform(shape, generator, device)
     q = 1.0 - p
-    if q == 0.0:  # p = 1: every span is one word (log q would be -inf)
-        return torch.ones(shape, dtype=torch.long, device=device)
-    lengths = torch.ceil(torch.log1p(-u * (1.0 - q**max_len)) / math.log(q))
-    return lengths.long().clamp(1, max_len)  # clamp: u = 0 gives 0; float rounding can give max_len + 1
+    lengths = torch.ones(shape, dtype=torch.long, device=device)
+    for k in range(1, max_len):  # max_len is small (10): one comparison per possible length
+        lengths += u >= (1.0 - q**k) / (1.0 - q**max_len)
+    return lengths
 
 
 # --------------------------------------------------------------------------- the four strategies
@@ -199,8 +202,9 @@ def choose_tokens(maskable: torch.Tensor, word_ids: torch.Tensor | None, config:
     if config.count == "bernoulli":
         return (key < config.mask_prob) & maskable, None
     target = target_count(maskable.sum(1), config.mask_prob)  # (B,)
-    rank = key.masked_fill(~maskable, 2.0).argsort(dim=1, stable=True).argsort(dim=1)  # (B, T) rank of each key
-    return (rank < target[:, None]) & maskable, None
+    order = key.masked_fill(~maskable, 2.0).argsort(dim=1, stable=True)  # (B, T) positions, smallest key first
+    first = torch.arange(order.shape[1], device=order.device).expand_as(order) < target[:, None]  # (B, T)
+    return torch.zeros_like(maskable).scatter_(1, order, first) & maskable, None
 
 
 def choose_whole_words(maskable: torch.Tensor, word_ids: torch.Tensor | None, config: MaskingConfig,
@@ -232,8 +236,11 @@ def choose_spans(maskable: torch.Tensor, word_ids: torch.Tensor | None, config: 
     B, T = word.shape
     # T spans of >= 1 word always cover the at most T words of a row.
     length = span_lengths((B, T), config.span_p, config.max_span, generator, word.device)  # (B, T)
-    end = length.cumsum(1)  # (B, T) span s covers words [end[s] - length[s], end[s])
-    span = torch.searchsorted(end, word, right=True)  # (B, T) the span each token's word falls in
+    end = length.cumsum(1).clamp(max=T)  # (B, T) span s covers words [end[s] - length[s], end[s])
+    # Mark the first word of every span after the first, then count marks up to each word.
+    opens = torch.zeros(B, T + 1, dtype=torch.long, device=word.device).scatter_(1, end, 1)  # (B, T + 1)
+    span_of_word = opens[:, :T].cumsum(1)  # (B, T) span index of word w
+    span = span_of_word.gather(1, word)  # (B, T) the span each token's word falls in
     return choose_units(span, valid, config.mask_prob, config.count, generator), span
 
 
@@ -290,7 +297,8 @@ def replace(input_ids: torch.Tensor, selected: torch.Tensor, config: MaskingConf
     if config.random_frac > 0:
         to_random = selected & ~to_mask & (decision < config.mask_frac + config.random_frac)  # (B, T)
         pick = _randint(replacement_ids.numel(), input_ids.shape, generator, device)  # (B, T)
-        masked = torch.where(to_random, replacement_ids[pick], masked)  # (B, T)
+        random_ids = replacement_ids.index_select(0, pick.flatten()).view_as(pick)  # (B, T)
+        masked = torch.where(to_random, random_ids, masked)  # (B, T)
     labels = torch.where(selected, input_ids, IGNORE)  # (B, T)
     return masked, labels
 
@@ -321,9 +329,6 @@ def mask_tokens(input_ids: torch.Tensor, config: MaskingConfig, *, mask_id: int,
     if config.random_frac > 0 and replacement_ids.numel() == 0:
         raise ValueError(f"MaskingConfig.random_frac={config.random_frac} needs at least one replacement id; "
                          "replacement_ids is empty")
-    if not bool(maskable.any()):
-        raise ValueError("no maskable position in the batch (maskable is all False): every token is special or "
-                         "padding, so there is nothing to predict")
     device = input_ids.device
     maskable = maskable.to(device)
     word_ids = word_ids.to(device) if word_ids is not None else None

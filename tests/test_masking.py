@@ -327,8 +327,6 @@ def test_bad_inputs_raise_clear_errors():
         run(MaskingConfig(strategy="whole_word"), ids, maskable, None)
     with pytest.raises(ValueError, match="needs word_ids"):
         run(MaskingConfig(strategy="span"), ids, maskable, None)
-    with pytest.raises(ValueError, match="no maskable position"):
-        run(MaskingConfig(), ids, torch.zeros_like(maskable), word_ids)
     with pytest.raises(ValueError, match="maskable must be a bool"):
         run(MaskingConfig(), ids, maskable.long(), word_ids)
     with pytest.raises(ValueError, match="input_ids must be a 2-D"):
@@ -337,6 +335,13 @@ def test_bad_inputs_raise_clear_errors():
         run(MaskingConfig(strategy="span"), ids, maskable, word_ids[:, :-1])
     with pytest.raises(ValueError, match="replacement id"):
         mask_tokens(ids, MaskingConfig(), mask_id=MASK, maskable=maskable, replacement_ids=torch.tensor([], dtype=torch.long))
+
+
+def test_batch_without_maskable_token_is_left_alone():
+    ids, maskable, word_ids = make_batch(3, 20, 0)
+    for strategy in STRATEGIES:
+        masked, labels = run(MaskingConfig(strategy=strategy), ids, torch.zeros_like(maskable), word_ids)
+        assert torch.equal(masked, ids) and (labels == IGNORE).all()
 
 
 def test_row_without_maskable_token_is_left_alone():
@@ -362,8 +367,14 @@ def test_masks_on_the_gpu(strategy):
     ids, maskable, word_ids = (x.cuda() for x in make_batch(32, 128, 0))
     g = torch.Generator(device="cuda").manual_seed(0)
     config = MaskingConfig(strategy=strategy, count="exact")
-    masked, labels = mask_tokens(ids, config, mask_id=MASK, maskable=maskable, replacement_ids=REPLACEMENTS.cuda(),
-                                 word_ids=word_ids, generator=g)
+    replacements = REPLACEMENTS.cuda()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # masking must never make the host wait for the GPU
+    try:
+        masked, labels = mask_tokens(ids, config, mask_id=MASK, maskable=maskable, replacement_ids=replacements,
+                                     word_ids=word_ids, generator=g)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
     assert masked.is_cuda and labels.is_cuda
     selected = labels != IGNORE
     assert not (selected & ~maskable).any() and torch.equal(labels[selected], ids[selected])
