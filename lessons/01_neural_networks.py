@@ -16,6 +16,12 @@ Run: python lessons/01_neural_networks.py [--quick | --full | --smoke]
 """
 from __future__ import annotations
 
+import os
+
+# One BLAS thread: these matrices are small, and on a busy 2-core machine a second thread
+# spends more time waiting than working. Set before numpy is imported, or it has no effect.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import re
 from collections import Counter
 

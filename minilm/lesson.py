@@ -93,7 +93,7 @@ class Lesson:
 
         path = self.out / f"{name}.png"
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         if path.name not in self.pictures:
             self.pictures.append(path.name)

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from minilm.lesson import lesson_title
 
@@ -27,7 +28,11 @@ def test_lesson_smoke(path, tmp_path):
     spec = importlib.util.spec_from_file_location(f"lesson_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.main(["--smoke", "--out", str(tmp_path)])
+    threads = torch.get_num_threads()
+    try:
+        module.main(["--smoke", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)  # a lesson may pin threads; do not leak that into other tests
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["mode"] == "smoke" and results["title"] == lesson_title(path)
     assert results["seconds"] is not None, "the lesson did not call lesson.finish()"
