@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from minilm import data, fetch
+from minilm import fetch
 from minilm.data import (TokenizedCorpus, clean_text, decoder_rows, detokenize, encoder_rows, load_classification,
                          load_corpus, load_ner, tokenize_corpus)
 from minilm.tokenizer import Tokenizer
