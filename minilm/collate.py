@@ -16,6 +16,7 @@ Design choices:
 """
 from __future__ import annotations
 
+import numbers
 from functools import lru_cache
 from typing import Sequence
 
@@ -148,7 +149,7 @@ def classification_batch(texts: Sequence[str], labels: Sequence[int] | None, tok
     if labels is not None and len(labels) != len(texts):
         raise ValueError(f"classification_batch got {len(texts)} texts but {len(labels)} labels")
     if labels is not None:
-        bad = [x for x in labels if not (isinstance(x, int) or (isinstance(x, torch.Tensor) and x.dim() == 0))]
+        bad = [x for x in labels if isinstance(x, bool) or not isinstance(x, (numbers.Integral, torch.Tensor))]
         if bad:
             raise ValueError(f"labels must be class indices (int); got {bad[0]!r}")
     rows = [_frame(ids, tokenizer, max_len) for ids in tokenizer.encode_batch(list(texts))]

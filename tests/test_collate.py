@@ -166,6 +166,9 @@ def test_classification_batch_frames_truncates_and_pads(tok):
         classification_batch(TEXTS, [0, 1], tok, max_len=12)
     with pytest.raises(ValueError, match="class indices"):
         classification_batch(TEXTS[:1], ["pos"], tok, max_len=12)
+    import numpy as np
+
+    assert classification_batch(TEXTS[:2], np.array([1, 0]), tok, max_len=12)["labels"].tolist() == [1, 0]
 
 
 # --------------------------------------------------------------------------- token classification
