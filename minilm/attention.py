@@ -8,7 +8,10 @@ Design choices:
 - `sdpa` calls `torch.nn.functional.scaled_dot_product_attention`, which picks a fused
   kernel (flash / memory-efficient / CPU flash) when it can.
 - `triton` calls `kernels.flash_attention` (the course's own FlashAttention-2 kernel).
-- `auto` picks triton on CUDA when the kernel says it supports the case, else sdpa.
+- `auto` picks triton on CUDA when the kernel says it supports the case (it has no
+  dropout), else sdpa -- except on the CPU with attention dropout, where torch leaves its
+  fused kernel for an unfused fallback that measured ~2x slower than `reference`
+  (bert-mini shapes, torch 2.13, 2 cores), so `reference` is picked there.
 - Causal masking with more keys than queries (Tk > Tq) is aligned to the *end*: query i
   sees keys j <= i + (Tk - Tq). That is what a KV cache (the new token sees all the past)
   and prefix tuning (every query sees the whole prefix) need. torch's `is_causal=True`
@@ -45,6 +48,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padd
                          f"got {tuple(key_padding_mask.shape)}")
     if backend == "auto":
         backend = "triton" if _triton_supports(q, k, v, causal, key_padding_mask, dropout_p) else "sdpa"
+        backend = "reference" if backend == "sdpa" and dropout_p > 0 and q.device.type == "cpu" else backend
     if backend == "reference":
         return reference_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p)
     if backend == "sdpa":
@@ -68,7 +72,7 @@ def visible_keys(tq: int, tk: int, *, causal: bool, key_padding_mask: Tensor | N
 def reference_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
                         key_padding_mask: Tensor | None = None, dropout_p: float = 0.0) -> Tensor:
     """The readable version: scores, mask, softmax, dropout, weighted sum of values."""
-    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
+    scores = (q / math.sqrt(q.shape[-1])) @ k.transpose(-2, -1)  # (B, H, Tq, Tk); scaling q is T/D times cheaper
     allowed = visible_keys(q.shape[-2], k.shape[-2], causal=causal, key_padding_mask=key_padding_mask,
                            device=q.device)
     if allowed is not None:

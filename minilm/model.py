@@ -188,6 +188,8 @@ class Transformer(nn.Module):
         """
         start = len(cache[0]) if cache else 0
         key_padding_mask = None if attention_mask is None else attention_mask.bool()  # (B, T_past + T)
+        if key_padding_mask is not None and key_padding_mask.all():
+            key_padding_mask = None  # nothing is padded: without a mask attention takes its fastest path
         x = self.embeddings(input_ids, token_type_ids, start)  # (B, T, D)
         for i, block in enumerate(self.blocks):
             x = block(x, key_padding_mask, None if cache is None else cache[i])  # (B, T, D)
