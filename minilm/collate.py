@@ -16,6 +16,7 @@ Design choices:
 """
 from __future__ import annotations
 
+import itertools
 import numbers
 from functools import lru_cache
 from typing import Sequence
@@ -30,13 +31,12 @@ Rows = torch.Tensor | Sequence[Sequence[int]]
 # --------------------------------------------------------------------------- helpers
 
 
-def pad(seqs: Sequence[Sequence[int]], value: int, device=None) -> torch.Tensor:
+def pad(seqs: Sequence[Sequence[int]], value: int) -> torch.Tensor:
     """Right-pad integer sequences to the longest one: LongTensor (B, L), L >= 1."""
-    length = max([len(s) for s in seqs] + [1])
-    out = torch.full((len(seqs), length), value, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
-    return out.to(device) if device is not None else out
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)  # (B,)
+    real = torch.arange(max(lengths.tolist() + [1]))[None, :] < lengths[:, None]  # (B, L)
+    flat = torch.tensor(list(itertools.chain.from_iterable(seqs)), dtype=torch.long)  # all ids, one copy
+    return torch.full(real.shape, value, dtype=torch.long).masked_scatter_(real, flat)
 
 
 @lru_cache(maxsize=32)
@@ -69,9 +69,8 @@ def _as_rows(rows: Rows, value: int) -> tuple[torch.Tensor, torch.Tensor | None]
         if rows.dim() != 2:
             raise ValueError(f"rows must be a 2-D tensor (B, T) or a list of id sequences; got shape {tuple(rows.shape)}")
         return rows.long(), None
-    lengths = torch.tensor([len(r) for r in rows])
-    ids = pad(rows, value)
-    return ids, torch.arange(ids.shape[1])[None, :] < lengths[:, None]
+    ids = pad(rows, value)  # (B, L)
+    return ids, torch.arange(ids.shape[1])[None, :] < torch.tensor([len(r) for r in rows])[:, None]
 
 
 # --------------------------------------------------------------------------- pretraining
