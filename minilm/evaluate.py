@@ -21,20 +21,27 @@ import argparse
 import json
 from pathlib import Path
 
+from minilm import peft
 from minilm.finetune import TASKS, load_finetuned
 
 SPLITS = ("train", "validation", "test")
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = None,
-                 allow_unseen_labels: bool | None = None, batch_size: int = 128) -> dict:
+                 allow_unseen_labels: bool | None = None, batch_size: int = 128, merge_lora: bool = False) -> dict:
     """Score the fine-tuned model in `run_dir` on `split` of its data (or of `data`) -> scores dict.
 
+    merge_lora: fold a LoRA run's updates into the base weights first (inference at the base
+    model's cost; equal to the unmerged model up to float rounding).
     Returns {"task", "data", "split", "metric", <scores>, "report"}; predictions are left out.
     """
     if split not in SPLITS:
         raise ValueError(f"--split={split!r}: expected one of {SPLITS}")
     model, tokenizer, info = load_finetuned(run_dir)
+    if merge_lora:
+        if info["method"] != "lora":
+            raise ValueError(f"--merge-lora: {run_dir} was fine-tuned with method {info['method']!r}, not 'lora'")
+        peft.merge_lora(model)
     data = data or info["data"]
     allow = info.get("allow_unseen_labels", False) if allow_unseen_labels is None else allow_unseen_labels
     task = TASKS[info["task"]](data, label_names=info["label_names"], allow_unseen=allow)
@@ -55,11 +62,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--allow-unseen-labels", action="store_true", default=None,
       help="score labels the model never saw as misses instead of refusing")
     a("--batch-size", type=int, default=128)
+    a("--merge-lora", action="store_true", help="merge a LoRA run's updates into the base weights before scoring")
     a("--out", default=None, help="JSON file for the scores (default RUN/eval_SPLIT.json)")
 
 
 def run(args: argparse.Namespace) -> int:
-    result = evaluate_run(args.run, args.split, args.data, args.allow_unseen_labels, args.batch_size)
+    result = evaluate_run(args.run, args.split, args.data, args.allow_unseen_labels, args.batch_size, args.merge_lora)
     print(result["report"])
     print(f"{result['split']} {result['metric']}: {100 * result[result['metric']]:.2f}")
     out = Path(args.out) if args.out else Path(args.run) / f"eval_{args.split}.json"

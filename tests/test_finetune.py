@@ -108,6 +108,8 @@ def test_classify_lora_cli_round_trip_is_exact(world, tmp_path):
     for split in ("validation", "test"):
         again = evaluate_run(out, split)
         assert again["accuracy"] == row[split]["accuracy"] and again["loss"] == row[split]["loss"]
+    merged = evaluate_run(out, "test", merge_lora=True)  # same predictions, up to float rounding in the loss
+    assert merged["accuracy"] == row["test"]["accuracy"] and merged["loss"] == pytest.approx(row["test"]["loss"], 1e-5)
     assert cli(["evaluate", str(out), "--split", "test"]) == 0
     assert json.loads((out / "eval_test.json").read_text())["accuracy"] == row["test"]["accuracy"]
 
