@@ -38,7 +38,7 @@ OBJECTIVES = {"mlm": "token", "whole_word": "whole_word", "span": "span", "seque
 # The recipe: measured on the 2-core CPU (see the trainer report / README for the figures).
 DEFAULTS = dict(preset="bert-mini", objective="mlm", data="imdb", vocab_size=8192, seq_len=128, batch_size=64,
                 steps=600, lr=2e-3, warmup=60, mask_prob=0.3, mask_count="exact", norm="pre", dropout=0.0,
-                weight_decay=0.01, eval_rows=512)
+                weight_decay=0.01, eval_rows=256)
 
 
 def _mix(seed: int, *values: int) -> int:
@@ -161,6 +161,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--batch-size", type=int, default=d["batch_size"], help="global rows per optimiser step (all ranks)")
     a("--accumulation", type=int, default=1, help="micro-batches per step (splits each rank's batch)")
     a("--steps", type=int, default=d["steps"], help="optimiser steps")
+    a("--time-budget", type=float, default=0.0, metavar="MINUTES",
+      help="train for about this long instead of --steps: the warmup is timed, then the steps are fixed")
     a("--lr", type=float, default=d["lr"], help="peak learning rate")
     a("--warmup", type=int, default=d["warmup"], help="linear warmup steps")
     a("--schedule", default="cosine", choices=["cosine", "linear", "constant"], help="decay after warmup")
@@ -171,8 +173,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--norm", default=d["norm"], choices=["pre", "post"], help="pre-norm (the recipe) or BERT's post-norm")
     a("--dropout", type=float, default=d["dropout"], help="dropout while pretraining (the recipe: 0)")
     a("--eval-rows", type=int, default=d["eval_rows"], help="rows held out at the end of the corpus for evaluation")
-    a("--eval-every", type=int, default=0, help="steps between evaluations (0: ~10 per run)")
-    a("--save-every", type=int, default=0, help="steps between resumable checkpoints (0: ~5 per run)")
+    a("--eval-every", type=int, default=0, help="steps between evaluations (0: ~8 per run; 250 with a time budget)")
+    a("--save-every", type=int, default=0,
+      help="steps between resumable checkpoints (0: ~4 per run; 1000 with a time budget)")
     a("--log-every", type=int, default=10, help="steps between log lines (host syncs)")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     a("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="auto: bf16 on cuda, fp32 on cpu")
@@ -193,6 +196,8 @@ def _validate(args) -> None:
     need(args.seq_len >= 8, "--seq-len", "an integer >= 8")
     need(args.batch_size >= 1, "--batch-size", "a positive integer")
     need(args.steps >= 1, "--steps", "a positive integer")
+    need(args.time_budget >= 0, "--time-budget", "minutes >= 0")
+    need(not args.time_budget or args.warmup >= 10, "--warmup", "at least 10 steps with --time-budget")
     need(0.0 < args.mask_prob < 1.0, "--mask-prob", "a fraction in (0, 1)")
     need(0.0 <= args.dropout < 1.0, "--dropout", "a probability in [0, 1)")
     need(args.eval_rows >= 1, "--eval-rows", "a positive integer")
@@ -234,6 +239,7 @@ def build(args, device: torch.device):
     else:
         from minilm.masking import MaskingConfig
 
+        model = MaskedLM(config)
         masking = MaskingConfig(strategy=OBJECTIVES[args.objective], mask_prob=args.mask_prob, count=args.mask_count)
         train = MaskedLMBatches(rows[:-n_eval], word_ids[:-n_eval], tokenizer, masking, args.batch_size, args.seed,
                                 device)
@@ -248,12 +254,15 @@ def run(args) -> int:
     _validate(args)
     device = resolve_device(args.device)
     tokenizer, model, train, held = build(args, device)
+    budget = args.time_budget * 60
+    steps = 10**9 if budget else args.steps  # with a budget, the trainer fixes the steps after the warmup
     config = TrainConfig(
-        steps=args.steps, lr=args.lr, warmup_steps=min(args.warmup, args.steps), schedule=args.schedule,
+        steps=steps, lr=args.lr, warmup_steps=min(args.warmup, steps), schedule=args.schedule,
         weight_decay=args.weight_decay, accumulation=args.accumulation, device=args.device,
         precision=args.precision, compile=args.compile, log_every=args.log_every,
-        eval_every=args.eval_every or max(1, args.steps // 10), save_every=args.save_every or max(1, args.steps // 5),
-        seed=args.seed, resume=args.resume, progress=not args.no_progress)
+        eval_every=args.eval_every or (250 if budget else max(1, steps // 8)),
+        save_every=args.save_every or (1000 if budget else max(1, steps // 4)),
+        seed=args.seed, resume=args.resume, progress=not args.no_progress, time_budget_s=budget)
     metadata = {"command": "minilm pretrain " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["pretrain"] else []),
                 "objective": args.objective, "data": str(args.data), "seq_len": args.seq_len}
     trainer = Trainer(model, config, train, held, args.out, tokenizer=tokenizer, metadata=metadata)
@@ -262,8 +271,9 @@ def run(args) -> int:
     if trainer.is_main:
         print(f"model: {args.preset} ({args.norm}-norm, dropout {args.dropout}), "
               f"{info.get('params', sum(p.numel() for p in model.parameters())):,} parameters; "
-              f"{args.objective} on {args.data}; {args.steps} steps x {args.batch_size} x {args.seq_len} tokens on "
-              f"{trainer.device} ({trainer.precision}); world size {trainer.world_size}", flush=True)
+              f"{args.objective} on {args.data}; {'?' if budget else args.steps} steps x {args.batch_size} x {args.seq_len} tokens on "
+              f"{trainer.device} ({trainer.precision}); world size {trainer.world_size}"
+              + (f"; time budget {args.time_budget:g} min" if budget else ""), flush=True)
         print(f"best constant guess on the held-out set: {100 * baseline:.2f}% token accuracy", flush=True)
     t0 = time.perf_counter()
     summary = trainer.fit()

@@ -27,6 +27,9 @@ Design choices:
   and gather the weights for `save_checkpoint` with
   `torch.distributed.checkpoint.state_dict.get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))`;
   the loss weighting, no_sync (FSDP2's `set_requires_gradient_sync`) and batch sharding stay as they are.
+- A time budget (`time_budget_s`) fixes `steps` once the speed is known: the steps of the
+  warmup are timed (the schedule does not depend on `steps` until warmup ends) and the
+  decay is fitted into the remaining time, so a "4-minute run" anneals properly.
 - Ctrl-C sets a flag; the current step finishes, a checkpoint is saved and `fit` returns.
 """
 from __future__ import annotations
@@ -83,6 +86,7 @@ class TrainConfig:
     keep_last: int = 2  # resumable checkpoints kept
     seed: int = 0
     resume: bool = False  # continue from the latest checkpoint in out_dir
+    time_budget_s: float = 0.0  # > 0: set `steps` after timing the warmup so the run lasts about this long
     progress: bool = True  # show the tqdm bar
 
     def __post_init__(self):
@@ -95,6 +99,9 @@ class TrainConfig:
         for field in ("warmup_steps", "eval_every", "save_every", "seed"):
             need(isinstance(getattr(self, field), int) and getattr(self, field) >= 0, field, "an integer >= 0")
         need(isinstance(self.keep_last, int) and self.keep_last >= 1, "keep_last", "an integer >= 1")
+        need(self.time_budget_s >= 0, "time_budget_s", "seconds >= 0 (0 = no budget)")
+        need(not self.time_budget_s or self.warmup_steps >= 10, "warmup_steps",
+             "an integer >= 10 with a time budget (the warmup steps are timed to fix the number of steps)")
         need(self.lr > 0 and math.isfinite(self.lr), "lr", "a positive float")
         need(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "a float in [0, 1]")
         need(self.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}")
@@ -372,6 +379,8 @@ class Trainer:
         if self.scaler and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
+        if self.config.time_budget_s and self.step >= self.config.warmup_steps:  # steps were fixed before
+            self.config = dataclasses.replace(self.config, steps=state["train_config"]["steps"], time_budget_s=0.0)
         self.best_eval_loss = float(state["best_eval_loss"])
         metrics = self.out_dir / "metrics.jsonl"
         if self.is_main and metrics.is_file():  # drop records the interrupted run wrote after this checkpoint
@@ -379,6 +388,26 @@ class Trainer:
             metrics.write_text("".join(l + "\n" for l in lines))
         if self.is_main:
             print(f"resumed from {path} at step {self.step}")
+
+    def _fit_budget(self, probe_start: int, fit_start: float) -> TrainConfig:
+        """At `probe_start` start the clock; at the end of warmup set `steps` to fill the time budget."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        if self.step == probe_start:
+            self._probe = (self.step, now)
+            return self.config
+        first, t_first = self._probe
+        per_step = (now - t_first) / max(1, self.step - first)
+        left = self.config.time_budget_s - (now - fit_start)
+        steps = torch.tensor([self.step + max(1, int(left / per_step))], device=self.device)
+        if self.world_size > 1:
+            dist.broadcast(steps, 0)  # every rank must agree on the schedule
+        if self.is_main:
+            print(f"time budget {self.config.time_budget_s:.0f}s at {per_step * 1e3:.1f} ms/step: training for "
+                  f"{int(steps.item())} steps", flush=True)
+        self.config = dataclasses.replace(self.config, steps=int(steps.item()), time_budget_s=0.0)
+        return self.config
 
     # ---- logging -----------------------------------------------------------------------------
     def _log(self, record: dict) -> None:
@@ -427,6 +456,7 @@ class Trainer:
         loss_acc = torch.zeros((), device=self.device)
         bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
         t0, tokens, logged_steps, last_eval, interrupted = time.perf_counter(), 0, 0, {}, False
+        fit_start, probe_start = t0, self.step + min(5, max(1, (cfg.warmup_steps - self.step) // 2))
         last_loss = math.nan
         try:
             while self.step < cfg.steps:
@@ -440,6 +470,9 @@ class Trainer:
                 logged_steps += 1
                 self.step += 1
                 bar.update(1)
+                if cfg.time_budget_s and self.step in (probe_start, cfg.warmup_steps):
+                    cfg = self._fit_budget(probe_start, fit_start)
+                    bar.total = cfg.steps
                 done = self.step == cfg.steps
                 if self.world_size == 1:
                     interrupted = self._stop_requested

@@ -1,0 +1,130 @@
+"""Pretraining batch sources and the `minilm pretrain` command, on a small local corpus."""
+import argparse
+import json
+import random
+import shutil
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minilm.checkpoint import load_model
+from minilm.masking import MaskingConfig
+from minilm.pretrain import CausalLMBatches, MaskedLMBatches, RowSampler, configure, run
+
+WORDS = ("the a movie film plot actor actress scene story director music great terrible boring funny long short "
+         "good bad loved hated watched saw was is and but not very really quite").split()
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("corpus") / "reviews.txt"
+    path.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 60))) + "."
+                              for _ in range(300)) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer(corpus_file):
+    from minilm.tokenizer import Tokenizer
+
+    return Tokenizer.train(corpus_file.read_text().splitlines(), 320, lowercase=True)
+
+
+def rows(tokenizer, n=40, t=16):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(tokenizer.vocab_size - 200, tokenizer.vocab_size - 1, (n, t), generator=g)
+    ids = torch.where(torch.isin(ids, torch.tensor(tokenizer.special_ids)), 300, ids)
+    ids[:, 0], ids[:, -1] = tokenizer.cls_id, tokenizer.sep_id
+    word_ids = torch.arange(t).repeat(n, 1) - 1
+    word_ids[:, -1] = -1
+    return ids, word_ids
+
+
+@settings(max_examples=25, deadline=None)
+@given(n_rows=st.integers(1, 50), batch=st.integers(1, 16), seed=st.integers(0, 5))
+def test_row_sampler_visits_every_row_once_per_epoch(n_rows, batch, seed):
+    s = RowSampler(n_rows, batch, seed, torch.device("cpu"))
+    steps = (3 * n_rows + batch - 1) // batch
+    seen = torch.cat([s.indices(i) for i in range(steps)])[: 3 * n_rows]
+    for epoch in range(3):
+        assert sorted(seen[epoch * n_rows:(epoch + 1) * n_rows].tolist()) == list(range(n_rows))
+    assert torch.equal(RowSampler(n_rows, batch, seed, torch.device("cpu")).indices(steps - 1), s.indices(steps - 1))
+
+
+def test_mlm_batches_pure_sharded_and_exact_count(tokenizer):
+    ids, word_ids = rows(tokenizer)
+    masking = MaskingConfig(strategy="token", mask_prob=0.25, count="exact")
+    src = MaskedLMBatches(ids, word_ids, tokenizer, masking, batch_size=8, seed=3)
+    a, b = src.batch(5), MaskedLMBatches(ids, word_ids, tokenizer, masking, batch_size=8, seed=3).batch(5)
+    for k in a:
+        assert torch.equal(a[k], b[k])  # a pure function of (seed, step)
+    assert not torch.equal(src.batch(6)["labels"], a["labels"])
+    halves = [src.batch(5, rank=r, world_size=2) for r in range(2)]
+    for k in a:  # the global batch does not depend on the world size
+        assert torch.equal(torch.cat([h[k] for h in halves]), a[k])
+    assert ((a["labels"] != -100).sum(1) == round(0.25 * 14)).all()  # 14 maskable tokens per row
+    assert (a["labels"][:, [0, -1]] == -100).all()  # [CLS]/[SEP] never masked
+    with pytest.raises(ValueError, match="not divisible by the world size 3"):
+        src.batch(0, rank=0, world_size=3)
+
+
+def test_eval_batches_fixed_and_constant_guess(tokenizer):
+    ids, word_ids = rows(tokenizer)
+    ids[:, 1:8] = 300  # make one token dominate the masked positions
+    masking = MaskingConfig(strategy="token", mask_prob=0.3, count="exact")
+    src = MaskedLMBatches(ids, word_ids, tokenizer, masking, batch_size=16)
+    first, second = src.eval_batches(), src.eval_batches()
+    assert sum(len(b["input_ids"]) for b in first) == 40
+    assert all(torch.equal(x["labels"], y["labels"]) for x, y in zip(first, second))
+    labels = torch.cat([b["labels"][b["labels"] != -100] for b in first])
+    assert src.constant_guess_accuracy() == pytest.approx((labels == 300).float().mean().item())
+    assert src.constant_guess_accuracy() > 0.3
+
+
+def test_clm_batches(tokenizer):
+    stream = torch.arange(1, 1 + 20 * 9) % 250 + 10
+    src = CausalLMBatches(stream.view(20, 9), tokenizer, batch_size=4, seed=1)
+    b = src.batch(2)
+    assert b["input_ids"].shape == b["labels"].shape == (4, 8)
+    assert torch.equal(b["input_ids"][:, 1:], b["labels"][:, :-1])  # labels are the next tokens
+    assert torch.equal(torch.cat([src.batch(2, r, 2)["labels"] for r in range(2)]), b["labels"])
+
+
+def _args(out, corpus, *extra):
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    return parser.parse_args(["--data", str(corpus), "--preset", "bert-tiny", "--vocab-size", "320", "--seq-len", "32",
+                              "--batch-size", "8", "--eval-rows", "8", "--no-progress", "--out", str(out), *extra])
+
+
+@pytest.mark.slow
+def test_cli_pretrain_resume_and_finetune_ready(tmp_path, corpus_file, monkeypatch, capsys):
+    monkeypatch.setenv("MINILM_CACHE", str(tmp_path / "cache"))
+    common = ("--steps", "12", "--warmup", "3", "--lr", "3e-3", "--save-every", "6", "--log-every", "1")
+    run(_args(tmp_path / "full", corpus_file, *common))
+    out = capsys.readouterr().out
+    assert "best constant guess" in out and "held-out token accuracy" in out
+    summary = json.loads((tmp_path / "full" / "summary.json").read_text())
+    assert summary["step"] == 12 and 0 < summary["constant_guess_accuracy"] < 1
+    model, tok = load_model(tmp_path / "full" / "final")  # what `minilm finetune --init` reads
+    assert model.config.norm == "pre" and model.config.dropout == 0.0 and tok.vocab_size == model.config.vocab_size
+    assert (tmp_path / "full" / "curves.png").is_file()
+    # Resume a copy of the step-6 checkpoint: steps 7..12 give the very same losses.
+    (tmp_path / "part" / "checkpoints").mkdir(parents=True)
+    shutil.copytree(tmp_path / "full" / "checkpoints" / "step_0000006", tmp_path / "part" / "checkpoints" / "step_0000006")
+    run(_args(tmp_path / "part", corpus_file, *common, "--resume"))
+
+    def losses(d):
+        return [r["loss"] for r in map(json.loads, open(d / "metrics.jsonl")) if "loss" in r]
+
+    assert len(losses(tmp_path / "part")) == 6 and losses(tmp_path / "part") == losses(tmp_path / "full")[6:]
+
+
+def test_cli_rejects_bad_values(tmp_path, corpus_file):
+    with pytest.raises(SystemExit, match=r"--mask-prob=1.5 is invalid"):
+        run(_args(tmp_path, corpus_file, "--mask-prob", "1.5"))
+    with pytest.raises(SystemExit, match=r"--warmup=2 is invalid: expected at least 10 steps with --time-budget"):
+        run(_args(tmp_path, corpus_file, "--time-budget", "1", "--warmup", "2"))
