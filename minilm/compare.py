@@ -202,7 +202,8 @@ def _parallel_seeds(args) -> None:
         while pending and len(running) < args.jobs:
             seed = pending.pop(0)
             log = open(Path(args.out) / f"seed{seed}.log", "w")
-            running.append((subprocess.Popen([*base, "--seeds", str(seed)], stdout=log, stderr=subprocess.STDOUT), seed))
+            proc = subprocess.Popen([*base, "--seeds", str(seed)], stdout=log, stderr=subprocess.STDOUT)
+            running.append((proc, seed))
         proc, seed = running.pop(0)
         if proc.wait() != 0:
             print(f"[compare] seed {seed} failed: see {Path(args.out) / f'seed{seed}.log'}", file=sys.stderr)

@@ -38,6 +38,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -489,7 +490,8 @@ class FinetuneConfig:
     def __post_init__(self):
         def need(ok: bool, field: str, accepted: str):
             if not ok:
-                raise ValueError(f"--{field.replace('_', '-')}={getattr(self, field)!r} is invalid: expected {accepted}")
+                flag = "--" + field.replace("_", "-")
+                raise ValueError(f"{flag}={getattr(self, field)!r} is invalid: expected {accepted}")
 
         need(self.task in TASKS, "task", f"one of {sorted(TASKS)}")
         need(self.method in peft.METHODS, "method", f"one of {sorted(peft.METHODS)}")
@@ -538,7 +540,8 @@ def run_finetune(cfg: FinetuneConfig, task=None) -> dict:
     max_len = cfg.max_len or min(128, model.config.max_seq_len)
     if max_len > model.config.max_seq_len:
         raise ValueError(f"--max-len={max_len} exceeds the model's max_seq_len={model.config.max_seq_len}")
-    out = Path(cfg.out) if cfg.out else None
+    # Under torchrun every rank trains; only rank 0 writes (the trainer follows the same rule).
+    out = Path(cfg.out) if cfg.out and int(os.environ.get("RANK", "0")) == 0 else None
     if out is not None and base is None and cfg.method != "full":
         # A random base cannot be fetched again: keep it, so the adapter file can be reloaded.
         save_checkpoint(out / BASE_DIR, model, tokenizer)
@@ -556,6 +559,8 @@ def run_finetune(cfg: FinetuneConfig, task=None) -> dict:
                      seed=cfg.seed, progress=cfg.progress)
     trainer = FinetuneTrainer(model, tc, train, task, val, out)
     trainer.fit()
+    if trainer.best[2] is None:  # stopped (Ctrl-C) before the first evaluation: score what there is
+        trainer.evaluate()
     best_score, best_step, best_state = trainer.best
     model = trainer.model
     with torch.no_grad():  # restore the selected epoch

@@ -11,8 +11,8 @@ from minilm.checkpoint import save_checkpoint
 from minilm.cli import main as cli
 from minilm.config import ModelConfig
 from minilm.evaluate import evaluate_run
-from minilm.finetune import (ClassifyTask, FinetuneConfig, NERTask, SentenceSource, build_model, load_finetuned,
-                             results_table, run_finetune)
+from minilm.finetune import (ClassifyTask, FinetuneConfig, NERTask, build_model, load_finetuned, results_table,
+                             run_finetune)
 from minilm.model import MaskedLM
 from minilm.tokenizer import Tokenizer
 
@@ -178,7 +178,8 @@ def test_results_table_rows():
            "seed": 1, "trainable_params": 12345, "trainable_pct": 1.5, "metric": "accuracy",
            "validation": {"accuracy": 0.8}, "test": {"accuracy": 0.75}, "best_epoch": 3, "time_s": 12.3}
     table = results_table([row])
-    assert "| classify | rt-polarity | pretrained | lora | 512 | 1 | 12,345 (1.50%) | 80.00 | 75.00 | 3 | 12 s |" in table
+    assert ("| classify | rt-polarity | pretrained | lora | 512 | 1 | 12,345 (1.50%) | 80.00 | 75.00 | 3 | 12 s |"
+            in table)
 
 
 def test_comparison_grid_runs_resumes_and_summarizes(world, tmp_path):
