@@ -25,8 +25,10 @@ Design choices:
   around the point or comma of a number ("$9 . 50" -> "$9.50").
 - Tokenised corpora are three flat arrays (token ids, word-start flags, document
   offsets) saved as .npy and memory-mapped, cached under the corpus name plus
-  hashes of the documents and of the tokenizer. `encoder_rows` / `decoder_rows`
-  cut them into model rows with vectorised numpy, no Python loop over tokens.
+  hashes of the documents and of the tokenizer; tokenising runs in threads
+  (tiktoken and the pre-tokeniser release the GIL). `encoder_rows` /
+  `decoder_rows` cut them into model rows with vectorised numpy, no Python loop
+  over tokens.
 """
 from __future__ import annotations
 

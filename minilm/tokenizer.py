@@ -42,6 +42,7 @@ import heapq
 import itertools
 import json
 import os
+import sys
 import tempfile
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -254,6 +255,7 @@ class Tokenizer:
         path = data.cache_dir() / "tokenizers" / f"{key}-{vocab_size}-{'uncased' if lowercase else 'cased'}.json"
         if path.exists():
             return cls.load(path)
+        print(f"minilm: training a {vocab_size:,}-token BPE on {name} (once; cached as {path})", file=sys.stderr)
         tok = cls.train(data.load_corpus(name) if docs is None else docs, vocab_size, lowercase=lowercase)
         tok.save(path)
         return tok
