@@ -85,31 +85,41 @@ def _cfg(bm, bn, warps, stages):
     return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
 
 
-if INTERPRET:
-    # BLOCK_M != BLOCK_N so that the CPU tests cover several diagonal blocks per tile.
-    _FWD, _DKDV, _DQ = [_cfg(32, 16, 1, 1)], [_cfg(16, 32, 1, 1)], [_cfg(32, 16, 1, 1)]
-else:
-    _FWD = [_cfg(128, 64, 4, 3), _cfg(128, 64, 8, 3), _cfg(128, 128, 8, 3), _cfg(64, 64, 4, 4)]
-    _DKDV = [_cfg(32, 128, 4, 3), _cfg(64, 128, 8, 3), _cfg(64, 64, 4, 3), _cfg(32, 64, 4, 4)]
-    _DQ = [_cfg(128, 32, 4, 3), _cfg(128, 64, 8, 3), _cfg(64, 64, 4, 3), _cfg(64, 32, 4, 4)]
+# Per head dim, the (BLOCK_M, BLOCK_N, num_warps, num_stages) that compile for sm_90 without
+# register spills (checked with ptxas: registers <= 255, no local memory). The first entry
+# of each list works for every head dim; the autotuner times the rest of the list for the
+# head dim at hand and keeps the fastest (keyed by T, head dim, causal, padding, dtype).
+# The forward and dQ kernels need BLOCK_M % BLOCK_N == 0, the dK/dV kernel the reverse.
+_TABLE = {
+    "fwd": {64: [(128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 3)], 128: [(128, 64, 8, 3), (128, 128, 8, 3)]},
+    "dkdv": {64: [(32, 64, 4, 3), (64, 128, 8, 3), (64, 64, 4, 3)], 128: [(32, 64, 4, 3), (32, 128, 8, 3)]},
+    "dq": {64: [(128, 64, 8, 3), (128, 32, 4, 3)], 128: [(128, 64, 8, 3), (128, 32, 8, 3)]},
+}
+# Under the interpreter: one small config; BLOCK_M != BLOCK_N so that the CPU tests cover
+# several diagonal blocks per tile.
+_INTERPRETER = {"fwd": (32, 16, 1, 1), "dkdv": (16, 32, 1, 1), "dq": (32, 16, 1, 1)}
 
 
-def _prune(acc_rows):
-    """Drop configs whose fp32 accumulators would not fit the registers of their warps."""
+def _configs(kernel):
+    if INTERPRET:
+        return [_cfg(*_INTERPRETER[kernel])]
+    unique = dict.fromkeys(c for table in _TABLE[kernel].values() for c in table)  # ordered, no repeats
+    return [_cfg(*c) for c in unique]
+
+
+def _prune(kernel):
+    """Keep the configs listed for this head dim (head dims below 64 use the 64 list)."""
 
     def prune(configs, named_args, **kwargs):
-        if INTERPRET:
-            return configs
         head_dim = {**named_args, **kwargs}["HEAD_DIM"]
-        keep = [c for c in configs if acc_rows(c) * head_dim // (32 * c.num_warps) <= 128]
-        return keep or configs[-1:]
+        wanted = set(_TABLE[kernel][64 if head_dim <= 64 else 128])
+        keep = [c for c in configs
+                if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in wanted]
+        return keep or configs[:1]
 
     return prune
 
 
-_FWD_PRUNE = _prune(lambda c: c.kwargs["BLOCK_M"] + c.kwargs["BLOCK_N"])  # acc + scores tile
-_DKDV_PRUNE = _prune(lambda c: 2 * c.kwargs["BLOCK_N"])  # dK and dV accumulators
-_DQ_PRUNE = _prune(lambda c: c.kwargs["BLOCK_M"] + c.kwargs["BLOCK_N"])  # dQ + scores tile
 _KEY = ["T", "HEAD_DIM", "CAUSAL", "HAS_PAD"]
 
 
@@ -157,7 +167,7 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d
     return acc, l_i, m_i
 
 
-@triton.autotune(configs=_FWD, key=_KEY, prune_configs_by={"early_config_prune": _FWD_PRUNE})
+@triton.autotune(configs=_configs("fwd"), key=_KEY, prune_configs_by={"early_config_prune": _prune("fwd")})
 @triton.jit
 def _fwd_kernel(Q, K, V, O, LSE, PAD, sm_scale,
                 stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
@@ -249,7 +259,7 @@ def _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_ot, offs_n, o
     return dk, dv
 
 
-@triton.autotune(configs=_DKDV, key=_KEY, prune_configs_by={"early_config_prune": _DKDV_PRUNE})
+@triton.autotune(configs=_configs("dkdv"), key=_KEY, prune_configs_by={"early_config_prune": _prune("dkdv")})
 @triton.jit
 def _dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, PAD, sm_scale,
                  stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
@@ -329,7 +339,7 @@ def _dq_inner(dq, q, do, lse, delta, K, V, PAD, stride_kt, stride_vt, offs_m, of
     return dq
 
 
-@triton.autotune(configs=_DQ, key=_KEY, prune_configs_by={"early_config_prune": _DQ_PRUNE})
+@triton.autotune(configs=_configs("dq"), key=_KEY, prune_configs_by={"early_config_prune": _prune("dq")})
 @triton.jit
 def _dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, PAD, sm_scale,
                stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
