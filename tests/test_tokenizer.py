@@ -133,6 +133,7 @@ def test_encode_words_as_in_running_text(tok):
     assert word_ids == [i for i, p in enumerate(pieces) for _ in p]
     with pytest.raises(ValueError, match=r"words\[1\]"):
         tok.encode_words(["a", ""])
+    assert tok.encode_words([]) == ([], [])
 
 
 def test_lowercase_option_is_saved(tmp_path):
