@@ -40,7 +40,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import csv
 import re
@@ -411,12 +411,13 @@ def load_ner(name_or_path) -> NERData:
 
 # ---- tokenised corpora and rows ---------------------------------------------------
 
-def tokenize_corpus(docs: Sequence[str], tokenizer, name: str) -> TokenizedCorpus:
+def tokenize_corpus(docs: Iterable[str], tokenizer, name: str) -> TokenizedCorpus:
     """Tokenise `docs` once and cache the result (memory-mapped .npy files).
 
     The cache key is `name` plus hashes of the documents and the tokenizer, so a
     changed corpus or tokenizer is never served stale arrays.
     """
+    docs = list(docs)  # a generator would be used up by the fingerprint
     if not docs:
         raise ValueError(f"tokenize_corpus({name!r}): no documents")
     key = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', str(name))}-{docs_fingerprint(docs)[:12]}-{tokenizer.fingerprint()[:12]}"
