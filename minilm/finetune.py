@@ -205,15 +205,6 @@ class ClassifyTask:
     def split_size(self, split: str) -> int:
         return len(getattr(self.data, split).texts)
 
-    def with_train_subset(self, n: int, seed: int) -> "ClassifyTask":
-        """A copy whose training split is a seeded random subset of n examples."""
-        idx = sorted(random.Random(seed).sample(range(self.split_size("train")), n))
-        t = self.data.train
-        clone = copy.copy(self)
-        clone.data = dataclasses.replace(self.data, train=type(t)(texts=[t.texts[i] for i in idx],
-                                                                  labels=[t.labels[i] for i in idx]))
-        return clone
-
     def model(self, config):
         from minilm.model import SequenceClassifier
 
@@ -286,15 +277,6 @@ class NERTask:
     def split_size(self, split: str) -> int:
         return len(getattr(self.data, split).words)
 
-    def with_train_subset(self, n: int, seed: int) -> "NERTask":
-        """A copy whose training split is a seeded random subset of n sentences."""
-        idx = sorted(random.Random(seed).sample(range(self.split_size("train")), n))
-        t = self.data.train
-        clone = copy.copy(self)
-        clone.data = dataclasses.replace(self.data, train=type(t)(words=[t.words[i] for i in idx],
-                                                                  tags=[t.tags[i] for i in idx]))
-        return clone
-
     def model(self, config):
         from minilm.model import TokenClassifier
 
@@ -330,6 +312,20 @@ class NERTask:
 
 
 TASKS = {"classify": ClassifyTask, "ner": NERTask}
+
+
+def with_subset(task, split: str, n: int, seed: int):
+    """A copy of `task` whose `split` is a seeded random subset of n examples (order kept)."""
+    records = getattr(task.data, split)
+    available = task.split_size(split)
+    if not 1 <= n <= available:
+        flag = "--train-size" if split == "train" else "--eval-size"
+        raise ValueError(f"{flag}={n} is invalid: the {split} split has {available} examples")
+    idx = sorted(random.Random(seed).sample(range(available), n))
+    picked = {f.name: [getattr(records, f.name)[i] for i in idx] for f in dataclasses.fields(records)}
+    clone = copy.copy(task)
+    clone.data = dataclasses.replace(task.data, **{split: type(records)(**picked)})
+    return clone
 
 
 # ---------------------------------------------------------------- model and tokenizer
@@ -467,6 +463,7 @@ class FinetuneConfig:
     arch: str | None = None  # for --init scratch: checkpoint or preset whose shape and tokenizer to use
     tokenizer: str | None = None  # override the checkpoint's tokenizer (checked against the model)
     train_size: int | None = None  # subsample the training split (seeded)
+    eval_size: int | None = None  # score a fixed subset of validation and test (quick lessons); None = all
     allow_unseen_labels: bool = False  # score validation/test labels absent from train as misses (ATIS needs it)
     seed: int = 0
     epochs: int = 4
@@ -498,6 +495,7 @@ class FinetuneConfig:
         need(self.epochs >= 1, "epochs", "an integer >= 1")
         need(self.batch_size >= 1, "batch_size", "an integer >= 1")
         need(self.train_size is None or self.train_size >= 1, "train_size", "an integer >= 1")
+        need(self.eval_size is None or self.eval_size >= 1, "eval_size", "an integer >= 1")
         need(self.lr is None or self.lr > 0, "lr", "a positive float")
         need(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "a float in [0, 1)")
         need(self.max_len is None or self.max_len >= 3, "max_len", "an integer >= 3 ([CLS] x [SEP])")
@@ -531,10 +529,10 @@ def run_finetune(cfg: FinetuneConfig, task=None) -> dict:
     t0 = time.perf_counter()
     task = task or TASKS[cfg.task](cfg.data, allow_unseen=cfg.allow_unseen_labels)
     if cfg.train_size is not None:
-        available = task.split_size("train")
-        if cfg.train_size > available:
-            raise ValueError(f"--train-size={cfg.train_size} is larger than the training split ({available} examples)")
-        task = task.with_train_subset(cfg.train_size, cfg.seed)
+        task = with_subset(task, "train", cfg.train_size, cfg.seed)
+    for split in ("validation", "test") if cfg.eval_size is not None else ():
+        # One fixed subset (seed 0) for every run, so runs stay comparable with each other.
+        task = with_subset(task, split, min(cfg.eval_size, task.split_size(split)), 0)
     model, tokenizer, base = build_model(task, cfg.init, arch=cfg.arch, tokenizer_path=cfg.tokenizer,
                                          dropout=cfg.dropout, seed=cfg.seed)
     max_len = cfg.max_len or min(128, model.config.max_seq_len)
@@ -575,6 +573,7 @@ def run_finetune(cfg: FinetuneConfig, task=None) -> dict:
     row = {
         "task": cfg.task, "data": cfg.data, "init": "scratch" if cfg.init == "scratch" else str(cfg.init),
         "method": cfg.method, "seed": cfg.seed, "train_size": task.split_size("train"),
+        "validation_size": task.split_size("validation"), "test_size": task.split_size("test"),
         "trainable_params": trainable, "total_params": total, "trainable_pct": 100.0 * trainable / total,
         "metric": task.metric, "validation": _public(val_scored), "test": _public(test_scored),
         "best_epoch": best_step // train.steps_per_epoch, "epochs": cfg.epochs, "lr": cfg.peak_lr,
@@ -677,6 +676,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--arch", default=None, help="with --init scratch: checkpoint or preset to copy shape and tokenizer from")
     a("--tokenizer", default=None, help="tokenizer.json (or checkpoint folder) overriding the checkpoint's")
     a("--train-size", type=int, default=None, help="use a seeded random subset of N training examples")
+    a("--eval-size", type=int, default=None,
+      help="score a fixed random subset of N validation and N test examples (quick runs); default: all")
     a("--allow-unseen-labels", action="store_true",
       help="score validation/test labels that train lacks as misses instead of refusing (ATIS's test set has some)")
     a("--seed", type=int, default=d.seed)

@@ -164,7 +164,7 @@ def test_bad_input_fails_early_and_clearly(world, tmp_path):
     (broken / "train.txt").write_text("John NN O B-PER\nSmith\n")
     with pytest.raises(ValueError, match=r"train.txt:2"):
         NERTask(str(broken))
-    with pytest.raises(ValueError, match="train-size"):
+    with pytest.raises(ValueError, match="--train-size=10000"):
         run_finetune(FinetuneConfig(task="classify", data=str(world / "sent.tsv"), init=str(world / "pre"),
                                     train_size=10_000, progress=False))
     with pytest.raises(ValueError, match="--method='bitfit'"):
@@ -188,13 +188,13 @@ def test_comparison_grid_runs_resumes_and_summarizes(world, tmp_path):
     data = str(world / "sent.tsv")
     arms = [Arm("classify", data, 64, init, method, 1)
             for init, method in (("pretrained", "full"), ("scratch", "full"), ("pretrained", "lora"))]
-    summary = run_comparison(world / "pre", tmp_path / "grid", arms=arms, seeds=(0, 1), batch_size=32)
+    summary = run_comparison(world / "pre", tmp_path / "grid", arms=arms, seeds=(0, 1), batch_size=32, eval_size=16)
     rows = [json.loads(line) for line in (tmp_path / "grid" / "runs.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and {r["seed"] for r in rows} == {0, 1}
-    assert all(r["train_size"] == 64 for r in rows)
+    assert all(r["train_size"] == 64 and r["validation_size"] == r["test_size"] == 16 for r in rows)
     # Paired seeds: the pretrained and scratch arms of a seed train on the same subset.
     assert "Pretrained versus scratch" in summary and "LoRA versus full" in summary and "±" in summary
     assert (tmp_path / "grid" / "summary.md").read_text() == summary
-    again = run_comparison(world / "pre", tmp_path / "grid", arms=arms, seeds=(0, 1), batch_size=32)
+    again = run_comparison(world / "pre", tmp_path / "grid", arms=arms, seeds=(0, 1), batch_size=32, eval_size=16)
     assert again == summary  # everything was already done: nothing re-ran
     assert len((tmp_path / "grid" / "runs.jsonl").read_text().splitlines()) == 6
