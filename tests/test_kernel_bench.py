@@ -60,3 +60,21 @@ def test_without_gpu_says_so_and_exits_cleanly(tmp_path, capsys):
     assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
     assert "no CUDA GPU" in capsys.readouterr().out
     assert not (tmp_path / "results.json").exists()
+
+
+def test_compile_tasks_cover_every_variant_and_run():
+    tasks = bench._compile_tasks(bench.SOFTMAX_QUICK_COLS, quick=True)
+    attention = [args for kind, args in tasks if kind == "attention"]
+    # H=16/12 x D=64/128 x causal/not, plus the padded BERT batch, once each
+    assert len(attention) == len({(s[1], s[3], c, p) for s, c, p in attention}) == 7
+    assert sum(kind == "softmax" for kind, _ in tasks) == 2 * len(bench.SOFTMAX_QUICK_COLS) + 1
+    if torch.cuda.is_available():
+        return
+    # the worker body, on tiny shapes through the interpreter: it must leave the autotuners as it found them
+    import importlib
+
+    fa = importlib.import_module("kernels.flash_attention")
+    before = list(fa._fwd_kernel.configs)
+    bench._compile_candidates(("attention", ((1, 2, 20, 32), True, True)), device="cpu")
+    bench._compile_candidates(("softmax", ("float32", (2, 3, 40), 0.5, True)), device="cpu")
+    assert fa._fwd_kernel.configs == before
