@@ -4,6 +4,7 @@ Batches are synthetic: ids 0..4 are special tokens (PAD=0, CLS=1, SEP=2, MASK=3,
 rows are "[CLS] words [SEP] words [SEP] PAD...", and words are runs of 1-4 tokens.
 """
 import math
+import re
 
 import pytest
 import torch
@@ -386,3 +387,33 @@ def test_masks_on_the_gpu(strategy):
     cpu = mask_tokens(ids, config, mask_id=MASK, maskable=maskable, replacement_ids=REPLACEMENTS,
                       word_ids=word_ids, generator=torch.Generator().manual_seed(0))
     assert cpu[0].is_cuda
+
+
+@pytest.mark.slow
+def test_bench_masking_runs_and_prints_every_figure(capsys):
+    import argparse
+
+    from minilm.benchmarks import masking as bench
+
+    parser = argparse.ArgumentParser()
+    bench.configure(parser)
+    bench.run(parser.parse_args(["--preset", "bert-tiny", "--vocab-size", "512", "--batch-size", "4",
+                                 "--seq-len", "32", "--steps", "2", "--repeats", "4"]))
+    out = capsys.readouterr().out
+    for strategy in STRATEGIES:
+        for count in COUNTS:
+            assert re.search(rf"^{strategy} +{count} +[0-9.]+% +[0-9.]+ +[0-9.]+%$", out, re.M), (strategy, count)
+    assert "collate from lists" in out and "mask a ready tensor" in out and out.count("x\n") == 2
+
+
+def test_bench_rows_look_like_encoder_rows():
+    from minilm.benchmarks.masking import Vocabulary, synthetic_rows
+
+    vocab = Vocabulary(1000)
+    ids, word_ids = synthetic_rows(8, 128, vocab)
+    special = ids >= 1000 - 6
+    assert (ids[:, 0] == vocab.cls_id).all() and (ids[:, -1] == vocab.sep_id).all()
+    assert torch.equal(word_ids < 0, special)
+    index, valid = word_index(~special, word_ids)
+    lengths = torch.cat([torch.bincount(index[b][valid[b]]) for b in range(8)])
+    assert lengths.max() <= 4 and 1.15 < lengths.double().mean() < 1.45
