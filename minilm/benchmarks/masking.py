@@ -162,7 +162,7 @@ def run(args):
     for (strategy, count), fn in calls.items():
         masked = float((fn()["labels"] != -100).float().mean())
         ms = 1000 * statistics.median(masking_times[strategy, count])
-        print(f"{strategy:<11} {count:<10} {masked:>8.1%} {ms:>11.3f} {ms / step_ms:>10.2%}")
+        print(f"{strategy:<11} {count:<10} {masked:>8.1%} {ms:>11.3f} {ms / step_ms:>10.3%}")
 
     # Against transformers, on the CPU, the same rows.
     collator = hf_collator(vocab)
