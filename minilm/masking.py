@@ -61,6 +61,7 @@ class MaskingConfig:
     mask_prob:   fraction of maskable tokens to predict; None = 0.15 (0.5 for "sequence")
     mask_frac:   of the chosen positions, the fraction replaced by [MASK]
     random_frac: of the chosen positions, the fraction replaced by a random non-special token
+                 (BERT's "10% random" is 10% of the chosen positions: half of the 20% not [MASK])
     keep_frac:   of the chosen positions, the fraction left unchanged (still predicted)
     count:       "bernoulli" (independent draws) | "exact" (fixed count per row)
     span_p:      parameter of SpanBERT's geometric span-length law (in words)
