@@ -100,33 +100,34 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
     return out.masked_fill(blind, 0.0)
 
 
-def _flash_module():
-    """The course's Triton kernel module, or None when it (or Triton) is not importable here."""
+def _flash():
+    """(flash_attention, supports) from the course's Triton kernels, or None where they cannot be imported."""
     try:
-        from kernels import flash_attention as module
+        from kernels.flash_attention import flash_attention, supports
     except ImportError:
         return None
-    return module if hasattr(module, "flash_attention") and hasattr(module, "supports") else None
+    return flash_attention, supports
 
 
 def _triton_supports(q, k, v, causal, key_padding_mask, dropout_p) -> bool:
     if not q.is_cuda or dropout_p > 0:
         return False
-    module = _flash_module()
-    return module is not None and module.supports(q, k, v, causal=causal, key_padding_mask=key_padding_mask)[0]
+    kernel = _flash()
+    return kernel is not None and kernel[1](q, k, v, causal=causal, key_padding_mask=key_padding_mask)[0]
 
 
 def triton_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
                      key_padding_mask: Tensor | None = None, dropout_p: float = 0.0) -> Tensor:
     """FlashAttention-2 in Triton (`kernels.flash_attention`); no dropout, so training uses sdpa via `auto`."""
-    module = _flash_module()
-    if module is None:
+    kernel = _flash()
+    if kernel is None:
         raise RuntimeError("attention backend='triton' is unavailable: kernels.flash_attention (and Triton) "
                            "could not be imported; use backend='sdpa' or 'auto'")
     if dropout_p > 0:
         raise ValueError(f"attention backend='triton' does not do attention dropout (dropout_p={dropout_p}); "
                          "use backend='auto' or 'sdpa', or set attention_dropout=0")
-    ok, reason = module.supports(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
+    flash_attention, supports = kernel
+    ok, reason = supports(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
     if not ok:
         raise ValueError(f"attention backend='triton' does not support this case: {reason}")
-    return module.flash_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
+    return flash_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask)

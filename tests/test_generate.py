@@ -11,7 +11,7 @@ from minilm.sampling import sample_next
 V = 50
 
 
-def lm(max_seq_len=24, **kw):
+def lm(max_seq_len=16, **kw):
     torch.manual_seed(0)
     return CausalLM(ModelConfig.preset("gpt-micro", vocab_size=V, max_seq_len=max_seq_len, d_model=32, n_heads=4,
                                        d_ff=64, **kw)).eval()
@@ -60,11 +60,11 @@ def test_kv_cache_step_equals_full_forward():
     torch.testing.assert_close(torch.cat([first, *steps], dim=1), full, atol=1e-5, rtol=1e-5)
 
 
-@settings(max_examples=8, deadline=None)
-@given(prompt_len=st.integers(1, 6), new=st.integers(1, 25), seed=st.integers(0, 100),
+@settings(max_examples=6, deadline=None)
+@given(prompt_len=st.integers(1, 6), new=st.integers(1, 16), seed=st.integers(0, 100),
        temperature=st.sampled_from([0.0, 1.0]))
 def test_generation_with_cache_equals_without(prompt_len, new, seed, temperature):
-    """Past max_seq_len (24) both fall back to a sliding window; before it the cache must not change anything."""
+    """Past max_seq_len (16) both fall back to a sliding window; before it the cache must not change anything."""
     model = lm()
     prompt = torch.randint(0, V, (2, prompt_len), generator=torch.Generator().manual_seed(seed))
     a = model.generate(prompt, new, temperature=temperature, generator=torch.Generator().manual_seed(seed))
