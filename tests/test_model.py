@@ -190,3 +190,27 @@ def test_config_errors_name_the_field():
         ModelConfig.preset("bert-huge")
     with pytest.raises(ValueError, match="max_seq_len"):
         MaskedLM(bert())(torch.zeros(1, 40, dtype=torch.long))
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("make", [lambda b: MaskedLM(bert(attention_backend=b, d_model=128, n_heads=2, d_ff=256)),
+                                  lambda b: CausalLM(gpt(attention_backend=b, d_model=128, n_heads=2, d_ff=256))])
+def test_auto_backend_on_cuda_matches_reference(make):
+    """On a GPU `auto` routes to the Triton kernel (eval, no dropout) or sdpa; both must equal reference."""
+    torch.manual_seed(0)
+    ref, fast = make("reference").cuda().eval(), make("auto").cuda().eval()
+    fast.load_state_dict(ref.state_dict())
+    ids = torch.randint(0, V, (4, 32), device="cuda")
+    mask = torch.ones(4, 32, device="cuda")
+    mask[1, 20:] = 0
+    for dtype, tol in [(torch.float32, 1e-3), (torch.bfloat16, 5e-2)]:
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+            a, b = ref(ids, mask).logits.float(), fast(ids, mask).logits.float()
+        torch.testing.assert_close(b, a, atol=tol, rtol=tol)
+    fast.train()
+    fast(ids, mask).logits.float().sum().backward()  # training (dropout) goes through sdpa
+    assert all(torch.isfinite(p.grad).all() for p in fast.parameters() if p.grad is not None)
