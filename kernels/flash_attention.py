@@ -141,21 +141,25 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d
             k = tl.load(k_ptrs, mask=offs_n[:, None] < T, other=0.0)  # (BN, D)
         else:
             k = tl.load(k_ptrs)
-        qk = tl.dot(q, tl.trans(k)) * qk_scale  # (BM, BN) scores, base 2
-        if MASKED:
-            keep = offs_n[None, :] < T
-            if CAUSAL:
-                keep = keep & (offs_n[None, :] <= offs_m[:, None])
-            qk = tl.where(keep, qk, float("-inf"))
-        if HAS_PAD:
-            real = tl.load(PAD + offs_n, mask=offs_n < T, other=0)  # (BN,)
-            qk = tl.where(real[None, :] != 0, qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))  # (BM,)
+        qk = tl.dot(q, tl.trans(k))  # (BM, BN) raw scores
         if MASKED or HAS_PAD:
+            qk = qk * qk_scale  # base 2
+            if MASKED:
+                keep = offs_n[None, :] < T
+                if CAUSAL:
+                    keep = keep & (offs_n[None, :] <= offs_m[:, None])
+                qk = tl.where(keep, qk, float("-inf"))
+            if HAS_PAD:
+                real = tl.load(PAD + offs_n, mask=offs_n < T, other=0)  # (BN,)
+                qk = tl.where(real[None, :] != 0, qk, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(qk, 1))  # (BM,)
             m_new_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet
+            p = tl.exp2(qk - m_new_ref[:, None])  # (BM, BN)
         else:
+            # the hot loop: scale folded into one fused multiply-add per score
+            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)  # (BM,)
             m_new_ref = m_new
-        p = tl.exp2(qk - m_new_ref[:, None])  # (BM, BN)
+            p = tl.exp2(qk * qk_scale - m_new_ref[:, None])  # (BM, BN)
         alpha = tl.exp2(m_i - m_new_ref)  # rescales what was accumulated under the old max
         l_i = l_i * alpha + tl.sum(p, 1)
         if MASKED:
@@ -176,6 +180,8 @@ def _fwd_kernel(Q, K, V, O, LSE, PAD, sm_scale,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """O = softmax(Q K^T * sm_scale) V for one query block of one (batch, head); saves lse."""
     start_m = tl.program_id(0) * BLOCK_M
+    if CAUSAL:  # the last query blocks have the most keys to visit: launch them first
+        start_m = (tl.num_programs(0) - 1 - tl.program_id(0)) * BLOCK_M
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
@@ -348,6 +354,8 @@ def _dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, PAD, sm_scale,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """dQ for one query block of one (batch, head). dO and dQ share O's strides."""
     start_m = tl.program_id(0) * BLOCK_M
+    if CAUSAL:  # heaviest query blocks first, as in the forward
+        start_m = (tl.num_programs(0) - 1 - tl.program_id(0)) * BLOCK_M
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
