@@ -67,7 +67,8 @@ def _as_rows(rows: Rows, value: int) -> tuple[torch.Tensor, torch.Tensor | None]
     """A tensor passes through; a list of sequences is right-padded. Returns (ids, real-token mask or None)."""
     if isinstance(rows, torch.Tensor):
         if rows.dim() != 2:
-            raise ValueError(f"rows must be a 2-D tensor (B, T) or a list of id sequences; got shape {tuple(rows.shape)}")
+            raise ValueError("rows must be a 2-D tensor (B, T) or a list of id sequences; "
+                             f"got shape {tuple(rows.shape)}")
         return rows.long(), None
     ids = pad(rows, value)  # (B, L)
     return ids, torch.arange(ids.shape[1])[None, :] < torch.tensor([len(r) for r in rows])[:, None]
@@ -114,10 +115,12 @@ def clm_batch(rows: Rows, tokenizer) -> dict[str, torch.Tensor]:
     """
     ids, real = _as_rows(rows, tokenizer.pad_id)  # (B, T + 1)
     if ids.shape[1] < 2:
-        raise ValueError(f"clm_batch needs rows of at least 2 tokens (inputs and their next tokens); got {ids.shape[1]}")
+        raise ValueError("clm_batch needs rows of at least 2 tokens (inputs and their next tokens); "
+                         f"got {ids.shape[1]}")
     if real is None:
         # A packed tensor is unpadded when pad and <|endoftext|> share an id (GPT-2 has no pad token).
-        real = ids != tokenizer.pad_id if tokenizer.pad_id != tokenizer.eot_id else torch.ones_like(ids, dtype=torch.bool)
+        shared = tokenizer.pad_id == tokenizer.eot_id
+        real = torch.ones_like(ids, dtype=torch.bool) if shared else ids != tokenizer.pad_id  # (B, T + 1)
     real = real.to(ids.device)
     labels = ids[:, 1:].masked_fill(~real[:, 1:], IGNORE)  # (B, T) next tokens; none at padding
     return {"input_ids": ids[:, :-1], "attention_mask": real[:, :-1].long(), "labels": labels}
@@ -159,7 +162,8 @@ def classification_batch(texts: Sequence[str], labels: Sequence[int] | None, tok
     return batch
 
 
-def _encode_sentences(words: Sequence[Sequence[str]], tokenizer, max_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _encode_sentences(words: Sequence[Sequence[str]], tokenizer,
+                      max_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Framed, padded ids (B, L), word ids (B, L) (-1 at specials and padding) and real-token mask (B, L)."""
     ids, wids = [], []
     for sentence in words:

@@ -81,5 +81,6 @@ def show_masking(tokenizer, text: str, *, strategies=STRATEGIES, mask_prob: floa
     for strategy in strategies:
         config = MaskingConfig(strategy=strategy, mask_prob=mask_prob, count=count)
         batch = mlm_batch(row, words, tokenizer, config, torch.Generator().manual_seed(seed))
-        lines.append(f"{strategy:>{width}}  {render_masked(tokenizer, row[0], batch['input_ids'][0], batch['labels'][0], color=color)}")
+        shown = render_masked(tokenizer, row[0], batch["input_ids"][0], batch["labels"][0], color=color)
+        lines.append(f"{strategy:>{width}}  {shown}")
     return "\n".join([*lines, LEGEND])

@@ -335,7 +335,8 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="word_ids must be"):
         run(MaskingConfig(strategy="span"), ids, maskable, word_ids[:, :-1])
     with pytest.raises(ValueError, match="replacement id"):
-        mask_tokens(ids, MaskingConfig(), mask_id=MASK, maskable=maskable, replacement_ids=torch.tensor([], dtype=torch.long))
+        mask_tokens(ids, MaskingConfig(), mask_id=MASK, maskable=maskable,
+                    replacement_ids=torch.tensor([], dtype=torch.long))
 
 
 def test_batch_without_maskable_token_is_left_alone():

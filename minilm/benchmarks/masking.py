@@ -110,7 +110,8 @@ def configure(parser):
     parser.add_argument("--vocab-size", type=int, default=8192)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=50, help="timed masking calls per figure; the median is reported")
+    parser.add_argument("--repeats", type=int, default=50,
+                        help="timed masking calls per figure; the median is reported")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps; the median is reported")
     parser.add_argument("--device", default="cpu", help="where masking and the step run (cpu, cuda); "
                         "the transformers comparison always runs on the CPU")
@@ -133,7 +134,8 @@ def run(args):
           "token masking vs transformers' DataCollatorForLanguageModeling")
     print(f"  machine: {platform.machine()} {platform.processor() or ''}, device {device}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), transformers {transformers.__version__}")
-    print(f"  rows: synthetic packed encoder rows, vocabulary {args.vocab_size}, {int((word_ids >= 0).sum()) / n_words:.2f} "
+    print(f"  rows: synthetic packed encoder rows, vocabulary {args.vocab_size}, "
+          f"{int((word_ids >= 0).sum()) / n_words:.2f} "
           f"tokens per word, {int((ids == vocab.sep_id).sum()) - B} document breaks in the batch")
     print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start")
     print("  masking: minilm.collate.mlm_batch; step: forward, loss, backward, AdamW"
