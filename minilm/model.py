@@ -118,8 +118,9 @@ class SelfAttention(nn.Module):
             k, v = cache.extend(k, v)  # (B, H, T_past + T, Dh)
         if self.prefix is not None:
             k_prefix, v_prefix = self.prefix(B)  # (B, H, P, Dh) each
-            k = torch.cat([k_prefix, k], dim=2)  # (B, H, P + Tk, Dh)
-            v = torch.cat([v_prefix, v], dim=2)  # (B, H, P + Tk, Dh)
+            # Under autocast k is bf16/fp16 while the prefix parameters stay fp32: match k, or cat would promote.
+            k = torch.cat([k_prefix.to(k.dtype), k], dim=2)  # (B, H, P + Tk, Dh)
+            v = torch.cat([v_prefix.to(v.dtype), v], dim=2)  # (B, H, P + Tk, Dh)
             if key_padding_mask is not None:  # every query may see the whole prefix
                 key_padding_mask = torch.cat([key_padding_mask.new_ones(B, k_prefix.shape[2]), key_padding_mask], 1)
         # Keys outnumber queries with a cache or a prefix; causal masking is then aligned to the end.

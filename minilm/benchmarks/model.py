@@ -53,15 +53,15 @@ def make_batches(n: int, batch_size: int, seq_len: int, vocab_size: int, mask_pr
     return batches
 
 
-def time_steps(model, optimizer, batches) -> float:
-    """Seconds for one training step on each batch, all together."""
-    start = time.perf_counter()
+def time_steps(model, optimizer, batches) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) for one training step on each batch, all together."""
+    wall, cpu = time.perf_counter(), time.process_time()
     for batch in batches:
         loss = model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def hf_twin(ours: MaskedLM):
@@ -105,12 +105,19 @@ def run(args):
     for name, model in models.items():
         time_steps(model, optimizers[name], (batches * args.warmup)[: args.warmup])
     rates = {name: [] for name in models}
+    cpu_rates = {name: [] for name in models}
     for r in range(args.repeats):
         order = list(models) if r % 2 == 0 else list(models)[::-1]  # A B, B A, ...: drift hits both alike
         for name in order:
-            rates[name].append(tokens / time_steps(models[name], optimizers[name], batches))
+            wall, cpu = time_steps(models[name], optimizers[name], batches)
+            rates[name].append(tokens / wall)
+            cpu_rates[name].append(tokens / cpu)
         print(f"  repeat {r + 1}: " + ", ".join(f"{n} {rates[n][-1]:,.0f} tok/s" for n in models))
     median = {name: statistics.median(values) for name, values in rates.items()}
+    cpu_median = {name: statistics.median(values) for name, values in cpu_rates.items()}
+    # CPU time is a cross-check: other processes on a shared machine inflate wall time more than CPU time.
+    print(f"  per CPU-second (cross-check): minilm {cpu_median['minilm']:,.0f}, transformers "
+          f"{cpu_median['transformers']:,.0f}; ratio {cpu_median['minilm'] / cpu_median['transformers']:.2f}x")
     print(f"median tokens/s: minilm {median['minilm']:,.0f}, transformers {median['transformers']:,.0f}; "
           f"ratio {median['minilm'] / median['transformers']:.2f}x")
     return 0
