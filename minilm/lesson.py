@@ -10,7 +10,8 @@ Design choices:
   `results.json` (title, mode, key figures, pictures). `results.json` is rewritten on every
   `record`/`save_figure`, so a lesson that crashes half way still reports what it measured.
   `minilm course` reads only that file.
-- `pretrained_mlm()` is the one place lessons 5–9 get the shared pretrained encoder:
+- `lesson_corpus()` gives the pretraining text and tokenizer (tiny in smoke mode), and
+  `pretrained_mlm()` is the one place lessons 5–9 get the shared pretrained encoder:
   the checkpoint committed under `minilm/assets/pretrained/` when present, otherwise a
   CPU pretraining made once by `minilm pretrain` and cached under the cache folder.
 """
@@ -149,6 +150,22 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def lesson_corpus(lesson: Lesson):
+    """The pretraining text and tokenizer of lessons 04, 05 and 12, as `(docs, tokenizer)`.
+
+    IMDB with the course tokenizer (`Tokenizer.for_corpus("imdb", 8192)`, trained once and
+    cached); smoke runs take 300 reviews and a 600-token BPE trained on them in a second.
+    """
+    from minilm.data import load_corpus
+    from minilm.tokenizer import Tokenizer
+
+    docs = load_corpus("imdb")
+    if lesson.smoke:
+        docs = docs[:300]
+        return docs, Tokenizer.train(docs, 600, lowercase=True)
+    return docs, Tokenizer.for_corpus("imdb", 8192, lowercase=True)
 
 
 def pretrained_mlm(lesson: Lesson):
