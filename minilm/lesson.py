@@ -11,9 +11,9 @@ Design choices:
   `record`/`save_figure`, so a lesson that crashes half way still reports what it measured.
   `minilm course` reads only that file.
 - `lesson_corpus()` gives the pretraining text and tokenizer (tiny in smoke mode), and
-  `pretrained_mlm()` is the one place lessons 5–9 get the shared pretrained encoder:
-  the checkpoint committed under `minilm/assets/pretrained/` when present, otherwise a
-  CPU pretraining made once by `minilm pretrain` and cached under the cache folder.
+  `pretrained_checkpoint()` is the one place lessons 05–09 get the shared pretrained
+  encoder: the checkpoint committed under `minilm/assets/pretrained/` when present,
+  otherwise a CPU pretraining made once by `minilm pretrain` and cached.
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ import ast
 import json
 import os
 import random
-import re
 import textwrap
 import time
 from dataclasses import dataclass, field
@@ -168,50 +167,61 @@ def lesson_corpus(lesson: Lesson):
     return docs, Tokenizer.for_corpus("imdb", 8192, lowercase=True)
 
 
-def pretrained_mlm(lesson: Lesson):
-    """The shared pretrained encoder of lessons 5–9, as `(MaskedLM, Tokenizer, where)`.
+def pretrained_checkpoint(lesson: Lesson) -> tuple[Path, str]:
+    """The shared pretrained encoder of lessons 05–09: `(checkpoint folder, what it is)`.
 
-    Looks first for the checkpoint committed under `minilm/assets/pretrained/`. Without it,
-    pretrains `bert-mini` on IMDB with `minilm pretrain` on the CPU, once, and caches it in
-    `cache_dir()/lessons/pretrained-<mode>` (smoke runs get a tiny model of their own, so the
-    tests never pay for the real one). `where` says which checkpoint it was, for the report.
+    The checkpoint committed under `minilm/assets/pretrained/` when present. Without it, a
+    CPU pretraining with `minilm pretrain`'s default recipe (bert-mini, masked LM on IMDB,
+    about ten CPU-minutes), made once and cached under `cache_dir()/lessons/`. Smoke runs get
+    an untrained bert-tiny with the smoke tokenizer, saved once, so tests take seconds.
+    The folder is what `minilm finetune --init` and `load_model` read.
     """
-    from minilm.checkpoint import load_model
     from minilm.data import cache_dir
 
-    if lesson.mode != "smoke" and (PRETRAINED_DIR / "config.json").exists():
-        model, tokenizer = load_model(PRETRAINED_DIR)
-        return model.eval(), tokenizer, "committed checkpoint minilm/assets/pretrained"
-    mode = "smoke" if lesson.smoke else "quick"
-    directory = cache_dir() / "lessons" / f"pretrained-{mode}"
+    if lesson.smoke:
+        directory = cache_dir() / "lessons" / "smoke-bert-tiny"
+        if not (directory / "READY").exists():
+            from minilm.checkpoint import save_checkpoint
+            from minilm.config import ModelConfig
+            from minilm.model import MaskedLM
+
+            _, tokenizer = lesson_corpus(lesson)
+            config = ModelConfig.preset("bert-tiny", vocab_size=tokenizer.vocab_size, max_seq_len=128, norm="pre",
+                                        dropout=0.0, attention_dropout=0.0)
+            save_checkpoint(directory, MaskedLM(config), tokenizer)
+            (directory / "READY").write_text("untrained bert-tiny for smoke runs\n")
+        return directory, "an untrained bert-tiny (smoke run: checks the code path only)"
+    if (PRETRAINED_DIR / "config.json").exists():
+        return PRETRAINED_DIR, "the committed checkpoint minilm/assets/pretrained (pretrained on a GPU)"
+    directory = cache_dir() / "lessons" / "pretrained-bert-mini"
     if not (directory / "READY").exists():
-        print(f"No pretrained checkpoint yet: pretraining one on the CPU into {directory} (once).")
         from minilm.cli import main as minilm_main
 
-        args = _FALLBACK_PRETRAIN[mode] + ["--out", str(directory)]
-        print("  minilm pretrain " + " ".join(args))
+        args = [*FALLBACK_PRETRAIN, "--out", str(directory)]
+        print(f"No committed pretrained checkpoint: pretraining one on this CPU, once, into {directory}.\n"
+              f"  minilm pretrain {' '.join(args)}", flush=True)
         if minilm_main(["pretrain", *args]):
-            raise RuntimeError(f"fallback pretraining into {directory} failed; see the output above")
+            raise RuntimeError(f"the fallback pretraining into {directory} failed; see the output above")
         (directory / "READY").write_text(" ".join(args) + "\n")  # only a finished run is reused
-    model, tokenizer = load_model(_final_checkpoint(directory))
-    return model.eval(), tokenizer, f"CPU pretraining cached in {directory}"
+    return _final_checkpoint(directory), f"a CPU pretraining cached in {directory} (minilm pretrain's default recipe)"
 
 
-# The CPU fallback for the shared encoder: small enough for the course's time budget.
-_FALLBACK_PRETRAIN = {
-    "smoke": ["--preset", "bert-tiny", "--objective", "mlm", "--data", "imdb", "--vocab-size", "2048",
-              "--seq-len", "32", "--batch-size", "4", "--steps", "3"],
-    "quick": ["--preset", "bert-mini", "--objective", "mlm", "--data", "imdb", "--vocab-size", "8192",
-              "--seq-len", "128", "--batch-size", "32", "--steps", "600"],
-}
+def pretrained_mlm(lesson: Lesson):
+    """The shared pretrained encoder loaded: `(MaskedLM in eval mode, Tokenizer, what it is)`."""
+    from minilm.checkpoint import load_model
+
+    path, where = pretrained_checkpoint(lesson)
+    model, tokenizer = load_model(path)
+    return model.eval(), tokenizer, where
+
+
+# The CPU fallback for the shared encoder: `minilm pretrain`'s own default recipe.
+FALLBACK_PRETRAIN = ["--preset", "bert-mini", "--objective", "mlm", "--data", "imdb", "--vocab-size", "8192"]
 
 
 def _final_checkpoint(directory: Path) -> Path:
-    """A pretrain run folder holds the model itself or checkpoint sub-folders; take the latest."""
-    if (directory / "config.json").exists() and (directory / "model.safetensors").exists():
-        return directory
-    subs = sorted((p for p in directory.iterdir() if (p / "config.json").exists()),
-                  key=lambda p: [int(n) for n in re.findall(r"\d+", p.name)] or [0])
-    if not subs:
-        raise FileNotFoundError(f"no checkpoint (config.json) found in {directory}")
-    return subs[-1]
+    """A `minilm pretrain` run folder keeps its finished model in `final/`."""
+    if not (directory / "final" / "config.json").exists():
+        raise FileNotFoundError(f"{directory} holds no finished pretraining (final/config.json is missing); "
+                                f"delete the folder to pretrain again")
+    return directory / "final"
