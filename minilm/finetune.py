@@ -35,7 +35,6 @@ import abc
 import argparse
 import copy
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -371,14 +370,6 @@ def load_tokenizer(path: str | Path):
     return Tokenizer.load(path)
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _with_dropout(config_dict: dict, dropout: float | None):
     from minilm.config import ModelConfig
 
@@ -598,7 +589,7 @@ def _public(scored: dict) -> dict:
 
 
 def _save_finetuned(out: Path, cfg: FinetuneConfig, task, model, tokenizer, base, settings, row, max_len) -> None:
-    from minilm.checkpoint import save_checkpoint
+    from minilm.checkpoint import read_config, save_checkpoint
 
     info = {"task": cfg.task, "data": cfg.data, "method": cfg.method, "settings": settings,
             "label_names": task.label_names, "max_len": max_len,
@@ -607,9 +598,11 @@ def _save_finetuned(out: Path, cfg: FinetuneConfig, task, model, tokenizer, base
         save_checkpoint(out / MODEL_DIR, model, tokenizer)
         info["model"] = MODEL_DIR
     else:
-        base_weights = Path(base) / "model.safetensors"
         peft.save_adapter(out / ADAPTER, model, cfg.method, settings)
-        info.update(adapter=ADAPTER, base=str(Path(base).resolve()), base_sha256=sha256_of(base_weights),
+        base = Path(base).resolve()
+        # A base inside the run folder (from scratch) is named relative to it, so the folder can move.
+        where = str(base.relative_to(out.resolve())) if base.is_relative_to(out.resolve()) else str(base)
+        info.update(adapter=ADAPTER, base=where, base_sha256=read_config(base)["files"]["model.safetensors"],
                     model_class=type(model).__name__, model_config=model.config.to_dict())
         tokenizer.save(out / "tokenizer.json")
     (out / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")
@@ -617,7 +610,7 @@ def _save_finetuned(out: Path, cfg: FinetuneConfig, task, model, tokenizer, base
 
 def load_finetuned(run_dir: str | Path):
     """Rebuild a fine-tuned model from its run folder -> (model, tokenizer, info)."""
-    from minilm.checkpoint import load_model
+    from minilm.checkpoint import load_model, read_config
     from minilm.config import ModelConfig
 
     run_dir = Path(run_dir)
@@ -628,12 +621,12 @@ def load_finetuned(run_dir: str | Path):
     if "model" in info:
         model, tokenizer = load_model(run_dir / info["model"])
         return model.eval(), tokenizer, info
-    base = Path(info["base"])
-    if not (base / "model.safetensors").is_file():
+    base = run_dir / info["base"]  # an absolute path stays absolute
+    if not (base / "config.json").is_file():
         raise FileNotFoundError(f"{run_dir}: the adapter's base checkpoint {base} is missing")
-    if sha256_of(base / "model.safetensors") != info["base_sha256"]:
-        raise ValueError(f"{run_dir}: the base checkpoint {base} changed since fine-tuning (sha256 differs); "
-                         f"the adapter only fits the weights it was trained on")
+    if read_config(base)["files"]["model.safetensors"] != info["base_sha256"]:  # read_config checks integrity
+        raise ValueError(f"{run_dir}: the base checkpoint {base} changed since fine-tuning (its weights' sha256 "
+                         f"differs); the adapter only fits the weights it was trained on")
     pretrained, _ = load_model(base)
     import minilm.model as model_module
 

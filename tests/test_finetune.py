@@ -137,11 +137,13 @@ def test_scratch_with_prefix_keeps_its_random_base(world, tmp_path):
     model, _, info = load_finetuned(tmp_path / "run")
     assert info["method"] == "prefix" and peft.count_parameters(model)[0] == row["trainable_params"]
     assert evaluate_run(tmp_path / "run", "test")["f1"] == row["test"]["f1"]
-    # An adapter only fits the weights it was trained on: a changed base is refused.
-    weights = tmp_path / "run" / "base" / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    # The run folder can move; an adapter only fits the weights it was trained on: another base is refused.
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    assert evaluate_run(tmp_path / "moved", "test")["f1"] == row["test"]["f1"]
+    torch.manual_seed(1)
+    save_checkpoint(tmp_path / "moved" / "base", model.__class__(model.config, num_labels=model.num_labels))
     with pytest.raises(ValueError, match="changed since fine-tuning"):
-        load_finetuned(tmp_path / "run")
+        load_finetuned(tmp_path / "moved")
 
 
 def test_bad_input_fails_early_and_clearly(world, tmp_path):
