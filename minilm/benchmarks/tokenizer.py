@@ -71,6 +71,9 @@ def _best(fn, repeats):
 
 
 def run(args):
+    if args.repeats < 1 or (args.docs is not None and args.docs < 1):
+        raise SystemExit(f"minilm bench tokenizer: --repeats={args.repeats}, --docs={args.docs}: "
+                         f"both must be positive integers")
     docs = load_corpus(args.corpus)[:args.docs]
     n_bytes = sum(len(d.encode("utf-8")) for d in docs)
     print(f"corpus {args.corpus}: {len(docs):,} documents, {n_bytes / 1e6:.1f} MB; vocabulary {args.vocab_size:,}")
