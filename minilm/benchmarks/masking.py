@@ -64,12 +64,12 @@ def synthetic_rows(batch_size: int, seq_len: int, vocab: Vocabulary, seed: int =
     return ids, word_ids
 
 
-def timed(fn, sync) -> float:
-    """Seconds one call of fn takes (waiting for the device)."""
-    start = time.perf_counter()
+def timed(fn, sync) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call of fn, waiting for the device."""
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
     sync()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def training_step(config: ModelConfig, batch: dict, device: torch.device):
@@ -157,14 +157,20 @@ def run(args):
         step_times.append(timed(step, sync))
         for key, fn in calls.items():
             masking_times[key] += [timed(fn, sync) for _ in range(per_step)]
-    step_ms = 1000 * statistics.median(step_times)
-    print(f"  training step: {step_ms:.1f} ms (median of {args.steps}); masking: median of "
-          f"{per_step * args.steps} calls per row, alternating with the steps")
-    print(f"{'strategy':<11} {'count':<10} {'labelled':>8} {'masking ms':>11} {'of a step':>10}")
+    def median_ms(times, which):  # which: 0 = wall time, 1 = CPU time
+        return 1000 * statistics.median(t[which] for t in times)
+
+    step_ms, step_cpu = median_ms(step_times, 0), median_ms(step_times, 1)
+    print(f"  training step: {step_ms:.1f} ms (median of {args.steps}; CPU time {step_cpu:.1f} ms); masking: "
+          f"median of {per_step * args.steps} calls per row, alternating with the steps")
+    # CPU time is a cross-check on a shared machine, where other processes inflate wall time.
+    cpu_note = "" if device.type == "cuda" else f" {'CPU time':>9}"
+    print(f"{'strategy':<11} {'count':<10} {'labelled':>8} {'masking ms':>11} {'of a step':>10}{cpu_note}")
     for (strategy, count), fn in calls.items():
         masked = float((fn()["labels"] != -100).float().mean())
-        ms = 1000 * statistics.median(masking_times[strategy, count])
-        print(f"{strategy:<11} {count:<10} {masked:>8.1%} {ms:>11.3f} {ms / step_ms:>10.3%}")
+        ms = median_ms(masking_times[strategy, count], 0)
+        cpu = "" if device.type == "cuda" else f" {median_ms(masking_times[strategy, count], 1) / step_cpu:>9.3%}"
+        print(f"{strategy:<11} {count:<10} {masked:>8.1%} {ms:>11.3f} {ms / step_ms:>10.3%}{cpu}")
 
     # Against transformers, on the CPU, the same rows.
     collator = hf_collator(vocab)
@@ -183,16 +189,14 @@ def run(args):
     }
     print(f"token masking on the CPU vs transformers {transformers.__version__} DataCollatorForLanguageModeling "
           f"(same rows, 15%, 80/10/10; interleaved, median of {args.repeats}):")
-    print(f"{'':<20} {'minilm ms':>10} {'transformers ms':>16} {'throughput':>11}")
+    print(f"{'':<20} {'minilm ms':>10} {'transformers ms':>16} {'throughput':>11} {'(CPU time)':>11}")
     for name, (ours, theirs) in pairs.items():
         ours(), theirs()  # warm-up
-        times = {"ours": [], "theirs": []}
+        times = {ours: [], theirs: []}
         for r in range(args.repeats):
-            for who in (("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")):
-                fn = ours if who == "ours" else theirs
-                start = time.perf_counter()
-                fn()
-                times[who].append(time.perf_counter() - start)
-        a, b = (1000 * statistics.median(times[k]) for k in ("ours", "theirs"))
-        print(f"{name:<20} {a:>10.3f} {b:>16.3f} {b / a:>10.1f}x")
+            for fn in ((ours, theirs) if r % 2 == 0 else (theirs, ours)):
+                times[fn].append(timed(fn, lambda: None))
+        a, b = median_ms(times[ours], 0), median_ms(times[theirs], 0)
+        cpu_ratio = median_ms(times[theirs], 1) / max(median_ms(times[ours], 1), 1e-6)
+        print(f"{name:<20} {a:>10.3f} {b:>16.3f} {b / a:>10.1f}x {cpu_ratio:>10.1f}x")
     return 0
