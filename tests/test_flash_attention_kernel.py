@@ -147,8 +147,12 @@ def test_cuda_real_sizes(one_config, dtype, shape, causal, padded):
 @requires_cuda
 @pytest.mark.cuda
 def test_cuda_autotuned_matches(dtype=torch.bfloat16):
-    """The autotuned path (every listed config is timed, the fastest kept) on one case per head dim."""
-    for shape in ((2, 2, 512, 64), (1, 2, 512, 128)):
+    """The autotuned path (every listed config is timed, the fastest kept) on one case per head dim.
+
+    H = 16 and T % 16 == 0, as in the benchmark's headline shapes, so after
+    `python -m kernels.bench` these reuse its compiled kernels from Triton's cache.
+    """
+    for shape in ((1, 16, 512, 64), (1, 16, 512, 128)):
         q, k, v = _qkv(*shape, dtype=dtype)
         do = torch.randn_like(q)
         ours = _grads(flash_attention, q, k, v, do, causal=True)
