@@ -239,3 +239,25 @@ def test_show_masking_shows_every_strategy(tok):
     out = show_masking(tok, TEXTS[0], mask_prob=0.3, seed=1, color=False).splitlines()
     assert [line.split()[0] for line in out[:-1]] == list(STRATEGIES) and out[-1] == LEGEND
     assert all("[MASK]" in line or "~~" in line or "_" in line for line in out[:-1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_mlm_batch_on_the_gpu_never_waits_for_it(tok, strategy):
+    ids, words = framed(tok, TEXTS)
+    width = max(len(r) for r in ids)
+    rows = torch.tensor([r + [tok.pad_id] * (width - len(r)) for r in ids]).cuda()
+    word_ids = torch.tensor([w + [-1] * (width - len(w)) for w in words]).cuda()
+    config = MaskingConfig(strategy=strategy, count="exact")
+    g = torch.Generator(device="cuda")
+    first = mlm_batch(rows, word_ids, tok, config, g.manual_seed(0))  # builds the cached id tables
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        again = mlm_batch(rows, word_ids, tok, config, g.manual_seed(0))
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert all(again[k].is_cuda and torch.equal(again[k], first[k]) for k in KEYS)
+    selected = again["labels"] != IGNORE
+    assert not (selected & ~maskable_positions(rows, tok)).any()
+    assert torch.equal(again["attention_mask"], (rows != tok.pad_id).long())
