@@ -31,8 +31,10 @@ Design choices
   scores in every block. A row whose keys are all padding gives zeros (its lse is stored
   as +inf, which makes every recomputed probability 0), never NaN.
 - Tq == Tk (self-attention, causal aligned on the diagonal); head dims 16, 32, 64, 128;
-  fp16 / bf16 (fp32 accepted for tests; on a GPU its dots run in TF32). `supports` says
-  whether an input is covered, so `minilm.attention(backend="auto")` can fall back.
+  fp16 / bf16 on a GPU. fp32 runs only under the interpreter (the CPU tests): on a GPU its
+  tiles would need twice the shared memory of the tuned configs, and TF32 dots would not
+  be fp32 anyway. `supports` says whether an input is covered, so
+  `minilm.attention(backend="auto")` can fall back (to SDPA for fp32 on a GPU).
 - Block sizes, warps and pipeline depth are autotuned from a short list that suits
   Hopper (128-row query tiles, 3-4 stages, 4-8 warps); under Triton's interpreter one
   small configuration is used so CPU tests stay fast.
@@ -452,6 +454,8 @@ def supports(q, k, v, *, causal=False, key_padding_mask=None):
     if not (q.device == k.device == v.device):
         return False, f"q, k, v are on different devices: {q.device}, {k.device}, {v.device}"
     if q.is_cuda:
+        if q.dtype == torch.float32:
+            return False, "float32 runs only under TRITON_INTERPRET=1 (CPU tests); on a GPU use float16 or bfloat16"
         if q.dtype == torch.bfloat16 and torch.cuda.get_device_capability(q.device) < (8, 0):
             return False, "bfloat16 needs a GPU of compute capability 8.0 or newer"
     elif not INTERPRET:
@@ -474,7 +478,7 @@ def supports(q, k, v, *, causal=False, key_padding_mask=None):
 def flash_attention(q, k, v, *, causal=False, key_padding_mask=None, sm_scale=None):
     """softmax(q k^T * sm_scale + masks) v with FlashAttention-2 kernels, differentiable in q, k, v.
 
-    q, k, v (B, H, T, D), one dtype (fp16/bf16; fp32 for tests), D in HEAD_DIMS, on CUDA.
+    q, k, v (B, H, T, D), one dtype (fp16/bf16 on CUDA; fp32 under the interpreter), D in HEAD_DIMS.
     key_padding_mask (B, T) bool, True = real token; causal: query i sees keys j <= i.
     sm_scale defaults to 1/sqrt(D). Rows with no visible key are zeros. Returns (B, H, T, D).
     Raises ValueError naming what is supported when `supports` says no.

@@ -112,6 +112,14 @@ def test_supports_and_errors():
             flash_attention(*args, **kw)
 
 
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_rejects_float32_with_a_reason():
+    q = torch.randn(1, 2, 64, 64, device="cuda")
+    ok, reason = supports(q, q, q)
+    assert not ok and "float16 or bfloat16" in reason
+
+
 def test_flops_counted():
     assert attention_flops(2, 3, 10, 8) == 4 * 2 * 3 * 100 * 8
     assert attention_flops(2, 3, 10, 8, causal=True, backward=True) == 4 * 2 * 3 * 100 * 8 * 0.5 * 2.5
