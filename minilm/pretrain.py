@@ -1,8 +1,10 @@
 """`minilm pretrain`: self-supervised pretraining on unlabelled text, and its batch sources.
 
-    minilm pretrain                                   # ~10 CPU-minutes of bert-mini MLM on IMDB
-    minilm pretrain --device cuda --steps 6000 --batch-size 512 --out runs/gpu
+    minilm pretrain                                   # 10 CPU-minutes of bert-mini MLM on IMDB -> runs/pretrain/final
+    minilm pretrain --device cuda --precision bf16 --batch-size 512 --lr 3e-3 --warmup 300 \
+        --time-budget 4 --out runs/bert-mini-gpu       # a few GPU minutes
     torchrun --nproc_per_node=2 -m minilm pretrain …  # data parallel, same global batch
+    MINILM_CACHE=/path/to/cache minilm pretrain …     # offline: fetched IMDB, tokenizer and tokenized corpus
 
 Design choices:
 - The default is a recipe that *learns* on a small budget (in the spirit of Geiping &
@@ -36,9 +38,9 @@ import torch
 OBJECTIVES = {"mlm": "token", "whole_word": "whole_word", "span": "span", "sequence": "sequence", "clm": None}
 
 # The recipe: measured on the 2-core CPU (see the trainer report / README for the figures).
-DEFAULTS = dict(preset="bert-mini", objective="mlm", data="imdb", vocab_size=8192, seq_len=128, batch_size=64,
-                steps=600, lr=2e-3, warmup=60, mask_prob=0.3, mask_count="exact", norm="pre", dropout=0.0,
-                weight_decay=0.01, eval_rows=256)
+DEFAULTS = dict(preset="bert-mini", objective="mlm", data="imdb", vocab_size=8192, seq_len=128, batch_size=32,
+                steps=None, time_budget=10.0, lr=2e-3, warmup=50, mask_prob=0.3, mask_count="exact", norm="pre",
+                dropout=0.0, weight_decay=0.01, eval_rows=256)
 
 
 def _mix(seed: int, *values: int) -> int:
@@ -160,9 +162,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--seq-len", type=int, default=d["seq_len"], help="tokens per row, [CLS] and [SEP] included")
     a("--batch-size", type=int, default=d["batch_size"], help="global rows per optimiser step (all ranks)")
     a("--accumulation", type=int, default=1, help="micro-batches per step (splits each rank's batch)")
-    a("--steps", type=int, default=d["steps"], help="optimiser steps")
-    a("--time-budget", type=float, default=0.0, metavar="MINUTES",
-      help="train for about this long instead of --steps: the warmup is timed, then the steps are fixed")
+    a("--steps", type=int, default=d["steps"], help="optimiser steps (default: fill --time-budget)")
+    a("--time-budget", type=float, default=None, metavar="MINUTES",
+      help=f"train for about this long instead of a fixed --steps: the warmup steps are timed, then the number of "
+           f"steps is fixed (default {d['time_budget']:g} minutes when --steps is not given)")
     a("--lr", type=float, default=d["lr"], help="peak learning rate")
     a("--warmup", type=int, default=d["warmup"], help="linear warmup steps")
     a("--schedule", default="cosine", choices=["cosine", "linear", "constant"], help="decay after warmup")
@@ -203,7 +206,7 @@ def _validate(args) -> None:
     need(args.eval_rows >= 1, "--eval-rows", "a positive integer")
 
 
-def build(args, device: torch.device):
+def build(args, device: torch.device, verbose: bool = True):
     """Tokenizer, model, train and eval batch sources for `args` -> (tokenizer, model, train, eval)."""
     from minilm.config import ModelConfig
     from minilm.data import decoder_rows, encoder_rows, load_corpus, tokenize_corpus
@@ -223,9 +226,10 @@ def build(args, device: torch.device):
     if n_eval < 1:
         raise SystemExit(f"minilm pretrain: --data {args.data} gave only {len(rows)} rows of {args.seq_len} "
                          f"tokens: too few to hold out an eval set")
-    print(f"data: {len(docs):,} documents -> {len(rows):,} rows of {args.seq_len} tokens "
-          f"({len(rows) - n_eval:,} train, {n_eval:,} held out), tokenizer vocab {tokenizer.vocab_size:,} "
-          f"[{time.perf_counter() - t0:.1f}s]", flush=True)
+    if verbose:
+        print(f"data: {len(docs):,} documents -> {len(rows):,} rows of {args.seq_len} tokens "
+              f"({len(rows) - n_eval:,} train, {n_eval:,} held out), tokenizer vocab {tokenizer.vocab_size:,} "
+              f"[{time.perf_counter() - t0:.1f}s]", flush=True)
 
     preset = ModelConfig.preset(args.preset)
     config = ModelConfig.preset(args.preset, vocab_size=tokenizer.vocab_size,
@@ -249,11 +253,16 @@ def build(args, device: torch.device):
 
 
 def run(args) -> int:
-    from minilm.trainer import TrainConfig, Trainer, resolve_device
+    from minilm.trainer import TrainConfig, Trainer, resolve_device, setup_distributed
 
+    if args.time_budget is None and args.steps is None:
+        args.time_budget = DEFAULTS["time_budget"]
+    args.time_budget = args.time_budget or 0.0
+    if args.steps is None:
+        args.steps = 1  # unused: the budget fixes the steps
     _validate(args)
-    device = resolve_device(args.device)
-    tokenizer, model, train, held = build(args, device)
+    rank, _, device = setup_distributed(resolve_device(args.device))  # under torchrun: this rank's GPU
+    tokenizer, model, train, held = build(args, device, verbose=rank == 0)
     budget = args.time_budget * 60
     steps = 10**9 if budget else args.steps  # with a budget, the trainer fixes the steps after the warmup
     config = TrainConfig(
@@ -271,7 +280,8 @@ def run(args) -> int:
     if trainer.is_main:
         print(f"model: {args.preset} ({args.norm}-norm, dropout {args.dropout}), "
               f"{info.get('params', sum(p.numel() for p in model.parameters())):,} parameters; "
-              f"{args.objective} on {args.data}; {'?' if budget else args.steps} steps x {args.batch_size} x {args.seq_len} tokens on "
+              f"{args.objective} on {args.data}; {'?' if budget else args.steps} steps x {args.batch_size} x "
+              f"{args.seq_len} tokens on "
               f"{trainer.device} ({trainer.precision}); world size {trainer.world_size}"
               + (f"; time budget {args.time_budget:g} min" if budget else ""), flush=True)
         print(f"best constant guess on the held-out set: {100 * baseline:.2f}% token accuracy", flush=True)
