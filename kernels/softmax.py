@@ -16,9 +16,11 @@ What this file teaches
 
 Design choices
 - One block holds whole rows while the next power of two of the row length is at most
-  `MAX_BLOCK` (65,536 columns); short rows are packed several to a block (`ELEMS`
-  elements per program, autotuned with `num_warps`). Longer rows use the online
-  two-pass kernels, which walk the row in chunks.
+  `MAX_BLOCK` (32,768 columns: 32 float32 values per thread at 32 warps; a 65,536-wide
+  block spills registers to local memory, as ptxas reports for sm_90); short rows are
+  packed several to a block (`ELEMS` elements per program, autotuned with `num_warps`).
+  Longer rows use the online two-pass kernels, which walk the row in chunks; with one
+  16-warp program per multiprocessor the second pass mostly re-reads from L2.
 - Arithmetic in float32 whatever the storage dtype (fp32, bf16, fp16 in and out).
 - `mask` is boolean (True = keep, as in torch's scaled_dot_product_attention) or additive
   (added to the scaled logits), broadcast against x without being materialised: the
@@ -43,7 +45,7 @@ __all__ = ["softmax", "softmax_reference", "softmax_bytes", "MAX_BLOCK"]
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 LOG2E = 1.4426950408889634
-MAX_BLOCK = 65536  # longest row (rounded up to a power of two) kept in one block
+MAX_BLOCK = 32768  # longest row (rounded up to a power of two) kept in one block
 
 MASK_NONE, MASK_BOOL, MASK_ADD = 0, 1, 2
 
