@@ -129,7 +129,8 @@ def bench_softmax(timer, device, cols_list, progress):
             rows = SOFTMAX_ELEMENTS // cols
             name = f"{_dt(dtype)} {rows}x{cols}"
             params = dict(dtype=_dt(dtype), rows=rows, cols=cols)
-            x = torch.randn(rows, cols, device=device, dtype=dtype) if timer.real else torch.empty(rows, cols, dtype=dtype, device="meta")
+            # a dry run only needs the sizes: a "meta" tensor has a shape and no storage
+            x = torch.randn(rows, cols, device=device if timer.real else "meta", dtype=dtype)
             fwd_bytes, bwd_bytes = softmax_bytes(x), softmax_bytes(x, backward=True)
             impls = {"minilm": lambda t: softmax(t), "torch": lambda t: torch.softmax(t, -1)}
             errs = {}
@@ -176,7 +177,7 @@ def bench_masked_softmax(timer, device, progress):
     scale = 0.125
     name = f"bf16 scores B{B} H{H} T{T} causal"
     out = []
-    x = torch.randn(B, H, T, T, device=device, dtype=torch.bfloat16) if timer.real else torch.empty(B, H, T, T, dtype=torch.bfloat16, device="meta")
+    x = torch.randn(B, H, T, T, device=device if timer.real else "meta", dtype=torch.bfloat16)
     future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
 
     def eager(t):
@@ -187,7 +188,10 @@ def bench_masked_softmax(timer, device, progress):
     ref = eager(x.float()) if timer.real else None
     for impl, fn in impls.items():
         err = _rel_err(fn(x), ref) if timer.real else float("nan")
-        ms = timer(lambda: fn(x)) if timer.real else timer(None, nbytes=nbytes * (1 if impl == "minilm" else 3), key=impl)
+        if timer.real:
+            ms = timer(lambda: fn(x))
+        else:
+            ms = timer(None, nbytes=nbytes * (1 if impl == "minilm" else 3), key=impl)
         out.append(Result("masked-softmax", impl, name, "fwd", *ms, gbps=nbytes / ms[0] / 1e6, rel_err=err,
                           params=dict(B=B, H=H, T=T)))
         progress.update(1)
@@ -447,13 +451,15 @@ def _yes(ok):
 def short_table(results, summary, env):
     """The few lines printed last: ceilings, softmax ratios, attention ratios, goals."""
     lines = [f"== kernels.bench on {env['gpu']} | torch {env['torch']} | triton {env['triton']} =="]
-    lines.append(f"ceilings: copy {_fmt(summary['copy_gbps'], 0)} GB/s, bf16 matmul {_fmt(summary['matmul_tflops'], 0)} TFLOP/s")
+    lines.append(f"ceilings: copy {_fmt(summary['copy_gbps'], 0)} GB/s, "
+                 f"bf16 matmul {_fmt(summary['matmul_tflops'], 0)} TFLOP/s")
     lines.append("")
     lines.append("softmax (GB/s, minilm / torch; ratio = torch time / minilm time)")
     lines.append(f"{'case':24s} {'fwd GB/s':>16s} {'x':>5s} {'bwd GB/s':>16s} {'x':>5s} {'err':>8s}")
     for r in results:
         if r.suite in ("softmax", "masked-softmax") and r.impl == "minilm" and r.direction == "fwd":
-            t_f = next(x for x in results if (x.suite, x.impl, x.case, x.direction) == (r.suite, "torch", r.case, "fwd"))
+            t_f = next(x for x in results
+                       if (x.suite, x.impl, x.case, x.direction) == (r.suite, "torch", r.case, "fwd"))
             b = [x for x in results if (x.suite, x.case, x.direction) == (r.suite, r.case, "bwd")]
             mb = next((x for x in b if x.impl == "minilm"), None)
             tb = next((x for x in b if x.impl == "torch"), None)
@@ -469,10 +475,12 @@ def short_table(results, summary, env):
         lines.append(f"{row['case']:28s} {_fmt(row['fwd_tflops'], 0):>5s} {_fmt(row['fwd_vs_flash']):>6s} "
                      f"{_fmt(row['fwd_vs_cudnn']):>6s} {_fmt(row['fwd_vs_efficient']):>5s} "
                      f"{_fmt(row['fwd_vs_naive'], 1):>6s} {_fmt(row['bwd_tflops'], 0):>5s} "
-                     f"{_fmt(row['bwd_vs_flash']):>6s} {_fmt(row['bwd_vs_cudnn']):>6s} {_fmt(row['bwd_vs_efficient']):>5s}")
+                     f"{_fmt(row['bwd_vs_flash']):>6s} {_fmt(row['bwd_vs_cudnn']):>6s} "
+                     f"{_fmt(row['bwd_vs_efficient']):>5s}")
     errs = [r.rel_err for r in results if r.impl == "minilm" and math.isfinite(r.rel_err)]
     lines.append("")
-    lines.append(f"largest minilm relative error vs torch (fp32 reference): {_sci(max(errs) if errs else float('nan'))}")
+    worst = max(errs) if errs else float("nan")
+    lines.append(f"largest minilm relative error vs torch (fp32 reference): {_sci(worst)}")
     bf = summary["softmax"].get("bf16", {})
     lines.append("goals (issue 7):")
     g_sm = min(bf.get("fwd_speedup_geomean", float("nan")), bf.get("bwd_speedup_geomean", float("nan")))
@@ -485,7 +493,8 @@ def short_table(results, summary, env):
     if head:
         f_min = min(row["fwd_vs_flash"] for row in head)
         b_min = min(row["bwd_vs_flash"] for row in head)
-        lines.append(f"  attention vs SDPA flash, worst shape: fwd {_fmt(f_min)}x (goal >= 1.2x): {_yes(f_min >= 1.2)}, "
+        lines.append(f"  attention vs SDPA flash, worst shape: fwd {_fmt(f_min)}x (goal >= 1.2x): "
+                     f"{_yes(f_min >= 1.2)}, "
                      f"bwd {_fmt(b_min)}x (goal >= 1.0x): {_yes(b_min >= 1.0)}")
         c_f = _geomean([row["fwd_vs_cudnn"] for row in head])
         c_b = _geomean([row["bwd_vs_cudnn"] for row in head])

@@ -141,7 +141,8 @@ def _online_update(m, s, z):
     return m_new, s
 
 
-@triton.autotune(configs=_configs(), key=["BLOCK_N", "MASK_KIND", "CAUSAL"], prune_configs_by={"early_config_prune": _prune})
+@triton.autotune(configs=_configs(), key=["BLOCK_N", "MASK_KIND", "CAUSAL"],
+                 prune_configs_by={"early_config_prune": _prune})
 @triton.jit
 def _fwd_kernel(X, Y, M, n_rows, n_cols, stride_x, stride_y,
                 d1, d2, m_s0, m_s1, m_s2, m_sc, n_q, causal_offset, scale2,
