@@ -160,15 +160,20 @@ def main(argv=None):
         print(f"  {k:5d} | {pm:9.1%} ± {ps:4.1%} | {hm:9.1%} ± {hs:4.1%}")
         lesson.record(f"{k} labels: prompt vs head test accuracy (mean ± std, {len(seeds)} seeds)",
                       f"{pm:.1%} ± {ps:.1%} vs {hm:.1%} ± {hs:.1%}")
-    k0 = shots[0]
+    k0, k1 = shots[0], shots[-1]
+    gap0 = statistics.mean(prompt_acc[k0]) - statistics.mean(head_acc[k0])
+    gap1 = statistics.mean(prompt_acc[k1]) - statistics.mean(head_acc[k1])
     lesson.say(f"""
         With {k0} labels the prompt scores {statistics.mean(prompt_acc[k0]):.1%} and the new head
-        {statistics.mean(head_acc[k0]):.1%}. The prompt starts where zero-shot left off, because
-        the masked-LM head and the embeddings of "{pos.strip()}" and "{neg.strip()}" were trained
-        on millions of blanks; a new head must first learn, from a handful of examples, which
-        direction in a {mlm.config.d_model}-dimensional space means "positive". As k grows the two
-        converge: once labels are plentiful, how the task is asked matters less than how much
-        the encoder knows.""")
+        {statistics.mean(head_acc[k0]):.1%} ({100 * gap0:+.1f} points for the prompt); with {k1} labels
+        the difference is {100 * gap1:+.1f} points. The prompt starts from zero-shot: the masked-LM
+        head and the embeddings of "{pos.strip()}" and "{neg.strip()}" were trained on millions of
+        blanks, so a few examples only have to nudge them. A new head starts from random
+        numbers and must learn, from the labelled examples alone, which direction in a
+        {mlm.config.d_model}-dimensional space means "positive". As labels grow, the way the task
+        is asked matters less and what the encoder knows matters more, so the two curves are
+        expected to meet.""")
+    lesson.record("prompt minus head at the fewest / most labels (points)", f"{100 * gap0:+.1f} / {100 * gap1:+.1f}")
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     xs = [k for k in shots]
