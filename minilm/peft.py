@@ -277,7 +277,7 @@ def save_adapter(path: str | Path, model: nn.Module, method: str, settings: dict
         raise ValueError("save_adapter: LoRA is merged into the base weights; call unmerge_lora first")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.contiguous() for k, v in trainable_state_dict(model).items()}
+    tensors = {k: v.cpu().contiguous() for k, v in trainable_state_dict(model).items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp))
     tmp.replace(path)  # atomic: a reader never sees half a file
