@@ -235,7 +235,7 @@ def main(argv=None):
         reach about 78% on this data in the literature (naive Bayes features with an SVM,
         Wang & Manning 2012); this plain MLP lands a few points lower. Lesson 06 asks how much
         a Transformer pretrained on unlabelled reviews adds.""")
-    lesson.record("MLP test accuracy (rt-polarity)", test_acc, "{:.1%}")
+    lesson.record("MLP test accuracy (rt-polarity)", test_acc, "{:.1%}", headline=True)
     lesson.record("best epoch", best[1])
 
     lesson.section("5. What did it learn?")

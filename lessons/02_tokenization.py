@@ -102,7 +102,7 @@ def main(argv=None):
         crawl, carry {gpt2_bpt:.2f}. A bigger vocabulary shortens sequences (attention costs grow
         with the square of the length) but costs an embedding row per token and sees each
         rare token less often. For a CPU course, 8,192 is the sweet spot.""")
-    lesson.record("bytes/token, ours at vocab %d (rt-polarity)" % ours[-1][0], ours[-1][1], "{:.2f}")
+    lesson.record("bytes/token, ours at vocab %d (rt-polarity)" % ours[-1][0], ours[-1][1], "{:.2f}", headline=True)
     lesson.record("bytes/token, GPT-2 at vocab 50,257", gpt2_bpt, "{:.2f}")
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([s for s, _ in ours], [b for _, b in ours], "o-", label="minilm BPE (IMDB, uncased)")

@@ -122,7 +122,7 @@ def main(argv=None):
         (`--full` on a GPU).""")
     lesson.record("held-out perplexity: untrained / unigram / trained",
                   f"{init_eval['eval_perplexity']:,.0f} / {math.exp(unigram_loss):,.0f} / "
-                  f"{summary['eval_perplexity']:,.1f}")
+                  f"{summary['eval_perplexity']:,.1f}", headline=True)
     lesson.record("next-token accuracy", summary["eval_accuracy"], "{:.1%}")
     lesson.record("training tokens/s", tokens_per_s, "{:,.0f}")
     lesson.record("sample after training", after[0])

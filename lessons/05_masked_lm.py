@@ -115,7 +115,7 @@ def main(argv=None):
         for the constant guess ({100 * (acc - guess):+.1f} points); held-out perplexity on the
         masked tokens {summary['eval_perplexity']:,.0f}.""")
     lesson.record("live pretraining: held-out masked-token accuracy vs constant guess",
-                  f"{acc:.1%} vs {guess:.1%} ({preset}, {steps} steps)")
+                  f"{acc:.1%} vs {guess:.1%} ({preset}, {steps} steps)", headline=True)
 
     lesson.section("4. fill-mask: before, after, and the shared pretrained encoder")
     shared, shared_tok, where = pretrained_mlm(lesson)

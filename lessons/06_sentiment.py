@@ -66,7 +66,7 @@ def main(argv=None):
         (pm, ps), (sm, ss) = mean_std(results[("pretrained", size)]), mean_std(results[("scratch", size)])
         print(f"  {size:7d} | {pm:6.1%} ± {ps:4.1%} | {sm:6.1%} ± {ss:4.1%} | {100 * (pm - sm):+.1f}")
         lesson.record(f"test accuracy with {size} labels: pretrained / scratch (mean ± std, {len(seeds)} seeds)",
-                      f"{pm:.1%} ± {ps:.1%} / {sm:.1%} ± {ss:.1%} (gap {100 * (pm - sm):+.1f} points)")
+                      f"{pm:.1%} ± {ps:.1%} / {sm:.1%} ± {ss:.1%} (gap {100 * (pm - sm):+.1f} points)", headline=True)
     size = sizes[0]
     gap = statistics.mean(results[("pretrained", size)]) - statistics.mean(results[("scratch", size)])
     noise = max(mean_std(results[("pretrained", size)])[1], mean_std(results[("scratch", size)])[1])

@@ -103,7 +103,8 @@ def main(argv=None):
         (F1 {p['per_type'][easiest]['f1']:.1%}). For scale: BERT-base, cased and far larger,
         reaches about 92 F1 on this test set.""")
     lesson.record("test entity F1: pretrained / scratch", f"{p['f1']:.1%} / {s['f1']:.1%} "
-                  f"({100 * (p['f1'] - s['f1']):+.1f} points; {train_size or len(words)} sentences, 1 seed)")
+                  f"({100 * (p['f1'] - s['f1']):+.1f} points; {train_size or len(words)} sentences, 1 seed)",
+                  headline=True)
     types = sorted(set(p["per_type"]) | set(s["per_type"]))
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for k, (name, r) in enumerate((("pretrained", p), ("scratch", s))):

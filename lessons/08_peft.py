@@ -66,7 +66,7 @@ def main(argv=None):
                      f"{r['validation']['accuracy']:.1%} | {r['test']['accuracy']:.1%} | "
                      f"{sizes[m] / 1e6:.2f} MB | {r['time_s']:.0f} s |")
     print("\n".join(table))
-    (lesson.out / "peft_table.md").write_text("\n".join(table) + "\n")
+    lesson.table("PEFT methods on rt-polarity", "\n".join(table))
     full, lora = rows["full"]["test"]["accuracy"], rows["lora"]["test"]["accuracy"]
     lesson.say(f"""
         Full fine-tuning trains all {rows['full']['total_params']:,} parameters and writes the
@@ -75,9 +75,9 @@ def main(argv=None):
         fine-tuning's {full:.1%} ({100 * (lora - full):+.1f} points). The probe is the cheapest
         and shows how much of the task the frozen features already solve. With one frozen
         base, a hundred tasks cost a hundred small files instead of a hundred models.""")
-    for m, r in rows.items():
-        lesson.record(f"{m}: trainable params / test accuracy",
-                      f"{r['trainable_params']:,} ({r['trainable_pct']:.2f}%) / {r['test']['accuracy']:.1%}")
+    lesson.record("LoRA vs full fine-tuning: trainable share, test accuracy",
+                  f"{rows['lora']['trainable_pct']:.1f}% of the parameters, {lora:.1%} vs {full:.1%} "
+                  f"({100 * (lora - full):+.1f} points)", headline=True)
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for m, r in rows.items():

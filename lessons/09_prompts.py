@@ -116,7 +116,7 @@ def main(argv=None):
         " it was [MASK]." (contextual calibration, Zhao et al. 2021), a free correction.
         The choice of words alone moves zero-shot accuracy: prompts are a hyperparameter.""")
     lesson.record("zero-shot cloze accuracy (best pair, calibrated)",
-                  f"{zero[best_pair][1]:.1%} ({best_pair[0].strip()}/{best_pair[1].strip()})")
+                  f"{zero[best_pair][1]:.1%} ({best_pair[0].strip()}/{best_pair[1].strip()})", headline=True)
 
     lesson.section("3. Few-shot: prompt-based fine-tuning vs a new head")
     neg, pos = VERBALIZERS[0] if VERBALIZERS[0] in words else best_pair
@@ -159,7 +159,7 @@ def main(argv=None):
         (pm, ps), (hm, hs) = mean_std(prompt_acc[k]), mean_std(head_acc[k])
         print(f"  {k:5d} | {pm:9.1%} ± {ps:4.1%} | {hm:9.1%} ± {hs:4.1%}")
         lesson.record(f"{k} labels: prompt vs head test accuracy (mean ± std, {len(seeds)} seeds)",
-                      f"{pm:.1%} ± {ps:.1%} vs {hm:.1%} ± {hs:.1%}")
+                      f"{pm:.1%} ± {ps:.1%} vs {hm:.1%} ± {hs:.1%}", headline=True)
     k0, k1 = shots[0], shots[-1]
     gap0 = statistics.mean(prompt_acc[k0]) - statistics.mean(head_acc[k0])
     gap1 = statistics.mean(prompt_acc[k1]) - statistics.mean(head_acc[k1])

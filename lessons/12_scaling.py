@@ -163,7 +163,7 @@ def main(argv=None):
         checkpoints. On these 2 CPU cores it is no faster ({timings['one process']:.0f} s vs
         {timings['torchrun, 2 processes']:.0f} s, start-up included): the point is that the same
         command spreads over 8 GPUs (`--nproc_per_node=8`) unchanged.""")
-    lesson.record("torchrun 2 processes vs 1 (max loss difference per step)", gap, "{:.1e}")
+    lesson.record("torchrun 2 processes vs 1 (max loss difference per step)", gap, "{:.1e}", headline=True)
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
     ax.plot(range(1, len(one) + 1), one, "o-", label="1 process, batch 16")

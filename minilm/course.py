@@ -103,6 +103,11 @@ def write_report(runs_done: list[LessonRun], mode: str, runs: Path, total: float
     for r in runs_done:
         status = "ok" if r.ok else ("TIMED OUT" if r.returncode == -1 else f"FAILED (exit {r.returncode})")
         lines.append(f"| {r.path.stem} | {lesson_title(r.path)} | {status} | {_duration(r.seconds)} |")
+    headlines = [(r.path.stem, k, r.results["figures"][k]) for r in runs_done
+                 for k in r.results.get("headlines", []) if k in r.results.get("figures", {})]
+    if headlines:
+        lines += ["", "## Headline figures", "", "| lesson | figure | value |", "|---|---|---|"]
+        lines += [f"| {stem} | {k} | {v} |" for stem, k, v in headlines]
     for r in runs_done:
         lines += ["", f"## {r.path.stem}: {lesson_title(r.path)}", ""]
         if not r.ok:
@@ -113,6 +118,8 @@ def write_report(runs_done: list[LessonRun], mode: str, runs: Path, total: float
             lines += ["| figure | value |", "|---|---|"]
             lines += [f"| {k} | {v} |" for k, v in figures.items()]
             lines.append("")
+        for title, table in r.results.get("tables", {}).items():
+            lines += [f"**{title}**", "", table, ""]
         for picture in r.results.get("pictures", []):
             lines += [f"![{picture}](../lessons/{r.path.stem}/{picture})", ""]
     report.parent.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,8 @@ class Lesson:
     seed: int
     out: Path
     figures: dict = field(default_factory=dict)
+    headlines: list = field(default_factory=list)  # keys of `figures` the course report puts up front
+    tables: dict = field(default_factory=dict)  # title -> Markdown table
     pictures: list = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     seconds: float | None = None  # wall time, set by finish(); None means it did not finish
@@ -82,9 +84,18 @@ class Lesson:
         for p in paragraphs:
             print("\n" + textwrap.fill(" ".join(p.split()), width=88), flush=True)
 
-    def record(self, key: str, value, fmt: str = "{}") -> None:
-        """Keep a key figure for the course report, e.g. `record("test accuracy", 0.81, "{:.1%}")`."""
+    def record(self, key: str, value, fmt: str = "{}", headline: bool = False) -> None:
+        """Keep a key figure for the course report, e.g. `record("test accuracy", 0.81, "{:.1%}")`.
+        `headline=True` also lists it in the report's opening summary."""
         self.figures[key] = fmt.format(value) if isinstance(value, (int, float)) else str(value)
+        if headline and key not in self.headlines:
+            self.headlines.append(key)
+        self._write()
+
+    def table(self, title: str, markdown: str) -> None:
+        """Keep a Markdown table for the course report (and save it as `out/<title>.md`)."""
+        self.tables[title] = markdown.strip()
+        (self.out / f"{title.replace(' ', '_')}.md").write_text(markdown.strip() + "\n")
         self._write()
 
     def save_figure(self, fig, name: str) -> Path:
@@ -109,7 +120,8 @@ class Lesson:
 
     def _write(self) -> None:
         data = dict(name=self.name, title=self.title, mode=self.mode, seed=self.seed,
-                    seconds=self.seconds, figures=self.figures, pictures=self.pictures)
+                    seconds=self.seconds, figures=self.figures, headlines=self.headlines, tables=self.tables,
+                    pictures=self.pictures)
         tmp = self.out / (RESULTS_FILE + ".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         os.replace(tmp, self.out / RESULTS_FILE)

@@ -17,7 +17,8 @@ import matplotlib.pyplot as plt
 from minilm.lesson import start
 
 lesson = start(__file__)
-lesson.record("accuracy", 0.8761, "{:.1%}")
+lesson.record("accuracy", 0.8761, "{:.1%}", headline=True)
+lesson.table("scores", "| a | b |\\n|---|---|\\n| 1 | 2 |")
 fig, ax = plt.subplots()
 ax.plot([0, 1], [1, 0])
 lesson.save_figure(fig, "curve")
@@ -56,6 +57,8 @@ def test_course_reports_figures_pictures_and_failures(tmp_path, capsys):
     assert "FAILED (exit 1)" in report and "the data set is on fire" in report
     assert "notes" not in report
     assert "| accuracy | 87.6% |" in report and "| before the crash | 42 |" in report
+    assert report.index("## Headline figures") < report.index("## 01_works")
+    assert "| 01_works | accuracy | 87.6% |" in report and "**scores**\n\n| a | b |" in report
     assert "![curve.png](../lessons/01_works/curve.png)" in report
     assert (runs / "lessons" / "01_works" / "curve.png").exists()
     assert "the data set is on fire" in (runs / "course" / "logs" / "02_fails.log").read_text()
