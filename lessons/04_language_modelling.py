@@ -40,8 +40,8 @@ def samples(model, tokenizer, seed: int, n_new: int) -> list[str]:
 def main(argv=None):
     lesson = start(__file__, argv)
     seq_len = lesson.pick(smoke=32, quick=128, full=256)
-    steps = lesson.pick(smoke=4, quick=300, full=5000)
-    batch_size = lesson.pick(smoke=8, quick=32, full=128)
+    steps = lesson.pick(smoke=4, quick=200, full=5000)
+    batch_size = lesson.pick(smoke=8, quick=16, full=128)
     preset = lesson.pick(smoke="gpt-micro", quick="gpt-micro", full="gpt-mini")
 
     lesson.section("1. The data: one long stream of tokens")

@@ -26,10 +26,10 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def main(argv=None):
     lesson = start(__file__, argv)
-    sizes = lesson.pick(smoke=[16], quick=[500, 2000], full=[128, 512, 2048, 6824])
+    sizes = lesson.pick(smoke=[16], quick=[256, 1024], full=[128, 512, 2048, 6824])
     seeds = lesson.pick(smoke=[0], quick=[0, 1, 2], full=[0, 1, 2, 3, 4])
     epochs = lesson.pick(smoke=1, quick=3, full=5)
-    eval_size = lesson.pick(smoke=32, quick=None, full=None)
+    eval_size = lesson.pick(smoke=32, quick=400, full=None)
 
     lesson.section("1. The experiment")
     checkpoint, where = pretrained_checkpoint(lesson)

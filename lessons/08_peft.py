@@ -32,9 +32,9 @@ WHAT = {
 
 def main(argv=None):
     lesson = start(__file__, argv)
-    train_size = lesson.pick(smoke=32, quick=2000, full=None)
+    train_size = lesson.pick(smoke=32, quick=1000, full=None)
     epochs = lesson.pick(smoke=1, quick=3, full=5)
-    eval_size = lesson.pick(smoke=32, quick=None, full=None)
+    eval_size = lesson.pick(smoke=32, quick=400, full=None)
 
     lesson.section("1. Five methods")
     checkpoint, where = pretrained_checkpoint(lesson)

@@ -23,7 +23,7 @@ from minilm import ModelConfig, Trainer, TrainConfig
 from minilm.checkpoint import load_model
 from minilm.collate import pad
 from minilm.data import load_classification
-from minilm.finetune import DEFAULT_LR, FinetuneConfig, run_finetune
+from minilm.finetune import DEFAULT_LR, ClassifyTask, FinetuneConfig, run_finetune, with_subset
 from minilm.lesson import pretrained_checkpoint, start
 from minilm.model import MaskedLM
 
@@ -81,7 +81,7 @@ def main(argv=None):
     lesson = start(__file__, argv)
     shots = lesson.pick(smoke=[16], quick=[16, 64, 256], full=[16, 64, 256, 1024])
     seeds = lesson.pick(smoke=[0], quick=[0, 1, 2], full=[0, 1, 2, 3, 4])
-    batch_size, steps_for = 16, {16: 32, 64: 64, 256: 128, 1024: 256}
+    batch_size, steps_for = 16, {16: 16, 64: 32, 256: 64, 1024: 256}
     if lesson.smoke:
         steps_for = {16: 2}
 
@@ -89,7 +89,9 @@ def main(argv=None):
     checkpoint, where = pretrained_checkpoint(lesson)
     mlm, tok = load_model(checkpoint)
     data = load_classification("rt-polarity")
-    test = data.test if not lesson.smoke else type(data.test)(data.test.texts[:32], data.test.labels[:32])
+    eval_size = lesson.pick(smoke=32, quick=300, full=None)
+    # The same test sentences for every method: minilm.finetune's fixed evaluation subset.
+    test = with_subset(ClassifyTask("rt-polarity"), "test", eval_size, 0).data.test if eval_size else data.test
     words = [(n, p) for n, p in VERBALIZERS if len(tok.encode(n)) == len(tok.encode(p)) == 1]
     example = f"{test.texts[0]} it was [MASK]."
     lesson.say(f"""
@@ -147,7 +149,7 @@ def main(argv=None):
                                                                word_ids))
             cfg = FinetuneConfig(task="classify", data="rt-polarity", init=str(checkpoint), method="full", seed=seed,
                                  train_size=k, batch_size=batch_size, epochs=max(1, steps * batch_size // k),
-                                 eval_size=lesson.pick(smoke=32, quick=200, full=None), progress=False)
+                                 eval_size=eval_size, progress=False)
             row = run_finetune(cfg)
             head_acc.setdefault(k, []).append(row["test"]["accuracy"])
             print(f"  [k={k:4d} seed {seed}] prompt {prompt_acc[k][-1]:.1%}   head {head_acc[k][-1]:.1%}", flush=True)

@@ -87,7 +87,7 @@ def main(argv=None):
     lesson.record("loss fp32 vs bf16 autocast (relative difference)", abs(bf16 - fp32) / fp32, "{:.1e}")
 
     lesson.section("2. MFU: how much of the machine does training use?")
-    steps = lesson.pick(smoke=3, quick=20, full=50)
+    steps = lesson.pick(smoke=3, quick=10, full=50)
     trainer = Trainer(MaskedLM(config), TrainConfig(steps=steps, lr=1e-3, warmup_steps=2, log_every=steps,
                                                     progress=False, seed=lesson.seed), data)
     trainer.fit()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import threading
@@ -30,6 +31,7 @@ LESSONS_DIR = Path(__file__).resolve().parent.parent / "lessons"
 class LessonRun:
     path: Path
     seconds: float
+    cpu_seconds: float  # user + system CPU time of the lesson and its children: the load-independent cost
     returncode: int  # 0 ok; the exit code otherwise; -1 when it ran past the timeout
     results: dict = field(default_factory=dict)
     log_tail: str = ""
@@ -61,7 +63,7 @@ def run_lesson(path: Path, mode: str, runs: Path, timeout: float) -> LessonRun:
     # Passive OpenMP waiting: on a busy machine, torch's spinning threads otherwise burn the
     # very cores they wait for (measured: a tiny model's step 15x slower with 2 busy threads).
     env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONUNBUFFERED": "1"}
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _children_cpu()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         watchdog = threading.Timer(timeout, proc.kill)  # a silent hang must not stall the course
@@ -75,11 +77,17 @@ def run_lesson(path: Path, mode: str, runs: Path, timeout: float) -> LessonRun:
         watchdog.cancel()
     if timed_out:
         returncode = -1
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, _children_cpu() - cpu0
     results_path = out / RESULTS_FILE
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     tail = "\n".join(log_path.read_text(errors="replace").replace("\r", "\n").splitlines()[-25:])
-    return LessonRun(path, seconds, returncode, results, tail)
+    return LessonRun(path, seconds, cpu_seconds, returncode, results, tail)
+
+
+def _children_cpu() -> float:
+    """CPU seconds used so far by finished child processes (and theirs, e.g. torchrun workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def write_report(runs_done: list[LessonRun], mode: str, runs: Path, total: float) -> Path:
@@ -97,12 +105,16 @@ def write_report(runs_done: list[LessonRun], mode: str, runs: Path, total: float
         f"Python {platform.python_version()}, torch {torch.__version__}; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
-        "| lesson | title | status | time |",
-        "|---|---|---|---|",
+        "Time is wall-clock; CPU is the user + system CPU time of the lesson's processes (a machine",
+        "shared with other work stretches the first far more than the second).",
+        "",
+        "| lesson | title | status | time | CPU |",
+        "|---|---|---|---|---|",
     ]
     for r in runs_done:
         status = "ok" if r.ok else ("TIMED OUT" if r.returncode == -1 else f"FAILED (exit {r.returncode})")
-        lines.append(f"| {r.path.stem} | {lesson_title(r.path)} | {status} | {_duration(r.seconds)} |")
+        lines.append(f"| {r.path.stem} | {lesson_title(r.path)} | {status} | {_duration(r.seconds)} "
+                     f"| {_duration(r.cpu_seconds)} |")
     headlines = [(r.path.stem, k, r.results["figures"][k]) for r in runs_done
                  for k in r.results.get("headlines", []) if k in r.results.get("figures", {})]
     if headlines:
@@ -150,11 +162,12 @@ def run(args) -> int:
         print(f"\n{'#' * 88}\n# [{i}/{len(lessons)}] {path.stem}: {lesson_title(path)}\n{'#' * 88}", flush=True)
         done.append(run_lesson(path, args.mode, args.runs, args.timeout))
         r = done[-1]
-        print(f"\n[course] {path.stem}: {'ok' if r.ok else 'FAILED'} in {r.seconds:.0f} s", flush=True)
+        print(f"\n[course] {path.stem}: {'ok' if r.ok else 'FAILED'} in {r.seconds:.0f} s ({r.cpu_seconds:.0f} s CPU)",
+              flush=True)
         write_report(done, args.mode, args.runs, time.perf_counter() - t0)  # a report even if stopped early
     report = write_report(done, args.mode, args.runs, time.perf_counter() - t0)
     print(f"\n[course] {sum(r.ok for r in done)}/{len(done)} lessons ok in "
           f"{(time.perf_counter() - t0) / 60:.1f} min; report: {report}")
     for r in done:
-        print(f"  {r.path.stem:<28} {'ok' if r.ok else 'FAILED':<7} {r.seconds:6.0f} s")
+        print(f"  {r.path.stem:<28} {'ok' if r.ok else 'FAILED':<7} {r.seconds:6.0f} s wall {r.cpu_seconds:6.0f} s CPU")
     return 0 if all(r.ok for r in done) else 1
