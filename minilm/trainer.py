@@ -489,6 +489,9 @@ class Trainer:
                         record["mfu"] = record["tokens_per_s"] * flops_per_token / peak / self.world_size
                         postfix["mfu"] = f"{100 * record['mfu']:.1f}%"
                     bar.set_postfix(postfix)
+                    if not cfg.progress and self.is_main:
+                        print(f"step {self.step}/{cfg.steps}: " + ", ".join(f"{k} {v}" for k, v in postfix.items()),
+                              flush=True)
                     self._log(record)
                     t0, tokens, logged_steps = time.perf_counter(), 0, 0
                     interrupted = self._stop_flag()
