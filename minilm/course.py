@@ -8,6 +8,8 @@ Design choices:
   key figures and pictures) plus the wall time measured here. A failing or timed-out lesson
   is reported with its exit code and the end of its log, the course goes on, and the
   command exits non-zero: a failure is never hidden.
+- `--only 06` reruns one lesson and keeps the others' last results (same mode) in the report,
+  from `runs/course/runs.json`, so fixing a lesson does not mean rerunning the course.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from pathlib import Path
 from minilm.lesson import MODES, RESULTS_FILE, lesson_title
 
 LESSONS_DIR = Path(__file__).resolve().parent.parent / "lessons"
+RUNS_FILE = "runs.json"  # each lesson's last run: wall and CPU time, exit code, end of its log
 
 
 @dataclass
@@ -157,17 +160,48 @@ def run(args) -> int:
         raise ValueError(f"--timeout {args.timeout} is invalid: expected a positive number of seconds")
     lessons = find_lessons(args.lessons, args.only)
     print(f"minilm course: {len(lessons)} lessons in --{args.mode} mode; report in {args.runs}/course/REPORT.md")
+    known = _load_runs(args.runs, args.mode, find_lessons(args.lessons)) if args.only else {}
     done, t0 = [], time.perf_counter()
     for i, path in enumerate(lessons, 1):
         print(f"\n{'#' * 88}\n# [{i}/{len(lessons)}] {path.stem}: {lesson_title(path)}\n{'#' * 88}", flush=True)
-        done.append(run_lesson(path, args.mode, args.runs, args.timeout))
-        r = done[-1]
+        r = run_lesson(path, args.mode, args.runs, args.timeout)
+        done.append(r)
+        known[path.stem] = r
         print(f"\n[course] {path.stem}: {'ok' if r.ok else 'FAILED'} in {r.seconds:.0f} s ({r.cpu_seconds:.0f} s CPU)",
               flush=True)
-        write_report(done, args.mode, args.runs, time.perf_counter() - t0)  # a report even if stopped early
-    report = write_report(done, args.mode, args.runs, time.perf_counter() - t0)
+        report = _save(known, args)  # a report even if stopped early
     print(f"\n[course] {sum(r.ok for r in done)}/{len(done)} lessons ok in "
           f"{(time.perf_counter() - t0) / 60:.1f} min; report: {report}")
     for r in done:
         print(f"  {r.path.stem:<28} {'ok' if r.ok else 'FAILED':<7} {r.seconds:6.0f} s wall {r.cpu_seconds:6.0f} s CPU")
     return 0 if all(r.ok for r in done) else 1
+
+
+def _save(known: dict, args) -> Path:
+    """Write runs/course/runs.json (what each lesson's last run cost) and the report over all of them."""
+    ordered = [known[k] for k in sorted(known)]
+    data = {"mode": args.mode, "lessons": {r.path.stem: {"path": str(r.path), "seconds": r.seconds,
+                                                         "cpu_seconds": r.cpu_seconds, "returncode": r.returncode,
+                                                         "log_tail": r.log_tail} for r in ordered}}
+    (args.runs / "course").mkdir(parents=True, exist_ok=True)
+    (args.runs / "course" / RUNS_FILE).write_text(json.dumps(data, indent=2) + "\n")
+    return write_report(ordered, args.mode, args.runs, sum(r.seconds for r in ordered))
+
+
+def _load_runs(runs: Path, mode: str, lessons: list[Path]) -> dict:
+    """With --only, the other lessons' last runs (same mode) stay in the report: {stem: LessonRun}."""
+    path = runs / "course" / RUNS_FILE
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    if data.get("mode") != mode:
+        return {}
+    out = {}
+    for lesson in lessons:
+        entry = data["lessons"].get(lesson.stem)
+        results_path = runs / "lessons" / lesson.stem / RESULTS_FILE
+        if entry is not None:
+            results = json.loads(results_path.read_text()) if results_path.exists() else {}
+            out[lesson.stem] = LessonRun(lesson, entry["seconds"], entry["cpu_seconds"], entry["returncode"], results,
+                                         entry["log_tail"])
+    return out

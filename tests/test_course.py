@@ -63,6 +63,10 @@ def test_course_reports_figures_pictures_and_failures(tmp_path, capsys):
     assert (runs / "lessons" / "01_works" / "curve.png").exists()
     assert "the data set is on fire" in (runs / "course" / "logs" / "02_fails.log").read_text()
     assert "1/2 lessons ok" in capsys.readouterr().out
+    # Rerunning one lesson keeps the other's last result in the report.
+    code = minilm(["course", "--mode", "smoke", "--lessons", str(lessons), "--runs", str(runs), "--only", "01"])
+    report = (runs / "course" / "REPORT.md").read_text()
+    assert code == 0 and "| 01_works | A lesson that works. | ok |" in report and "FAILED (exit 1)" in report
 
 
 def test_course_stops_a_hung_lesson_and_ignores_stale_results(tmp_path):
