@@ -7,6 +7,7 @@ import json
 import math
 import os
 import signal
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -209,3 +210,24 @@ def test_metrics_eval_best_and_plot(tmp_path):
         model, _ = load_model(tmp_path / name)
         assert isinstance(model, TinyLM)
     assert len(list((tmp_path / "checkpoints").iterdir())) == 1  # keep_last=2, one save at the end
+
+
+def test_time_budget_fixes_steps_after_warmup(tmp_path):
+    t = Trainer(tiny_model(), config(steps=10**9, warmup_steps=10, time_budget_s=3.0, log_every=5), ToyData(8),
+                None, tmp_path)
+    start = time.perf_counter()
+    summary = t.fit()
+    assert 10 < summary["step"] == t.config.steps < 10**9  # fixed once the warmup was timed
+    assert time.perf_counter() - start < 30
+    with pytest.raises(ValueError, match=r"warmup_steps.*>= 10 with a time budget"):
+        TrainConfig(time_budget_s=60, warmup_steps=2)
+
+
+def test_precision_and_device_checked_early():
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"precision='fp16' needs a CUDA device"):
+            Trainer(tiny_model(), config(precision="fp16"), ToyData())
+        with pytest.raises(ValueError, match=r"device='cuda' but no CUDA device"):
+            Trainer(tiny_model(), config(device="cuda"), ToyData())
+    with pytest.raises(ValueError, match=r"TrainConfig.device='tpu'"):
+        TrainConfig(device="tpu")
