@@ -10,7 +10,7 @@ Design choices:
 - `triton` calls `kernels.flash_attention` (the course's own FlashAttention-2 kernel).
 - `auto` picks triton on CUDA when the kernel says it supports the case (it has no
   dropout), else sdpa -- except on the CPU with attention dropout, where torch leaves its
-  fused kernel for an unfused fallback that measured ~2x slower than `reference`
+  fused kernel for an unfused fallback that measured 1.5-2x slower than `reference`
   (bert-mini shapes, torch 2.13, 2 cores), so `reference` is picked there.
 - Causal masking with more keys than queries (Tk > Tq) is aligned to the *end*: query i
   sees keys j <= i + (Tk - Tq). That is what a KV cache (the new token sees all the past)

@@ -44,6 +44,16 @@ class ModelOutput:
     labels: Tensor | None  # the targets aligned with `logits` (what accuracy should compare against)
 
 
+def token_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy over the positions whose label is not -100; 0 (not NaN) when there are none.
+
+    logits (..., C), labels (...). Computed in float32 even under autocast.
+    """
+    logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)  # (N, C), (N,)
+    total = F.cross_entropy(logits.float(), labels, ignore_index=-100, reduction="sum")
+    return total / (labels != -100).sum().clamp(min=1)
+
+
 class KVCache:
     """The keys and values one attention layer has already computed, grown as tokens arrive."""
 
@@ -108,12 +118,23 @@ class SelfAttention(nn.Module):
         # Prefix tuning's slot: a module called as prefix(B) -> (k_prefix, v_prefix), each (B, H, P, Dh).
         self.prefix: nn.Module | None = None
 
-    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, T, D) -> q, k, v, each (B, H, T, Dh): every head gets its own Dh-wide slice."""
         B, T, D = x.shape
         H = self.config.n_heads
-        q = self.q(x).view(B, T, H, D // H).transpose(1, 2)  # (B, H, T, Dh)
-        k = self.k(x).view(B, T, H, D // H).transpose(1, 2)  # (B, H, T, Dh)
-        v = self.v(x).view(B, T, H, D // H).transpose(1, 2)  # (B, H, T, Dh)
+        if all(type(layer) is nn.Linear for layer in (self.q, self.k, self.v)):
+            # One (D -> 3D) matmul instead of three (D -> D): the same result, but x is read once and the
+            # backward pass forms one gradient for x instead of adding up three (~10% of a CPU training step).
+            weight = torch.cat([self.q.weight, self.k.weight, self.v.weight])  # (3D, D)
+            bias = torch.cat([self.q.bias, self.k.bias, self.v.bias])  # (3D,)
+            qkv = F.linear(x, weight, bias).view(B, T, 3, H, D // H)  # (B, T, 3, H, Dh)
+            return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, T, Dh)
+        # Wrapped layers (LoRA's) keep their own forward.
+        return tuple(layer(x).view(B, T, H, D // H).transpose(1, 2) for layer in (self.q, self.k, self.v))
+
+    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+        B, T, D = x.shape
+        q, k, v = self.project(x)  # (B, H, T, Dh) each
         if cache is not None:
             k, v = cache.extend(k, v)  # (B, H, T_past + T, Dh)
         if self.prefix is not None:
@@ -285,8 +306,7 @@ class MaskedLM(TaskModel):
         h = h[where]  # (N, D): gather first, so the vocabulary product runs on N ~ 0.15·B·T rows
         labels = labels[where]  # (N,)
         logits = self.head(h)  # (N, V)
-        # Sum / max(N, 1) rather than mean: a batch with nothing masked gives loss 0, not NaN.
-        loss = F.cross_entropy(logits.float(), labels, reduction="sum") / max(labels.numel(), 1)
+        loss = token_loss(logits, labels)
         return ModelOutput(loss=loss, logits=logits, labels=labels)
 
     @torch.no_grad()
@@ -347,9 +367,7 @@ class CausalLM(TaskModel):
         """logits (B, T, V). labels (B, T) are already the next tokens (-100 = ignore): no shift here."""
         h = self.body(input_ids, attention_mask, cache=cache)  # (B, T, D)
         logits = self.lm_head(h)  # (B, T, V)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+        loss = None if labels is None else token_loss(logits, labels)
         return ModelOutput(loss=loss, logits=logits, labels=labels)
 
     @torch.no_grad()
@@ -363,6 +381,10 @@ class CausalLM(TaskModel):
         max_seq_len tokens, recomputed each step (positions shift, so a cache cannot be reused).
         Runs in eval mode (no dropout) and restores the previous mode.
         """
+        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+            raise ValueError(f"generate needs prompts input_ids (B, T) with T >= 1, got shape {tuple(input_ids.shape)}")
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens={max_new_tokens}: expected an integer >= 0")
         was_training = self.training
         self.eval()
         window = self.config.max_seq_len
@@ -401,7 +423,7 @@ class SequenceClassifier(TaskModel):
         h = self.body(input_ids, attention_mask, token_type_ids)  # (B, T, D)
         pooled = torch.tanh(self.pooler(h[:, 0]))  # (B, D): the [CLS] position summarises the sequence
         logits = self.classifier(self.drop(pooled))  # (B, C)
-        loss = None if labels is None else F.cross_entropy(logits.float(), labels)
+        loss = None if labels is None else token_loss(logits, labels)
         return ModelOutput(loss=loss, logits=logits, labels=labels)
 
 
@@ -424,7 +446,5 @@ class TokenClassifier(TaskModel):
         """logits (B, T, C); labels (B, T) tag ids, -100 where no tag is scored (sub-tokens, specials, padding)."""
         h = self.body(input_ids, attention_mask, token_type_ids)  # (B, T, D)
         logits = self.classifier(self.drop(h))  # (B, T, C)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+        loss = None if labels is None else token_loss(logits, labels)
         return ModelOutput(loss=loss, logits=logits, labels=labels)

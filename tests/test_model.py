@@ -153,6 +153,23 @@ def test_training_with_dropout_runs_on_every_backend(backend):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+def test_wrapped_projections_give_the_same_result_as_the_fused_one():
+    """Plain q/k/v run as one fused matmul; wrapped ones (LoRA) one by one: the numbers must agree."""
+    torch.manual_seed(0)
+    model = MaskedLM(bert()).eval()
+    ids = torch.randint(0, V, (2, 7))
+    fused = model(ids).logits
+
+    class Wrapped(torch.nn.Linear):
+        pass
+
+    for block in model.body.blocks:
+        old = block.attn.v
+        block.attn.v = Wrapped(32, 32)
+        block.attn.v.load_state_dict(old.state_dict())
+    torch.testing.assert_close(model(ids).logits, fused, atol=1e-6, rtol=1e-6)
+
+
 def test_prefix_slot_is_attended_by_every_query():
     torch.manual_seed(0)
     model = CausalLM(gpt()).eval()

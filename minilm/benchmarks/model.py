@@ -4,9 +4,8 @@ How it measures:
 - The same shape on both sides (bert-mini: 4 layers, width 256, 4 heads; vocabulary 8,192;
   batch 32 x 128; 15% of positions carry a label), the same weights (copied through
   `to_hf`, and checked to give the same loss in eval mode), training mode (dropout on),
-  the same optimiser for both: `torch.optim.AdamW(foreach=True)`. (transformers' Trainer
-  defaults to `fused=True`, which on this CPU measured several times slower than foreach;
-  giving both the faster one keeps the figure about the models.)
+  the same optimiser for both: `torch.optim.AdamW(fused=True)`, transformers' Trainer
+  default and the fastest of fused / foreach / for-loop here (a few ms of a multi-second step).
 - A step is forward + loss + backward + optimiser step + zero_grad, on fixed pre-made batches.
 - Shared machines are noisy, so the two are timed in the same run, interleaved (A B B A …),
   `--repeats` times `--steps` steps each after a warm-up; the figure is the median of the
@@ -93,14 +92,14 @@ def run(args):
     if abs(a - b) > 1e-4 * max(1.0, abs(b)):
         raise RuntimeError(f"the two models disagree before timing: loss {a:.6f} (minilm) vs {b:.6f} (transformers)")
     models = {"minilm": ours.train(), "transformers": hf.train()}
-    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4, foreach=True) for name, m in models.items()}
+    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True) for name, m in models.items()}
     tokens = args.steps * args.batch_size * args.seq_len
     print(f"minilm bench model: {args.preset} masked-LM training step (forward, backward, AdamW)")
     print(f"  shape: batch {args.batch_size} x {args.seq_len}, vocabulary {args.vocab_size}, "
           f"{args.mask_prob:.0%} masked; {sum(p.numel() for p in ours.parameters()):,} parameters")
     print(f"  machine: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), transformers {transformers.__version__}")
-    print(f"  same weights (loss {a:.4f} vs {b:.4f} in eval mode); dropout on while timing; AdamW(foreach=True) "
+    print(f"  same weights (loss {a:.4f} vs {b:.4f} in eval mode); dropout on while timing; AdamW(fused=True) "
           f"for both; {args.repeats} interleaved repeats of {args.steps} steps after {args.warmup} warm-up steps")
     for name, model in models.items():
         time_steps(model, optimizers[name], (batches * args.warmup)[: args.warmup])
