@@ -30,7 +30,7 @@ def samples(model, tokenizer, seed: int, n_new: int) -> list[str]:
     """Continue each prompt with temperature 0.8 and top-k 40 (the same random stream every time)."""
     out = []
     for prompt in PROMPTS:
-        ids = torch.tensor([tokenizer.encode(prompt)])  # (1, T)
+        ids = torch.tensor([tokenizer.encode(prompt)], device=next(model.parameters()).device)  # (1, T)
         gen = torch.Generator().manual_seed(seed)
         new = model.generate(ids, n_new, temperature=0.8, top_k=40, generator=gen)[0, ids.shape[1]:]
         out.append(prompt + " " + tokenizer.decode(new).replace("\n", " ").strip())

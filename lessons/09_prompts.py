@@ -46,8 +46,11 @@ def cloze_batch(texts, tokenizer, answers=None, max_len=128) -> dict:
 def mask_log_probs(model, tokenizer, texts, batch_size=128) -> torch.Tensor:
     """(N, V) log-probabilities of the [MASK] token of each text's cloze prompt."""
     model.eval()
-    out = [model(**cloze_batch(texts[i:i + batch_size], tokenizer)).logits.float().log_softmax(-1)  # (b, V)
-           for i in range(0, len(texts), batch_size)]
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(texts), batch_size):
+        batch = {k: v.to(device) for k, v in cloze_batch(texts[i:i + batch_size], tokenizer).items()}
+        out.append(model(**batch).logits.float().log_softmax(-1).cpu())  # (b, V)
     return torch.cat(out)
 
 
