@@ -117,9 +117,9 @@ def main(argv=None):
         Sampling draws each token from the model's distribution: temperature below 1 sharpens
         it, top-k keeps only the k likeliest tokens. Generation reuses each layer's keys and
         values for the tokens already seen (the KV cache), so each new token costs one
-        position, not the whole prefix. A few minutes on a CPU buys local grammar and the
-        vocabulary of reviews; coherence over sentences needs more data, width and steps
-        (`--full` on a GPU).""")
+        position, not the whole prefix. A few CPU minutes buy the frequent words of reviews and
+        some local word order; grammar and coherence need far more tokens, width and steps
+        (`--full`, meant for a GPU).""")
     lesson.record("held-out perplexity: untrained / unigram / trained",
                   f"{init_eval['eval_perplexity']:,.0f} / {math.exp(unigram_loss):,.0f} / "
                   f"{summary['eval_perplexity']:,.1f}", headline=True)
