@@ -114,6 +114,12 @@ def main(argv=None):
         After {steps} steps the held-out masked-token accuracy is {acc:.1%}, against {guess:.1%}
         for the constant guess ({100 * (acc - guess):+.1f} points); held-out perplexity on the
         masked tokens {summary['eval_perplexity']:,.0f}.""")
+    if acc - guess < 0.02:
+        lesson.say("""
+            That is the plateau every masked LM starts on: the cheapest way to lower the loss is
+            to learn how frequent each token is and predict the commonest one everywhere. The
+            loss keeps falling while the accuracy sits still; using the context comes later,
+            after more steps than this short run takes (the shared encoder below got them).""")
     lesson.record("live pretraining: held-out masked-token accuracy vs constant guess",
                   f"{acc:.1%} vs {guess:.1%} ({preset}, {steps} steps)", headline=True)
 
