@@ -150,3 +150,19 @@ def test_mismatches_are_errors_that_list_the_keys():
         SequenceClassifier.from_hf(sd, wrong)
     with pytest.raises(KeyError, match="missing keys"):  # a GPT-2 checkpoint is not a BERT one
         MaskedLM.from_hf(hf_model(transformers.GPT2LMHeadModel, gpt2_config()).state_dict(), config)
+
+
+def test_bench_model_runs_and_reports_a_ratio(capsys):
+    import argparse
+
+    from minilm.benchmarks import model as bench
+
+    parser = argparse.ArgumentParser()
+    bench.configure(parser)
+    args = parser.parse_args(["--preset", "bert-tiny", "--vocab-size", "256", "--batch-size", "2", "--seq-len", "16",
+                              "--steps", "1", "--repeats", "2", "--warmup", "1"])
+    assert bench.run(args) == 0
+    out = capsys.readouterr().out
+    assert "same weights" in out and "median tokens/s: minilm" in out and "x" in out.splitlines()[-1]
+    ours, hf = bench.matmul_flops(MaskedLM(ModelConfig.preset("bert-tiny", vocab_size=256)), 2, 16, n_labelled=32)
+    assert ours == hf  # every position labelled: the same work
