@@ -77,8 +77,9 @@ def test_sdpa_matches_reference_forward_and_backward(case):
 def test_triton_matches_reference_forward_and_backward(case, head_dim):
     q, k, v, causal, mask = case
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(*t.shape[:2], q.shape[2], head_dim, generator=g) for t in (q, k, v))  # Tq == Tk, fp32
-    mask = None if mask is None else mask[:, : q.shape[2]]
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # on the CPU through TRITON_INTERPRET=1
+    q, k, v = (torch.randn(*t.shape[:2], q.shape[2], head_dim, generator=g).to(device) for t in (q, k, v))  # fp32
+    mask = None if mask is None else mask[:, : q.shape[2]].to(device)
     if not attention_module._flash()[1](q, k, v, causal=causal, key_padding_mask=mask)[0]:
         return  # e.g. no interpreter here and no GPU: `auto` would not pick it either
     compare_with_reference("triton", q, k, v, causal, mask, atol=2e-3, rtol=2e-3)
