@@ -12,6 +12,7 @@ Run: python lessons/06_sentiment.py [--quick | --full | --smoke]
 """
 from __future__ import annotations
 
+import math
 import statistics
 
 import matplotlib.pyplot as plt
@@ -30,6 +31,7 @@ def main(argv=None):
     seeds = lesson.pick(smoke=[0], quick=[0, 1, 2], full=[0, 1, 2, 3, 4])
     epochs = lesson.pick(smoke=1, quick=3, full=5)
     eval_size = lesson.pick(smoke=32, quick=400, full=None)
+    min_steps = lesson.pick(smoke=0, quick=64, full=64)  # a few hundred labels need more epochs to learn at all
 
     lesson.section("1. The experiment")
     checkpoint, where = pretrained_checkpoint(lesson)
@@ -38,7 +40,8 @@ def main(argv=None):
         Rotten Tomatoes reviews labelled negative or positive (a fixed, seeded 80/10/10 split
         of the 8,530 sentences). Each run builds a SequenceClassifier (encoder + tanh pooler
         on [CLS] + linear layer) either from the pretrained weights or from random weights
-        of the same shape and tokenizer, and trains all of it for {epochs} epochs (AdamW,
+        of the same shape and tokenizer, and trains all of it for {epochs} epochs, or more for small sets so that every run takes
+        at least 64 steps (AdamW,
         learning rate 2e-4 with warmup and linear decay, dropout 0.1, batch 32). The epoch
         with the best validation accuracy is kept, and only then is the test split scored.
         Training sets of {", ".join(map(str, sizes))} labelled sentences; seeds {seeds} change
@@ -51,7 +54,8 @@ def main(argv=None):
             for seed in seeds:
                 cfg = FinetuneConfig(task="classify", data="rt-polarity",
                                      init=str(checkpoint) if init == "pretrained" else "scratch",
-                                     arch=str(checkpoint), method="full", seed=seed, epochs=epochs,
+                                     arch=str(checkpoint), method="full", seed=seed,
+                                     epochs=max(epochs, math.ceil(min_steps * 32 / size)),
                                      train_size=None if size >= 6824 else size, eval_size=eval_size,
                                      progress=False)
                 row = run_finetune(cfg)
