@@ -490,7 +490,8 @@ class Trainer:
                         postfix["mfu"] = f"{100 * record['mfu']:.1f}%"
                     bar.set_postfix(postfix)
                     if not cfg.progress and self.is_main:
-                        print(f"step {self.step}/{cfg.steps}: " + ", ".join(f"{k} {v}" for k, v in postfix.items()),
+                        total = "?" if cfg.time_budget_s else cfg.steps  # not known until the warmup is timed
+                        print(f"step {self.step}/{total}: " + ", ".join(f"{k} {v}" for k, v in postfix.items()),
                               flush=True)
                     self._log(record)
                     t0, tokens, logged_steps = time.perf_counter(), 0, 0
