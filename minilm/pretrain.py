@@ -171,7 +171,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--warmup", type=int, default=d["warmup"], help="linear warmup steps")
     a("--schedule", default="cosine", choices=["cosine", "linear", "constant"], help="decay after warmup")
     a("--weight-decay", type=float, default=d["weight_decay"])
-    a("--mask-prob", type=float, default=d["mask_prob"], help="fraction of maskable tokens to predict (MLM)")
+    a("--mask-prob", type=float, default=None,
+      help=f"fraction of maskable tokens to predict (default {d['mask_prob']}; 0.5 for --objective sequence, as in MASS)")
     a("--mask-count", default=d["mask_count"], choices=["exact", "bernoulli"],
       help="exact: the same number masked in every row; bernoulli: each token independently")
     a("--norm", default=d["norm"], choices=["pre", "post"], help="pre-norm (the recipe) or BERT's post-norm")
@@ -202,6 +203,8 @@ def _validate(args) -> None:
     need(args.steps >= 1, "--steps", "a positive integer")
     need(args.time_budget >= 0, "--time-budget", "minutes >= 0")
     need(not args.time_budget or args.warmup >= 10, "--warmup", "at least 10 steps with --time-budget")
+    if args.mask_prob is None:  # MASS hides about half of the row; the other objectives use the recipe's rate
+        args.mask_prob = 0.5 if args.objective == "sequence" else DEFAULTS["mask_prob"]
     need(0.0 < args.mask_prob < 1.0, "--mask-prob", "a fraction in (0, 1)")
     need(0.0 <= args.dropout < 1.0, "--dropout", "a probability in [0, 1)")
     need(args.eval_rows >= 1, "--eval-rows", "a positive integer")
