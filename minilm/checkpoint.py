@@ -22,7 +22,6 @@ Design choices:
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import inspect
 import json
@@ -35,6 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from minilm.config import ModelConfig
+from minilm.fetch import sha256_file
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -55,14 +55,6 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
             model = model.module
         else:
             return model
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _class_name(cls: type) -> str:
@@ -136,7 +128,7 @@ def save_checkpoint(directory, model: torch.nn.Module, tokenizer=None, *, traine
             tokenizer.save(tmp / TOKENIZER)
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER_STATE)
-        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         config = getattr(model, "config", None)
         meta = {
             "model_class": _class_name(type(model)),
@@ -171,7 +163,7 @@ def read_config(directory) -> dict:
         f = directory / name
         if not f.is_file():
             raise CheckpointError(f"checkpoint {directory} is incomplete: {name} is missing")
-        if _sha256(f) != digest:
+        if sha256_file(f) != digest:
             raise CheckpointError(f"checkpoint file {f} is corrupt or truncated: its sha256 does not match the "
                                   f"one recorded in {CONFIG} ({f.stat().st_size} bytes on disk)")
     return meta

