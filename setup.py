@@ -20,7 +20,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["minilm", "minilm.*", "kernels", "kernels.*"]),
-    package_data={"minilm": ["assets/*"]},
+    package_data={"minilm": ["assets/pretrained/*"]},
     install_requires=[
         # Any recent torch works; the README and .ci/run pin the CPU build for CPU machines.
         "torch>=2.4",

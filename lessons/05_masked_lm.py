@@ -41,8 +41,8 @@ def fill(model, tokenizer, text: str, k: int = 5) -> str:
 
 def main(argv=None):
     lesson = start(__file__, argv)
-    steps = lesson.pick(smoke=3, quick=300, full=3000)
-    batch_size = lesson.pick(smoke=8, quick=32, full=128)
+    steps = lesson.pick(smoke=3, quick=600, full=3000)
+    batch_size = lesson.pick(smoke=8, quick=16, full=128)
     preset = lesson.pick(smoke="bert-tiny", quick="bert-tiny", full="bert-mini")
 
     lesson.section("1. Four ways to choose what to hide")
@@ -86,7 +86,7 @@ def main(argv=None):
                   f"{n / maskable:.1%} / {as_mask:.1%} / {1 - as_mask - kept:.1%} / {kept:.1%}")
 
     lesson.section("3. Pretraining a small BERT, live")
-    config = ModelConfig.preset(preset, vocab_size=tok.vocab_size, max_seq_len=rows.shape[1], norm="pre",
+    config = ModelConfig.preset(preset, vocab_size=tok.vocab_size, max_seq_len=rows.shape[1],
                                 dropout=0.0, attention_dropout=0.0)
     model = MaskedLM(config)
     masking = MaskingConfig(strategy="token", mask_prob=0.3, count="exact")
@@ -98,12 +98,14 @@ def main(argv=None):
     lesson.say(f"""
         `{preset}` ({config.n_layers} layers, width {config.d_model},
         {sum(p.numel() for p in model.parameters()):,} parameters) with the course's low-budget
-        recipe (the defaults of `minilm pretrain`): pre-norm blocks, no dropout, 30% of the
+        recipe (the defaults of `minilm pretrain`): BERT's post-norm blocks, no dropout, 30% of the
         tokens masked with an exact count per row (more predictions per step, steadier
-        gradients), and the vocabulary projection computed only at masked positions. {steps}
-        steps of {batch_size} rows x {rows.shape[1]} tokens. The bar to beat: always guessing
+        gradients), the vocabulary projection computed only at masked positions, and small
+        batches: leaving the plateau below takes a number of *steps* more than a number of
+        tokens, so many small steps get there sooner than few large ones. {steps} steps of
+        {batch_size} rows x {rows.shape[1]} tokens. The bar to beat: always guessing
         the most frequent masked token scores {guess:.1%} on the held-out rows.""")
-    tcfg = TrainConfig(steps=steps, lr=lesson.pick(smoke=1e-3, quick=3e-3, full=2e-3),
+    tcfg = TrainConfig(steps=steps, lr=lesson.pick(smoke=1e-3, quick=2e-3, full=1e-3),
                        warmup_steps=max(1, steps // 10), eval_every=lesson.pick(smoke=0, quick=50, full=300),
                        log_every=max(1, steps // 30), seed=lesson.seed)
     trainer = Trainer(model, tcfg, train, held, lesson.out / "run", tokenizer=tok)

@@ -184,7 +184,7 @@ def pretrained_checkpoint(lesson: Lesson) -> tuple[Path, str]:
 
     The checkpoint committed under `minilm/assets/pretrained/` when present. Without it, a
     CPU pretraining with `minilm pretrain`'s recipe (bert-mini, masked LM on IMDB, 1,000 steps
-    of 32 x 128 tokens), made once and cached under `cache_dir()/lessons/`. Smoke runs get
+    of 16 x 128 tokens), made once and cached under `cache_dir()/lessons/`. Smoke runs get
     an untrained bert-tiny with the smoke tokenizer, saved once, so tests take seconds.
     The folder is what `minilm finetune --init` and `load_model` read.
     """
@@ -198,13 +198,14 @@ def pretrained_checkpoint(lesson: Lesson) -> tuple[Path, str]:
             from minilm.model import MaskedLM
 
             _, tokenizer = lesson_corpus(lesson)
-            config = ModelConfig.preset("bert-tiny", vocab_size=tokenizer.vocab_size, max_seq_len=128, norm="pre",
+            config = ModelConfig.preset("bert-tiny", vocab_size=tokenizer.vocab_size, max_seq_len=128,
                                         dropout=0.0, attention_dropout=0.0)
             save_checkpoint(directory, MaskedLM(config), tokenizer)
             (directory / "READY").write_text("untrained bert-tiny for smoke runs\n")
         return directory, "an untrained bert-tiny (smoke run: checks the code path only)"
     if (PRETRAINED_DIR / "config.json").exists():
-        return PRETRAINED_DIR, "the committed checkpoint minilm/assets/pretrained (pretrained on a GPU)"
+        return PRETRAINED_DIR, ("the committed checkpoint minilm/assets/pretrained "
+                                "(made by minilm pretrain; the command is in its config.json)")
     directory = cache_dir() / "lessons" / "pretrained-bert-mini"
     if not (directory / "READY").exists():
         from minilm.cli import main as minilm_main

@@ -110,7 +110,7 @@ def test_cli_pretrain_resume_and_finetune_ready(tmp_path, corpus_file, monkeypat
     summary = json.loads((tmp_path / "full" / "summary.json").read_text())
     assert summary["step"] == 12 and 0 < summary["constant_guess_accuracy"] < 1
     model, tok = load_model(tmp_path / "full" / "final")  # what `minilm finetune --init` reads
-    assert model.config.norm == "pre" and model.config.dropout == 0.0 and tok.vocab_size == model.config.vocab_size
+    assert model.config.norm == "post" and model.config.dropout == 0.0 and tok.vocab_size == model.config.vocab_size
     assert (tmp_path / "full" / "curves.png").is_file()
     # Resume a copy of the step-6 checkpoint: steps 7..12 give the very same losses.
     (tmp_path / "part" / "checkpoints").mkdir(parents=True)

@@ -12,8 +12,7 @@ How it measures:
   word-level one with exactly minilm's ids and special tokens.
 - Same shapes and the same recipe choices on both sides, so the figure is about the
   implementation: bert-mini widths, the same masking rate (80/10/10), no dropout, bf16 autocast
-  and fused AdamW on CUDA, fp32 and foreach AdamW on the CPU. (transformers' BERT is post-norm
-  only; minilm runs its pretraining default, pre-norm, which costs one more LayerNorm.)
+  and fused AdamW on CUDA, fp32 and foreach AdamW on the CPU, post-norm blocks on both sides.
 - Shared machines are noisy, so the two are timed in the same run, interleaved (A B, B A, …)
   `--repeats` times `--steps` steps after warm-up; the figure is the median, and the ratio is
   of the medians. On CUDA each timed block ends with a synchronize.
@@ -93,7 +92,7 @@ def run(args):
     corpus = tokenize_corpus(load_corpus(args.data), tokenizer, str(args.data))
     rows, word_ids = encoder_rows(corpus, args.seq_len, tokenizer)  # (N, T), (N, T)
     config = ModelConfig.preset(args.preset, vocab_size=tokenizer.vocab_size, max_seq_len=max(args.seq_len, 512),
-                                norm="pre", dropout=0.0, attention_dropout=0.0)
+                                dropout=0.0, attention_dropout=0.0)
 
     # minilm: rows on the device, masked there, the trainer's step.
     torch.manual_seed(0)
@@ -141,7 +140,7 @@ def run(args):
           f"batch {batch_size} x {args.seq_len}, {args.mask_prob:.0%} masked (80/10/10), no dropout")
     name = torch.cuda.get_device_name(device) if cuda else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
     print(f"  device: {name}; {precision}; torch {torch.__version__}, transformers {transformers.__version__}")
-    print(f"  minilm: rows on the device, exact-count masking there, sparse MLM head, pre-norm"
+    print(f"  minilm: rows on the device, exact-count masking there, sparse MLM head"
           f"{', torch.compile' if args.compile else ''}; transformers: BertForMaskedLM (sdpa) + "
           f"DataCollatorForLanguageModeling on the CPU")
     print(f"  {repeats} interleaved repeats of {steps} steps after warm-up; median tokens/s")
