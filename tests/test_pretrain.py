@@ -128,3 +128,31 @@ def test_cli_rejects_bad_values(tmp_path, corpus_file):
         run(_args(tmp_path, corpus_file, "--mask-prob", "1.5"))
     with pytest.raises(SystemExit, match=r"--warmup=2 is invalid: expected at least 10 steps with --time-budget"):
         run(_args(tmp_path, corpus_file, "--time-budget", "1", "--warmup", "2"))
+
+
+def test_pretraining_model_memorises_one_batch_of_real_text():
+    """The sanity check every new recipe must pass: one fixed batch of IMDB rows, 30% masked,
+    driven far below the unigram plateau. Measured with this very setup: post-norm reaches
+    0.01, while a pre-norm masked LM without an embedding norm (a recipe once tried) stays at
+    2.8; see the pretrain module's docstring."""
+    from minilm.collate import mlm_batch
+    from minilm.config import ModelConfig
+    from minilm.data import encoder_rows, load_corpus, tokenize_corpus
+    from minilm.model import MaskedLM
+    from minilm.pretrain import DEFAULTS
+    from minilm.tokenizer import Tokenizer
+
+    docs = load_corpus("imdb")[:2000]
+    tok = Tokenizer.train(docs, 8192, lowercase=True)  # a full-size vocabulary: the failure above needs one
+    ids, word_ids = encoder_rows(tokenize_corpus(docs, tok, "imdb-first-2000"), 64, tok)
+    batch = mlm_batch(ids[:16], word_ids[:16], tok, MaskingConfig("token", mask_prob=DEFAULTS["mask_prob"],
+                                                                  count="exact"), torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = MaskedLM(ModelConfig.preset("bert-tiny", vocab_size=tok.vocab_size, dropout=0.0, attention_dropout=0.0))
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    for _ in range(120):
+        loss = model(**batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 1.0, f"MaskedLM could not memorise one batch (loss {loss.item():.2f})"
