@@ -178,6 +178,15 @@ def main(argv=None):
         {mlm.config.d_model}-dimensional space means "positive". As labels grow, the way the task
         is asked matters less and what the encoder knows matters more, so the two curves are
         expected to meet.""")
+    if gap0 < 0:
+        lesson.say(f"""
+            Here the prompt lost. That argument needs an encoder whose masked-LM head already
+            prefers "{pos.strip()}" after praise and "{neg.strip()}" after scorn: zero-shot, this
+            one scored {zero[(neg, pos)][0]:.1%}, about chance. A small encoder pretrained for
+            minutes has learned which words are frequent and a little local context, not yet
+            sentiment; the new head, trained end to end with the encoder, can still find it in
+            the labels. Prompting pays off once pretraining is long enough to put the task into
+            the masked-LM head, which is why it arrived with large models.""")
     lesson.record("prompt minus head at the fewest / most labels (points)", f"{100 * gap0:+.1f} / {100 * gap1:+.1f}")
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
