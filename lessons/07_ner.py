@@ -28,9 +28,9 @@ from minilm.metrics import entity_scores
 
 def main(argv=None):
     lesson = start(__file__, argv)
-    train_size = lesson.pick(smoke=32, quick=1500, full=None)
+    train_size = lesson.pick(smoke=32, quick=1000, full=None)
     epochs = lesson.pick(smoke=1, quick=3, full=5)
-    eval_size = lesson.pick(smoke=32, quick=500, full=None)
+    eval_size = lesson.pick(smoke=32, quick=400, full=None)
 
     lesson.section("1. The data: a tag for every word")
     data = load_ner("conll2003")

@@ -32,8 +32,8 @@ WHAT = {
 
 def main(argv=None):
     lesson = start(__file__, argv)
-    train_size = lesson.pick(smoke=32, quick=1000, full=None)
-    epochs = lesson.pick(smoke=1, quick=3, full=5)
+    train_size = lesson.pick(smoke=32, quick=512, full=None)
+    epochs = lesson.pick(smoke=1, quick=4, full=5)
     eval_size = lesson.pick(smoke=32, quick=400, full=None)
 
     lesson.section("1. Five methods")

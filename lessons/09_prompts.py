@@ -22,7 +22,6 @@ import torch
 from minilm import ModelConfig, Trainer, TrainConfig
 from minilm.checkpoint import load_model
 from minilm.collate import pad
-from minilm.data import load_classification
 from minilm.finetune import DEFAULT_LR, ClassifyTask, FinetuneConfig, run_finetune, with_subset
 from minilm.lesson import pretrained_checkpoint, start
 from minilm.model import MaskedLM
@@ -83,18 +82,22 @@ def mean_std(values):
 def main(argv=None):
     lesson = start(__file__, argv)
     shots = lesson.pick(smoke=[16], quick=[16, 64, 256], full=[16, 64, 256, 1024])
-    seeds = lesson.pick(smoke=[0], quick=[0, 1, 2], full=[0, 1, 2, 3, 4])
-    batch_size, steps_for = 16, {16: 16, 64: 32, 256: 64, 1024: 256}
+    seeds = lesson.pick(smoke=[0], quick=[0, 1], full=[0, 1, 2, 3, 4])
+    batch_size, steps_for = 16, {16: 16, 64: 32, 256: 48, 1024: 256}
     if lesson.smoke:
         steps_for = {16: 2}
 
     lesson.section("1. Classification as fill-in-the-blank")
     checkpoint, where = pretrained_checkpoint(lesson)
     mlm, tok = load_model(checkpoint)
-    data = load_classification("rt-polarity")
     eval_size = lesson.pick(smoke=32, quick=300, full=None)
-    # The same test sentences for every method: minilm.finetune's fixed evaluation subset.
-    test = with_subset(ClassifyTask("rt-polarity"), "test", eval_size, 0).data.test if eval_size else data.test
+    val_size = lesson.pick(smoke=16, quick=100, full=200)
+    # One task for every run: the same test sentences for both methods, and a small validation
+    # split for the head's choice of epoch (a few-shot learner has few labels to hold out).
+    task = ClassifyTask("rt-polarity")
+    task = with_subset(task, "test", eval_size, 0) if eval_size else task
+    task = with_subset(task, "validation", val_size, 0)
+    test = task.data.test
     words = [(n, p) for n, p in VERBALIZERS if len(tok.encode(n)) == len(tok.encode(p)) == 1]
     example = f"{test.texts[0]} it was [MASK]."
     lesson.say(f"""
@@ -134,12 +137,12 @@ def main(argv=None):
         "{neg.strip()}" at the blank (the same loss as pretraining, answers taken from the
         labels; the Trainer does it); (b) a SequenceClassifier with a freshly initialised
         pooler and classifier, fine-tuned by `minilm.finetune` (which also picks its best epoch
-        on validation, a small advantage). Seeds {seeds} draw different k examples.""")
+        on {val_size} validation sentences, a small advantage). Seeds {seeds} draw different k examples.""")
     prompt_acc, head_acc = {}, {}
     for k in shots:
         for seed in seeds:
-            subset = torch.randperm(len(data.train.texts), generator=torch.Generator().manual_seed(seed))[:k].tolist()
-            texts, labels = [data.train.texts[i] for i in subset], [data.train.labels[i] for i in subset]
+            shot_task = with_subset(task, "train", k, seed)  # the same k examples for both methods
+            texts, labels = shot_task.data.train.texts, shot_task.data.train.labels
             config = ModelConfig.from_dict({**mlm.config.to_dict(), "dropout": 0.1, "attention_dropout": 0.1})
             model = MaskedLM(config)
             model.load_state_dict(mlm.state_dict())
@@ -151,9 +154,8 @@ def main(argv=None):
             prompt_acc.setdefault(k, []).append(cloze_accuracy(mask_log_probs(model, tok, test.texts), test.labels,
                                                                word_ids))
             cfg = FinetuneConfig(task="classify", data="rt-polarity", init=str(checkpoint), method="full", seed=seed,
-                                 train_size=k, batch_size=batch_size, epochs=max(1, steps * batch_size // k),
-                                 eval_size=eval_size, progress=False)
-            row = run_finetune(cfg)
+                                 batch_size=batch_size, epochs=max(1, steps * batch_size // k), progress=False)
+            row = run_finetune(cfg, shot_task)
             head_acc.setdefault(k, []).append(row["test"]["accuracy"])
             print(f"  [k={k:4d} seed {seed}] prompt {prompt_acc[k][-1]:.1%}   head {head_acc[k][-1]:.1%}", flush=True)
 

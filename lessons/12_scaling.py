@@ -26,7 +26,7 @@ from minilm import MaskedLM, ModelConfig, Trainer, TrainConfig
 from minilm.data import encoder_rows, tokenize_corpus
 from minilm.lesson import lesson_corpus, start
 from minilm.masking import MaskingConfig
-from minilm.pretrain import MaskedLMBatches
+from minilm.pretrain import DEFAULTS, MaskedLMBatches
 from minilm.trainer import PEAK_FLOPS
 
 
@@ -69,7 +69,7 @@ def main(argv=None):
     config = ModelConfig.preset(lesson.pick(smoke="bert-tiny", quick="bert-mini", full="bert-mini"),
                                 vocab_size=tok.vocab_size, max_seq_len=rows.shape[1], dropout=0.0,
                                 attention_dropout=0.0)
-    masking = MaskingConfig(strategy="token", mask_prob=0.3, count="exact")
+    masking = MaskingConfig(strategy="token", mask_prob=DEFAULTS["mask_prob"], count=DEFAULTS["mask_count"])
     data = MaskedLMBatches(rows, word_ids, tok, masking, batch_size=lesson.pick(smoke=8, quick=32, full=32))
     torch.manual_seed(lesson.seed)
     model = MaskedLM(config).eval()
@@ -93,7 +93,7 @@ def main(argv=None):
     trainer.fit()
     tokens_per_s = trainer.history[-1]["tokens_per_s"]
     # describe() counts the vocabulary projection at every position; a masked LM runs it only at the
-    # masked 30%, so take the other 70% of its 6·V·d back out.
+    # masked share, so take the rest of its 6·V·d back out.
     flops_per_token = (MaskedLM(config).describe(rows.shape[1])["flops_per_token"]
                        - 6 * config.vocab_size * config.d_model * (1 - masking.mask_prob))
     if "mfu" in trainer.history[-1]:  # a GPU in the trainer's table: MFU against its datasheet peak
@@ -105,7 +105,7 @@ def main(argv=None):
     against = "the GPU's datasheet peak" if "mfu" in trainer.history[-1] else "one large float32 matmul here"
     lesson.say(f"""
         Training FLOPs per token for this model are about 6 x (parameters that multiply) + the
-        attention scores, with the vocabulary projection counted only at the masked 30% of
+        attention scores, with the vocabulary projection counted only at the masked {masking.mask_prob:.0%} of
         positions: {flops_per_token / 1e6:.1f} MFLOP (from `model.describe()`). The trainer
         measured {tokens_per_s:,.0f} tokens/s, i.e. {tokens_per_s * flops_per_token / 1e9:.1f} GFLOP/s of
         useful work. The ceiling it is measured against is {ceiling / 1e9:,.1f} GFLOP/s ({against}),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 NORMS = ("pre", "post")
 ACTIVATIONS = ("gelu", "gelu_tanh")
+POSITIONS = ("learned", "rope")
 ATTENTION_BACKENDS = ("auto", "reference", "sdpa", "triton")
 
 
@@ -33,6 +34,10 @@ class ModelConfig:
     activation: str = "gelu"  # "gelu" (exact erf, BERT) or "gelu_tanh" (GPT-2's approximation)
     type_vocab_size: int = 2  # segment (token-type) embeddings; 0 switches them off (GPT-2)
     tie_embeddings: bool = True  # output projection shares the token-embedding matrix
+    # "learned": a table of absolute position vectors added to the embeddings (BERT, GPT-2);
+    # "rope": rotary embeddings (RoFormer) turn q and k by angles set by their positions, so
+    # attention scores depend on relative distance from the first step, with no table to learn.
+    position: str = "learned"
     norm_eps: float = 1e-12
     attention_backend: str = "auto"
 
@@ -49,6 +54,8 @@ class ModelConfig:
             need(0.0 <= getattr(self, field) < 1.0, field, "a probability in [0, 1)")
         need(self.norm in NORMS, "norm", f"one of {NORMS}")
         need(self.activation in ACTIVATIONS, "activation", f"one of {ACTIVATIONS}")
+        need(self.position in POSITIONS, "position", f"one of {POSITIONS}")
+        need(self.position != "rope" or self.head_dim % 2 == 0, "position", "'learned' when d_model / n_heads is odd")
         need(isinstance(self.type_vocab_size, int) and self.type_vocab_size >= 0, "type_vocab_size", "an integer >= 0")
         need(self.norm_eps > 0, "norm_eps", "a positive float")
         need(self.attention_backend in ATTENTION_BACKENDS, "attention_backend", f"one of {ATTENTION_BACKENDS}")

@@ -88,6 +88,9 @@ def layout(model: torch.nn.Module) -> tuple[list[Entry], dict[str, str]]:
     from minilm.model import CausalLM, MaskedLM, SequenceClassifier, TokenClassifier, Transformer
 
     config = model.config
+    if config.position != "learned":
+        raise ValueError(f"ModelConfig.position={config.position!r} has no Hugging Face BERT/GPT-2 layout "
+                         "(both use a learned position table)")
     if isinstance(model, CausalLM):
         return gpt2_entries(config), {}
     if isinstance(model, Transformer):  # a bare encoder: BertModel without its pooler

@@ -75,14 +75,31 @@ class KVCache:
 # The body
 
 
+def rotate(x: Tensor, start: int = 0) -> Tensor:
+    """Rotary position embedding: x (B, H, T, Dh) at positions start .. start+T-1, rotated.
+
+    Channel pairs (i, i + Dh/2) turn by the angle position / 10000^(2i/Dh), so the dot product of
+    a rotated query and key depends on their positions only through the distance between them.
+    """
+    T, half = x.shape[2], x.shape[3] // 2
+    inv_freq = 10000.0 ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)  # (Dh/2,)
+    angle = torch.arange(start, start + T, device=x.device, dtype=torch.float32)[:, None] * inv_freq  # (T, Dh/2)
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, H, T, Dh)
+
+
 class Embeddings(nn.Module):
-    """Token + learned position (+ segment) embeddings; BERT also normalises them here."""
+    """Token + learned position (+ segment) embeddings; BERT also normalises them here.
+
+    With `position="rope"` there is no position table: attention rotates q and k instead.
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         self.tok = nn.Embedding(config.vocab_size, config.d_model)
-        self.pos = nn.Embedding(config.max_seq_len, config.d_model)
+        self.pos = nn.Embedding(config.max_seq_len, config.d_model) if config.position == "learned" else None
         self.seg = nn.Embedding(config.type_vocab_size, config.d_model) if config.type_vocab_size else None
         # Post-norm (BERT) normalises the embeddings; pre-norm (GPT-2) leaves it to each block's first norm.
         self.norm = nn.LayerNorm(config.d_model, eps=config.norm_eps) if config.norm == "post" else nn.Identity()
@@ -93,8 +110,9 @@ class Embeddings(nn.Module):
         if start + T > self.config.max_seq_len:
             raise ValueError(f"sequence of {start + T} tokens is longer than ModelConfig.max_seq_len="
                              f"{self.config.max_seq_len}")
-        positions = torch.arange(start, start + T, device=input_ids.device)  # (T,)
-        x = self.tok(input_ids) + self.pos(positions)  # (B, T, D)
+        x = self.tok(input_ids)  # (B, T, D)
+        if self.pos is not None:
+            x = x + self.pos(torch.arange(start, start + T, device=input_ids.device))  # (B, T, D)
         if self.seg is not None:
             # No segment ids means "all segment A", as in BERT.
             x = x + (self.seg.weight[0] if token_type_ids is None else self.seg(token_type_ids))  # (B, T, D)
@@ -135,6 +153,9 @@ class SelfAttention(nn.Module):
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
         B, T, D = x.shape
         q, k, v = self.project(x)  # (B, H, T, Dh) each
+        if self.config.position == "rope":  # before caching: cached keys keep their own positions
+            start = len(cache) if cache is not None else 0
+            q, k = rotate(q, start), rotate(k, start)
         if cache is not None:
             k, v = cache.extend(k, v)  # (B, H, T_past + T, Dh)
         if self.prefix is not None:
@@ -274,7 +295,7 @@ class TaskModel(nn.Module):
         seq_len = seq_len or self.config.max_seq_len
         total = sum(p.numel() for p in self.parameters())
         emb = self.body.embeddings
-        lookups = emb.pos.weight.numel() + (emb.seg.weight.numel() if emb.seg is not None else 0)
+        lookups = sum(e.weight.numel() for e in (emb.pos, emb.seg) if e is not None)
         n = total - lookups
         non_embedding = n - emb.tok.weight.numel()
         c = self.config

@@ -451,8 +451,9 @@ class Trainer:
             signal.signal(signal.SIGINT, lambda *_: setattr(self, "_stop_requested", True))
         except ValueError:  # not the main thread: leave Ctrl-C alone
             previous = None
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and self.is_main),
-                   desc="train", dynamic_ncols=True)
+        # With a time budget the number of steps is unknown until the warmup is timed: no total yet.
+        bar = tqdm(total=None if cfg.time_budget_s else cfg.steps, initial=self.step,
+                   disable=not (cfg.progress and self.is_main), desc="train", dynamic_ncols=True)
         loss_acc = torch.zeros((), device=self.device)
         bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
         t0, tokens, logged_steps, last_eval, interrupted = time.perf_counter(), 0, 0, {}, False
@@ -472,7 +473,8 @@ class Trainer:
                 bar.update(1)
                 if cfg.time_budget_s and self.step in (probe_start, cfg.warmup_steps):
                     cfg = self._fit_budget(probe_start, fit_start)
-                    bar.total = cfg.steps
+                    bar.total = None if cfg.time_budget_s else cfg.steps
+                    bar.refresh()
                 done = self.step == cfg.steps
                 if self.world_size == 1:
                     interrupted = self._stop_requested

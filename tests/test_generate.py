@@ -48,8 +48,10 @@ def test_temperature_sampling_matches_the_distribution_and_is_seeded():
         sample_next(logits, top_p=0.0)
 
 
-def test_kv_cache_step_equals_full_forward():
-    model = lm()
+@pytest.mark.parametrize("position", ["learned", "rope"])
+def test_kv_cache_step_equals_full_forward(position):
+    """Rotary positions too: cached keys keep the rotation of the position they were computed at."""
+    model = lm(position=position)
     ids = torch.randint(0, V, (2, 9))
     with torch.no_grad():
         full = model(ids).logits  # (2, 9, V)

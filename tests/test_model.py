@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minilm.config import ModelConfig
-from minilm.model import CausalLM, MaskedLM, ModelOutput, SequenceClassifier, TokenClassifier
+from minilm.model import CausalLM, MaskedLM, ModelOutput, SequenceClassifier, TokenClassifier, rotate
 
 V = 61
 
@@ -77,11 +77,12 @@ def test_heads_shapes_and_losses():
 
 
 @settings(max_examples=15, deadline=None)
-@given(t=st.integers(0, 10), backend=st.sampled_from(["reference", "sdpa"]), seed=st.integers(0, 1000))
-def test_causality(t, backend, seed):
+@given(t=st.integers(0, 10), backend=st.sampled_from(["reference", "sdpa"]), seed=st.integers(0, 1000),
+       position=st.sampled_from(["learned", "rope"]))
+def test_causality(t, backend, seed, position):
     """Changing tokens after position t never changes the logits at positions <= t."""
     torch.manual_seed(seed)
-    model = CausalLM(gpt(attention_backend=backend)).eval()
+    model = CausalLM(gpt(attention_backend=backend, position=position)).eval()
     ids = torch.randint(0, V, (2, 12))
     changed = ids.clone()
     changed[:, t + 1:] = torch.randint(0, V, changed[:, t + 1:].shape)
@@ -95,11 +96,12 @@ def test_causality(t, backend, seed):
 
 @settings(max_examples=15, deadline=None)
 @given(n_real=st.integers(1, 9), n_pad=st.integers(1, 6), backend=st.sampled_from(["reference", "sdpa"]),
-       encoder=st.booleans(), seed=st.integers(0, 1000))
-def test_padding_invariance(n_real, n_pad, backend, encoder, seed):
+       encoder=st.booleans(), seed=st.integers(0, 1000), position=st.sampled_from(["learned", "rope"]))
+def test_padding_invariance(n_real, n_pad, backend, encoder, seed, position):
     """Appending masked-out padding never changes the outputs at the real positions."""
     torch.manual_seed(seed)
-    model = (MaskedLM(bert(attention_backend=backend)) if encoder else CausalLM(gpt(attention_backend=backend))).eval()
+    kw = dict(attention_backend=backend, position=position)
+    model = (MaskedLM(bert(**kw)) if encoder else CausalLM(gpt(**kw))).eval()
     ids = torch.randint(0, V, (2, n_real))
     padded = torch.cat([ids, torch.zeros(2, n_pad, dtype=torch.long)], dim=1)
     mask = torch.cat([torch.ones(2, n_real), torch.zeros(2, n_pad)], dim=1)
@@ -107,6 +109,40 @@ def test_padding_invariance(n_real, n_pad, backend, encoder, seed):
         a = model(ids).logits
         b = model(padded, mask).logits
     torch.testing.assert_close(b[:, :n_real], a, atol=1e-5, rtol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(i=st.integers(0, 200), j=st.integers(0, 200), shift=st.integers(0, 300), seed=st.integers(0, 1000))
+def test_rotary_scores_depend_only_on_distance(i, j, shift, seed):
+    """q at position i and k at position j score the same as at i + shift and j + shift, and norms are kept."""
+    g = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(1, 2, 1, 16, generator=g, dtype=torch.float64), torch.randn(1, 2, 1, 16, generator=g,
+                                                                                    dtype=torch.float64)
+    score = (rotate(q, i) * rotate(k, j)).sum(-1)
+    shifted = (rotate(q, i + shift) * rotate(k, j + shift)).sum(-1)
+    torch.testing.assert_close(score, shifted, atol=1e-4, rtol=1e-4)  # the angles are float32
+    torch.testing.assert_close(rotate(q, i).norm(dim=-1), q.norm(dim=-1))
+    if i != j:  # and the distance does matter
+        assert not torch.allclose(score, (q * k).sum(-1))
+
+
+def test_rotary_model_has_no_position_table_and_sees_order():
+    config = bert(position="rope", dropout=0.0, attention_dropout=0.0)
+    model = MaskedLM(config).eval()
+    assert model.body.embeddings.pos is None
+    assert model.describe()["params"] == sum(p.numel() for p in MaskedLM(bert()).parameters()) - 32 * 32
+    ids = torch.randint(0, V, (1, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # reversing the sequence must change the outputs: position is not lost
+        for block in model.body.blocks:  # sharpen attention: at init it is nearly uniform, order or not
+            block.attn.q.weight.mul_(30)
+            block.attn.k.weight.mul_(30)
+        a, b = model(ids).logits, model(ids.flip(1)).logits.flip(1)
+    assert not torch.allclose(a, b, atol=1e-4)
+    with pytest.raises(ValueError, match="position"):
+        ModelConfig.preset("bert-tiny", position="alibi")
+    from minilm.hf import to_hf
+    with pytest.raises(ValueError, match="no Hugging Face"):
+        to_hf(model)
 
 
 def test_fully_padded_row_gives_no_nan():

@@ -82,6 +82,12 @@ def test_eval_batches_fixed_and_constant_guess(tokenizer):
     labels = torch.cat([b["labels"][b["labels"] != -100] for b in first])
     assert src.constant_guess_accuracy() == pytest.approx((labels == 300).float().mean().item())
     assert src.constant_guess_accuracy() > 0.3
+    # Every scored token is hidden: no [MASK]-free position whose answer is visible in the input.
+    for b in first:
+        scored = b["labels"] != -100
+        assert (b["input_ids"][scored] == tokenizer.mask_id).all()
+    assert not all((b["input_ids"][b["labels"] != -100] == tokenizer.mask_id).all() for b in
+                   (src.batch(s) for s in range(4)))  # while training still keeps BERT's 10% / 10%
 
 
 def test_clm_batches(tokenizer):
