@@ -48,7 +48,7 @@ OBJECTIVES = {"mlm": "token", "whole_word": "whole_word", "span": "span", "seque
 # The recipe (Cramming-style choices, see the docstring).
 DEFAULTS = dict(preset="bert-mini", objective="mlm", data="imdb", vocab_size=8192, seq_len=128, batch_size=16,
                 steps=None, time_budget=10.0, lr=1e-3, warmup=50, mask_prob=0.3, mask_count="exact",
-                dropout=0.0, weight_decay=0.01, eval_rows=256)
+                dropout=0.0, weight_decay=0.01, eval_rows=256, position="learned")
 
 
 def _mix(seed: int, *values: int) -> int:
@@ -191,6 +191,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--mask-count", default=d["mask_count"], choices=["exact", "bernoulli"],
       help="exact: the same number masked in every row; bernoulli: each token independently")
     a("--dropout", type=float, default=d["dropout"], help="dropout while pretraining (the recipe: 0)")
+    a("--position", default=d["position"], choices=["rope", "learned"],
+      help="BERT's learned position table (exports to Hugging Face BERT) or rotary positions (learn to attend "
+           "to neighbours far sooner on a synthetic copy task); default %(default)s")
     a("--eval-rows", type=int, default=d["eval_rows"], help="rows held out at the end of the corpus for evaluation")
     a("--eval-every", type=int, default=0, help="steps between evaluations (0: ~8 per run; 250 with a time budget)")
     a("--save-every", type=int, default=0,
@@ -252,7 +255,7 @@ def build(args, device: torch.device, verbose: bool = True):
     preset = ModelConfig.preset(args.preset)
     config = ModelConfig.preset(args.preset, vocab_size=tokenizer.vocab_size,
                                 max_seq_len=max(args.seq_len, min(preset.max_seq_len, 512)),
-                                dropout=args.dropout, attention_dropout=args.dropout)
+                                dropout=args.dropout, attention_dropout=args.dropout, position=args.position)
     torch.manual_seed(args.seed)
     if causal:
         model = CausalLM(config)
@@ -296,7 +299,7 @@ def run(args) -> int:
     baseline = held.constant_guess_accuracy()
     info = model.describe() if hasattr(model, "describe") else {}
     if trainer.is_main:
-        print(f"model: {args.preset} ({model.config.norm}-norm, dropout {args.dropout}), "
+        print(f"model: {args.preset} ({model.config.norm}-norm, {args.position} positions, dropout {args.dropout}), "
               f"{info.get('params', sum(p.numel() for p in model.parameters())):,} parameters; "
               f"{args.objective} on {args.data}; {'?' if budget else args.steps} steps x {args.batch_size} x "
               f"{args.seq_len} tokens on "
