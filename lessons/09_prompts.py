@@ -185,8 +185,8 @@ def main(argv=None):
             Here the prompt lost. That argument needs an encoder whose masked-LM head already
             prefers "{pos.strip()}" after praise and "{neg.strip()}" after scorn: zero-shot, this
             one scored {zero[(neg, pos)][0]:.1%}, about chance. A small encoder pretrained for
-            minutes has learned which words are frequent and a little local context, not yet
-            sentiment; the new head, trained end to end with the encoder, can still find it in
+            minutes has learned which words are frequent, not yet to fill a blank from context
+            (lesson 05 measured it), let alone with sentiment; the new head, trained end to end with the encoder, can still find it in
             the labels. Prompting pays off once pretraining is long enough to put the task into
             the masked-LM head, which is why it arrived with large models.""")
     lesson.record("prompt minus head at the fewest / most labels (points)", f"{100 * gap0:+.1f} / {100 * gap1:+.1f}")
