@@ -91,10 +91,10 @@ def main(argv=None):
 
     lesson.section("3. Pretraining a small BERT, live")
     config = ModelConfig.preset(preset, vocab_size=tok.vocab_size, max_seq_len=rows.shape[1],
-                                dropout=0.0, attention_dropout=0.0)
+                                dropout=0.0, attention_dropout=0.0, position=DEFAULTS["position"])
     model = MaskedLM(config)
     masking = MaskingConfig(strategy="token", mask_prob=DEFAULTS["mask_prob"], count=DEFAULTS["mask_count"])
-    lr = lesson.pick(smoke=1e-3, quick=2e-3, full=DEFAULTS["lr"])
+    lr = DEFAULTS["lr"]
     n_eval = min(lesson.pick(smoke=8, quick=256, full=1024), len(rows) // 10)
     train = MaskedLMBatches(rows[:-n_eval], word_ids[:-n_eval], tok, masking, batch_size, seed=lesson.seed)
     held = MaskedLMBatches(rows[-n_eval:], word_ids[-n_eval:], tok, masking, batch_size, seed=lesson.seed)
@@ -110,11 +110,13 @@ def main(argv=None):
         recipe, the one `minilm pretrain` uses: BERT's post-norm blocks, no dropout,
         {masking.mask_prob:.0%} of the tokens masked with an exact count per row (more predictions per
         step, steadier gradients), the vocabulary projection computed only at masked positions,
-        and small batches: leaving the plateau below takes a number of *steps* more than a
-        number of tokens, so many small steps get there sooner than few large ones. {steps} steps
-        of {batch_size} rows x {rows.shape[1]} tokens at a peak learning rate of {lr:g} (`minilm
-        pretrain` trains the larger bert-mini at {DEFAULTS["lr"]:g}: a smaller model tolerates a larger step). The bar to beat: always guessing
-        the most frequent masked token scores {guess:.1%} on the held-out rows.""")
+        small batches (many cheap steps), and rotary positions instead of BERT's learned table: q and k are turned
+        by angles set by their positions, so from the first step attention scores can depend
+        on how far apart two tokens are, and heads that look at the neighbours of a blank are
+        found far sooner than when every position vector starts as random noise. {steps}
+        steps of {batch_size} rows x {rows.shape[1]} tokens at a peak learning rate of {lr:g}. The bar
+        to beat: always guessing the most frequent masked token scores {guess:.1%} on the
+        held-out rows.""")
     tcfg = TrainConfig(steps=steps, lr=lr,
                        warmup_steps=max(1, steps // 10), eval_every=lesson.pick(smoke=0, quick=50, full=300),
                        log_every=max(1, steps // 30), seed=lesson.seed)

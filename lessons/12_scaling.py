@@ -68,7 +68,7 @@ def main(argv=None):
     rows, word_ids = encoder_rows(corpus, lesson.pick(smoke=32, quick=128, full=128), tok)  # (N, T)
     config = ModelConfig.preset(lesson.pick(smoke="bert-tiny", quick="bert-mini", full="bert-mini"),
                                 vocab_size=tok.vocab_size, max_seq_len=rows.shape[1], dropout=0.0,
-                                attention_dropout=0.0)
+                                attention_dropout=0.0, position=DEFAULTS["position"])
     masking = MaskingConfig(strategy="token", mask_prob=DEFAULTS["mask_prob"], count=DEFAULTS["mask_count"])
     data = MaskedLMBatches(rows, word_ids, tok, masking, batch_size=lesson.pick(smoke=8, quick=32, full=32))
     torch.manual_seed(lesson.seed)
