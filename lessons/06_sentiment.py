@@ -1,7 +1,7 @@
 """Fine-tuning for sentiment: does pretraining help? Pretrained versus scratch on rt-polarity.
 
 What you will learn:
-- fine-tuning: put a small classifier on the [CLS] vector of a pretrained encoder and train
+- fine-tuning: put a small classifier on the mean token vector of a pretrained encoder and train
   everything on labelled sentences;
 - the controlled experiment behind every "pretraining helps" claim: the same architecture,
   tokenizer, recipe and data, with only the starting weights changed;
@@ -38,8 +38,9 @@ def main(argv=None):
     lesson.say(f"""
         The pretrained encoder is {where}. The task: rt-polarity, single sentences from
         Rotten Tomatoes reviews labelled negative or positive (a fixed, seeded 80/10/10 split
-        of the 8,530 sentences). Each run builds a SequenceClassifier (encoder + tanh pooler
-        on [CLS] + linear layer) either from the pretrained weights or from random weights
+        of the 8,530 sentences). Each run builds a SequenceClassifier (encoder, the mean of its
+        token vectors, a tanh pooler and a linear layer; not BERT's [CLS] vector, which masked-LM
+        pretraining never trains) either from the pretrained weights or from random weights
         of the same shape and tokenizer, and trains all of it for {epochs} epochs, or more for small sets so that every run takes
         at least 64 steps (AdamW,
         learning rate 2e-4 with warmup and linear decay, dropout 0.1, batch 32). The epoch

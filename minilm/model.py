@@ -423,15 +423,26 @@ class CausalLM(TaskModel):
         return ids
 
 
-class SequenceClassifier(TaskModel):
-    """BERT for classification: the [CLS] vector through a tanh pooler, dropout, a linear classifier."""
+POOLINGS = ("cls", "mean")
 
-    def __init__(self, config: ModelConfig, num_labels: int):
+
+class SequenceClassifier(TaskModel):
+    """BERT for classification: a sentence vector through a tanh pooler, dropout, a linear classifier.
+
+    pooling="cls" takes the [CLS] position (BERT, whose pretraining trained it for sentence-level
+    prediction); "mean" averages the real tokens, which suits an encoder pretrained by masked-LM
+    alone: nothing ever asked its [CLS] output to summarise the sentence.
+    """
+
+    def __init__(self, config: ModelConfig, num_labels: int, pooling: str = "cls"):
         super().__init__()
         if not (isinstance(num_labels, int) and num_labels >= 2):
             raise ValueError(f"num_labels={num_labels!r} is invalid: expected an integer >= 2")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling={pooling!r} is invalid: expected one of {POOLINGS}")
         self.config = config
         self.num_labels = num_labels
+        self.pooling = pooling
         self.body = Transformer(config, causal=False)
         self.pooler = nn.Linear(config.d_model, config.d_model)
         self.drop = nn.Dropout(config.dropout)
@@ -442,7 +453,12 @@ class SequenceClassifier(TaskModel):
                 labels: Tensor | None = None) -> ModelOutput:
         """logits (B, C); labels (B,) class ids."""
         h = self.body(input_ids, attention_mask, token_type_ids)  # (B, T, D)
-        pooled = torch.tanh(self.pooler(h[:, 0]))  # (B, D): the [CLS] position summarises the sequence
+        if self.pooling == "cls":
+            summary = h[:, 0]  # (B, D)
+        else:
+            real = (torch.ones_like(input_ids) if attention_mask is None else attention_mask).to(h.dtype)  # (B, T)
+            summary = (h * real[..., None]).sum(1) / real.sum(1, keepdim=True).clamp(min=1)  # (B, D)
+        pooled = torch.tanh(self.pooler(summary))  # (B, D)
         logits = self.classifier(self.drop(pooled))  # (B, C)
         loss = None if labels is None else token_loss(logits, labels)
         return ModelOutput(loss=loss, logits=logits, labels=labels)
