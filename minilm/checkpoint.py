@@ -70,7 +70,7 @@ def _resolve_class(name: str) -> type:
     return cls
 
 
-def _model_kwargs(model: torch.nn.Module) -> dict:
+def constructor_kwargs(model: torch.nn.Module) -> dict:
     """Constructor arguments other than `config`, read from the attributes of the same name."""
     kwargs = {}
     for name, p in inspect.signature(type(model).__init__).parameters.items():
@@ -133,7 +133,7 @@ def save_checkpoint(directory, model: torch.nn.Module, tokenizer=None, *, traine
         meta = {
             "model_class": _class_name(type(model)),
             "model_config": config.to_dict() if hasattr(config, "to_dict") else None,
-            "model_kwargs": _model_kwargs(model),
+            "model_kwargs": constructor_kwargs(model),
             "tied": aliases,
             "files": files,
             "extra": extra,

@@ -592,7 +592,7 @@ def _public(scored: dict) -> dict:
 
 
 def _save_finetuned(out: Path, cfg: FinetuneConfig, task, model, tokenizer, base, settings, row, max_len) -> None:
-    from minilm.checkpoint import read_config, save_checkpoint
+    from minilm.checkpoint import constructor_kwargs, read_config, save_checkpoint
 
     info = {"task": cfg.task, "data": cfg.data, "method": cfg.method, "settings": settings,
             "label_names": task.label_names, "max_len": max_len,
@@ -606,7 +606,8 @@ def _save_finetuned(out: Path, cfg: FinetuneConfig, task, model, tokenizer, base
         # A base inside the run folder (from scratch) is named relative to it, so the folder can move.
         where = str(base.relative_to(out.resolve())) if base.is_relative_to(out.resolve()) else str(base)
         info.update(adapter=ADAPTER, base=where, base_sha256=read_config(base)["files"]["model.safetensors"],
-                    model_class=type(model).__name__, model_config=model.config.to_dict())
+                    model_class=type(model).__name__, model_config=model.config.to_dict(),
+                    model_kwargs=constructor_kwargs(model))  # num_labels, pooling
         tokenizer.save(out / "tokenizer.json")
     (out / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")
 
@@ -634,7 +635,8 @@ def load_finetuned(run_dir: str | Path):
     import minilm.model as model_module
 
     config = ModelConfig.from_dict(info["model_config"])
-    model = getattr(model_module, info["model_class"])(config, num_labels=len(info["label_names"]))
+    kwargs = info.get("model_kwargs", {"num_labels": len(info["label_names"])})
+    model = getattr(model_module, info["model_class"])(config, **kwargs)
     model.body.load_state_dict(pretrained.body.state_dict())
     peft.load_adapter(run_dir / info["adapter"], model)
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")

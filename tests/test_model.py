@@ -145,6 +145,26 @@ def test_rotary_model_has_no_position_table_and_sees_order():
         to_hf(model)
 
 
+def test_mean_pooling_ignores_padding_and_survives_a_checkpoint(tmp_path):
+    from minilm.checkpoint import load_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = SequenceClassifier(bert(dropout=0.0, attention_dropout=0.0), num_labels=3, pooling="mean").eval()
+    ids = torch.randint(0, V, (2, 6))
+    padded = torch.cat([ids, torch.zeros(2, 3, dtype=torch.long)], dim=1)
+    mask = torch.cat([torch.ones(2, 6), torch.zeros(2, 3)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(padded, mask).logits, model(ids).logits, atol=1e-5, rtol=1e-5)
+        cls = SequenceClassifier(model.config, num_labels=3)
+        cls.load_state_dict(model.state_dict())
+        assert not torch.allclose(cls(ids).logits, model(ids).logits)  # the pooling really differs
+    save_checkpoint(tmp_path / "ck", model)
+    loaded, _ = load_model(tmp_path / "ck")
+    assert loaded.pooling == "mean"
+    with pytest.raises(ValueError, match="pooling"):
+        SequenceClassifier(bert(), num_labels=2, pooling="max")
+
+
 def test_fully_padded_row_gives_no_nan():
     model = MaskedLM(bert())
     ids = torch.randint(0, V, (2, 6))
