@@ -24,6 +24,7 @@ Design choices:
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -81,12 +82,18 @@ def rotate(x: Tensor, start: int = 0) -> Tensor:
     Channel pairs (i, i + Dh/2) turn by the angle position / 10000^(2i/Dh), so the dot product of
     a rotated query and key depends on their positions only through the distance between them.
     """
-    T, half = x.shape[2], x.shape[3] // 2
-    inv_freq = 10000.0 ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)  # (Dh/2,)
-    angle = torch.arange(start, start + T, device=x.device, dtype=torch.float32)[:, None] * inv_freq  # (T, Dh/2)
-    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    half = x.shape[3] // 2
+    cos, sin = _rotary_table(start, x.shape[2], half, x.device, x.dtype)  # (T, Dh/2) each
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, H, T, Dh)
+
+
+@functools.lru_cache(maxsize=64)
+def _rotary_table(start: int, T: int, half: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """cos and sin of the rotary angles, (T, Dh/2) each: built once per shape, not in every layer of every step."""
+    inv_freq = 10000.0 ** (-torch.arange(half, device=device, dtype=torch.float32) / half)  # (Dh/2,)
+    angle = torch.arange(start, start + T, device=device, dtype=torch.float32)[:, None] * inv_freq  # (T, Dh/2)
+    return angle.cos().to(dtype), angle.sin().to(dtype)
 
 
 class Embeddings(nn.Module):
