@@ -29,75 +29,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from minilm.backprop import MLP, softmax_cross_entropy
 from minilm.data import load_classification
 from minilm.lesson import start
-
-# -- the network, one forward and one backward per piece ------------------------------------
-
-
-class Linear:
-    """y = x W + b. The backward receives dL/dy and returns dL/dx, keeping dL/dW and dL/db."""
-
-    def __init__(self, n_in: int, n_out: int, rng: np.random.Generator):
-        # He initialisation: keeps the variance of activations steady through ReLU layers.
-        self.W = rng.normal(0.0, np.sqrt(2.0 / n_in), size=(n_in, n_out)).astype(np.float32)  # (I, O)
-        self.b = np.zeros(n_out, dtype=np.float32)  # (O,)
-
-    def forward(self, x):
-        self.x = x  # (B, I), kept for the backward
-        return x @ self.W + self.b  # (B, O)
-
-    def backward(self, dy):
-        self.dW = self.x.T @ dy  # (I, O): each weight's gradient sums over the batch
-        self.db = dy.sum(axis=0)  # (O,)
-        return dy @ self.W.T  # (B, I)
-
-
-class ReLU:
-    def forward(self, x):
-        self.on = x > 0  # (B, H)
-        return x * self.on
-
-    def backward(self, dy):
-        return dy * self.on  # the gradient flows only where the unit was active
-
-
-def softmax_cross_entropy(logits, labels):
-    """Mean cross-entropy of (B, C) logits against (B,) integer labels, and its gradient."""
-    shifted = logits - logits.max(axis=1, keepdims=True)  # stable: exp never overflows
-    probs = np.exp(shifted)
-    probs /= probs.sum(axis=1, keepdims=True)  # (B, C)
-    n = len(labels)
-    loss = -np.log(probs[np.arange(n), labels] + 1e-12).mean()
-    dlogits = probs.copy()
-    dlogits[np.arange(n), labels] -= 1.0  # softmax + cross-entropy: gradient is p - onehot
-    return loss, dlogits / n
-
-
-class MLP:
-    """Linear -> ReLU -> Linear. `backward` runs the layers' backwards in reverse order."""
-
-    def __init__(self, n_in: int, n_hidden: int, n_out: int, seed: int):
-        rng = np.random.default_rng(seed)
-        self.layers = [Linear(n_in, n_hidden, rng), ReLU(), Linear(n_hidden, n_out, rng)]
-
-    def forward(self, x):
-        for layer in self.layers:
-            x = layer.forward(x)
-        return x
-
-    def backward(self, dlogits):
-        for layer in reversed(self.layers):
-            dlogits = layer.backward(dlogits)
-
-    def params(self):
-        """(name, array, gradient) triples, in a fixed order."""
-        out = []
-        for i, layer in enumerate(self.layers):
-            if isinstance(layer, Linear):
-                out += [(f"W{i}", layer.W, getattr(layer, "dW", None)), (f"b{i}", layer.b, getattr(layer, "db", None))]
-        return out
-
 
 # -- data: sentences as bags of words --------------------------------------------------------
 
@@ -155,14 +89,13 @@ def main(argv=None):
         the backward needs) and a backward (given dLoss/dOutput, return dLoss/dInput and store
         dLoss/dWeights). Backpropagation is nothing more than calling the backwards in reverse
         order: the chain rule, one layer at a time. Softmax and cross-entropy together have
-        the famously simple gradient (probabilities - one-hot label) / batch size.""")
+        the famously simple gradient (probabilities - one-hot label) / batch size. The code
+        is in minilm/backprop.py: read it next to this lesson.""")
 
     lesson.section("3. Are the gradients right?")
     batch = slice(0, 8)
     xb, yb = x_train[batch].astype(np.float64), y_train[batch]
-    for layer in model.layers:  # check in float64 so rounding does not hide a bug
-        if isinstance(layer, Linear):
-            layer.W, layer.b = layer.W.astype(np.float64), layer.b.astype(np.float64)
+    model.to_float64()  # check in float64 so rounding does not hide a bug
     loss, dlogits = softmax_cross_entropy(model.forward(xb), yb)
     model.backward(dlogits)
     # The same weights in PyTorch; autograd computes the gradients independently.
