@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from minilm import CausalLM, ModelConfig, Trainer, TrainConfig
-from minilm.data import decoder_rows, tokenize_corpus
+from minilm.corpus import decoder_rows, tokenize_corpus
 from minilm.lesson import lesson_corpus, start
 from minilm.pretrain import CausalLMBatches
 

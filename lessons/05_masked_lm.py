@@ -19,7 +19,7 @@ import torch
 
 from minilm import MaskedLM, ModelConfig, Trainer, TrainConfig
 from minilm.collate import mlm_batch
-from minilm.data import encoder_rows, tokenize_corpus
+from minilm.corpus import encoder_rows, tokenize_corpus
 from minilm.lesson import lesson_corpus, pretrained_mlm, start
 from minilm.masking import STRATEGIES, MaskingConfig
 from minilm.pretrain import DEFAULTS, MaskedLMBatches

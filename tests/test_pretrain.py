@@ -143,7 +143,8 @@ def test_pretraining_model_memorises_one_batch_of_real_text():
     2.8; see the pretrain module's docstring."""
     from minilm.collate import mlm_batch
     from minilm.config import ModelConfig
-    from minilm.data import encoder_rows, load_corpus, tokenize_corpus
+    from minilm.corpus import encoder_rows, tokenize_corpus
+    from minilm.data import load_corpus
     from minilm.model import MaskedLM
     from minilm.pretrain import DEFAULTS
     from minilm.tokenizer import Tokenizer

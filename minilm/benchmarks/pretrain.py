@@ -74,7 +74,8 @@ def run(args):
     import transformers
 
     from minilm.config import ModelConfig
-    from minilm.data import encoder_rows, load_corpus, tokenize_corpus
+    from minilm.corpus import encoder_rows, tokenize_corpus
+    from minilm.data import load_corpus
     from minilm.masking import MaskingConfig
     from minilm.model import MaskedLM
     from minilm.pretrain import MaskedLMBatches
