@@ -27,9 +27,14 @@ Design choices
   and walks the query blocks; a dQ kernel owns a query block and walks the key blocks.
   Each recomputes P from the log-sum-exp. The two kernels trade a second QK^T for having
   no atomic adds and no dQ accumulator in fp32 memory.
-- Key padding masks (B, T) bool, True = real token (BERT batches): padded keys get -inf
-  scores in every block. A row whose keys are all padding gives zeros (its lse is stored
-  as +inf, which makes every recomputed probability 0), never NaN.
+- The online softmax step is `kernels.softmax._online_update`, called, not copied: the
+  same helper the long-row softmax kernel uses (its PyTorch twin, `online_softmax_update`,
+  is what lessons 10 and 11 read).
+- Key padding masks (B, T), with the one meaning masks have across the course: bool, True
+  = real token (BERT batches), padded keys get -inf scores in every block (`PAD_KIND` 1);
+  or float, added to the scores (0 keeps, -inf drops; `PAD_KIND` 2), a constant. A row
+  whose every key is hidden gives zeros (its lse is stored as +inf, which makes every
+  recomputed probability 0), never NaN; a NaN in a row stays NaN, as in torch.
 - Tq == Tk (self-attention, causal aligned on the diagonal); head dims 16, 32, 64, 128;
   fp16 / bf16 on a GPU. fp32 runs only under the interpreter (the CPU tests): on a GPU its
   tiles would need twice the shared memory of the tuned configs, and TF32 dots would not
@@ -48,34 +53,18 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["flash_attention", "supports", "attention_reference", "attention_flops", "HEAD_DIMS"]
+from kernels.reference import key_padding_mask_problem
+from kernels.softmax import _bias2, _online_update
+
+__all__ = ["flash_attention", "supports", "attention_flops", "HEAD_DIMS"]
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-LOG2E = 1.4426950408889634
 HEAD_DIMS = (16, 32, 64, 128)
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-# ----------------------------------------------------------------------------- reference
-def attention_reference(q, k, v, *, causal=False, key_padding_mask=None, sm_scale=None):
-    """Plain matmul-softmax-matmul with the same conventions as `flash_attention`.
-
-    q, k, v (B, H, T, D); key_padding_mask (B, T) bool, True = real token. Rows with no
-    visible key are zeros. Runs in the inputs' dtype (pass float64 for a ground truth).
-    """
-    sm_scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else sm_scale
-    s = (q @ k.transpose(-2, -1)) * sm_scale  # (B, H, T, T)
-    keep = torch.ones(s.shape[-2:], dtype=torch.bool, device=q.device)
-    if causal:
-        keep = torch.tril(keep)
-    keep = keep[None, None]  # (1, 1, T, T)
-    if key_padding_mask is not None:
-        keep = keep & key_padding_mask[:, None, None, :]  # (B, 1, T, T)
-    s = s.masked_fill(~keep, float("-inf"))
-    p = torch.softmax(s, dim=-1).nan_to_num(0.0)  # all -inf rows -> NaN -> 0
-    return p @ v  # (B, H, T, D)
-
-
+# ----------------------------------------------------------------------------- work
+# The plain-torch ground truth with the same conventions is `kernels.reference.attention_reference`.
 def attention_flops(batch, heads, seq, head_dim, *, causal=False, backward=False):
     """FLOPs counted the usual way: 4*B*H*T^2*D forward, halved if causal; backward 2.5x."""
     flops = 4 * batch * heads * seq * seq * head_dim * (0.5 if causal else 1.0)
@@ -122,13 +111,13 @@ def _prune(kernel):
     return prune
 
 
-_KEY = ["T", "HEAD_DIM", "CAUSAL", "HAS_PAD"]
+_KEY = ["T", "HEAD_DIM", "CAUSAL", "PAD_KIND"]
 
 
 # ----------------------------------------------------------------------------- forward
 @triton.jit
 def _fwd_inner(acc, l_i, m_i, q, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d, lo, hi, T, qk_scale,
-               MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_PAD: tl.constexpr,
+               MASKED: tl.constexpr, CAUSAL: tl.constexpr, PAD_KIND: tl.constexpr,
                BLOCK_N: tl.constexpr):
     """Stream key blocks [lo, hi) past one query block with the online softmax.
 
@@ -144,32 +133,29 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d
         else:
             k = tl.load(k_ptrs)
         qk = tl.dot(q, tl.trans(k))  # (BM, BN) raw scores
-        if MASKED or HAS_PAD:
+        if MASKED or PAD_KIND != 0:
             qk = qk * qk_scale  # base 2
             if MASKED:
                 keep = offs_n[None, :] < T
                 if CAUSAL:
                     keep = keep & (offs_n[None, :] <= offs_m[:, None])
                 qk = tl.where(keep, qk, float("-inf"))
-            if HAS_PAD:
+            if PAD_KIND == 1:
                 real = tl.load(PAD + offs_n, mask=offs_n < T, other=0)  # (BN,)
                 qk = tl.where(real[None, :] != 0, qk, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(qk, 1))  # (BM,)
-            m_new_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet
-            p = tl.exp2(qk - m_new_ref[:, None])  # (BM, BN)
+            if PAD_KIND == 2:
+                bias = tl.load(PAD + offs_n, mask=offs_n < T, other=float("-inf"))  # (BN,) fp32
+                qk = qk + _bias2(bias)[None, :]
+            m_i, l_i, alpha, p = _online_update(m_i, l_i, qk, 1.0)  # p (BM, BN)
         else:
-            # the hot loop: scale folded into one fused multiply-add per score
-            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)  # (BM,)
-            m_new_ref = m_new
-            p = tl.exp2(qk * qk_scale - m_new_ref[:, None])  # (BM, BN)
-        alpha = tl.exp2(m_i - m_new_ref)  # rescales what was accumulated under the old max
-        l_i = l_i * alpha + tl.sum(p, 1)
+            # the hot loop: the scale is folded into one fused multiply-add per score
+            m_i, l_i, alpha, p = _online_update(m_i, l_i, qk, qk_scale)  # p (BM, BN)
+        # alpha rescales what was accumulated under the old max
         if MASKED:
             v = tl.load(v_ptrs, mask=offs_n[:, None] < T, other=0.0)  # (BN, D)
         else:
             v = tl.load(v_ptrs)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])  # (BM, D)
-        m_i = m_new
     return acc, l_i, m_i
 
 
@@ -178,7 +164,7 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d
 def _fwd_kernel(Q, K, V, O, LSE, PAD, sm_scale,
                 stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
                 stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot, stride_pb,
-                H, T, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, HAS_PAD: tl.constexpr,
+                H, T, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PAD_KIND: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """O = softmax(Q K^T * sm_scale) V for one query block of one (batch, head); saves lse."""
     start_m = tl.program_id(0) * BLOCK_M
@@ -202,17 +188,17 @@ def _fwd_kernel(Q, K, V, O, LSE, PAD, sm_scale,
     if CAUSAL:
         # keys left of this block are visible to every row (BLOCK_M is a multiple of BLOCK_N)
         acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d,
-                                   0, start_m, T, qk_scale, False, CAUSAL, HAS_PAD, BLOCK_N)
+                                   0, start_m, T, qk_scale, False, CAUSAL, PAD_KIND, BLOCK_N)
         acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d,
                                    start_m, tl.minimum(start_m + BLOCK_M, T), T, qk_scale,
-                                   True, CAUSAL, HAS_PAD, BLOCK_N)
+                                   True, CAUSAL, PAD_KIND, BLOCK_N)
     else:
         n_full = (T // BLOCK_N) * BLOCK_N
         acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d,
-                                   0, n_full, T, qk_scale, False, CAUSAL, HAS_PAD, BLOCK_N)
+                                   0, n_full, T, qk_scale, False, CAUSAL, PAD_KIND, BLOCK_N)
         acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d,
-                                   n_full, T, T, qk_scale, True, CAUSAL, HAS_PAD, BLOCK_N)
-    has_key = l_i > 0  # False only for rows whose keys are all padding
+                                   n_full, T, T, qk_scale, True, CAUSAL, PAD_KIND, BLOCK_N)
+    has_key = l_i != 0  # False only for rows whose every key is hidden (a NaN row stays NaN)
     l_safe = tl.where(has_key, l_i, 1.0)  # acc is 0 on rows without a key
     o = acc / l_safe[:, None]
     lse = tl.where(has_key, m_i + tl.log2(l_safe), float("inf"))
@@ -236,11 +222,13 @@ def _bwd_preprocess(O, DO, DELTA, stride_ob, stride_oh, stride_ot, H, T,
 
 
 @triton.jit
-def _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_ot, offs_n, offs_d, lo, hi, T, qk_scale,
-                MASKED: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr):
+def _dkdv_inner(dk, dv, k, v, kbias, Q, DO, LSE, DELTA, stride_qt, stride_ot, offs_n, offs_d, lo, hi, T,
+                qk_scale, MASKED: tl.constexpr, CAUSAL: tl.constexpr, PAD_KIND: tl.constexpr,
+                BLOCK_M: tl.constexpr):
     """Accumulate dK, dV (BN, D) of one key block over query blocks [lo, hi).
 
-    Works transposed (keys on rows): P^T = exp2(K Q^T * scale - lse). Query rows past T
+    Works transposed (keys on rows): P^T = exp2(K Q^T * scale + kbias - lse), kbias (BN,)
+    the keys' additive mask in base 2 (read only when PAD_KIND == 2). Query rows past T
     load lse = +inf, so their probabilities are exactly 0 without an extra mask.
     """
     for start_m in range(lo, hi, BLOCK_M):
@@ -257,7 +245,10 @@ def _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_ot, offs_n, o
             lse = tl.load(LSE + offs_m)
             do = tl.load(do_ptrs)
             delta = tl.load(DELTA + offs_m)
-        p_t = tl.exp2(tl.dot(k, tl.trans(q)) * qk_scale - lse[None, :])  # (BN, BM)
+        s_t = tl.dot(k, tl.trans(q)) * qk_scale  # (BN, BM) base 2
+        if PAD_KIND == 2:
+            s_t = s_t + kbias[:, None]
+        p_t = tl.exp2(s_t - lse[None, :])  # (BN, BM)
         if MASKED and CAUSAL:
             p_t = tl.where(offs_m[None, :] >= offs_n[:, None], p_t, 0.0)
         dv = tl.dot(p_t.to(do.dtype), do, dv)  # (BN, D)
@@ -272,7 +263,7 @@ def _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_ot, offs_n, o
 def _dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, PAD, sm_scale,
                  stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
                  stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot, stride_pb,
-                 H, T, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, HAS_PAD: tl.constexpr,
+                 H, T, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PAD_KIND: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """dK, dV for one key block of one (batch, head). dO, dK, dV share O's strides."""
     start_n = tl.program_id(0) * BLOCK_N
@@ -294,21 +285,25 @@ def _dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, PAD, sm_scale,
     v = tl.load(V + offs_n[:, None] * stride_vt + offs_d[None, :], mask=in_t, other=0.0)
     dk = tl.zeros((BLOCK_N, HEAD_DIM), tl.float32)
     dv = tl.zeros((BLOCK_N, HEAD_DIM), tl.float32)
+    kbias = tl.zeros((BLOCK_N,), tl.float32)
+    if PAD_KIND == 2:
+        kbias = _bias2(tl.load(PAD + b * stride_pb + offs_n, mask=offs_n < T, other=float("-inf")))  # (BN,)
     qk_scale = sm_scale * 1.4426950408889634
     m_full = (T // BLOCK_M) * BLOCK_M
     if CAUSAL:
         # queries above the diagonal see none of these keys; the diagonal band is masked
         # (BLOCK_N is a multiple of BLOCK_M) and the queries below it see all of them.
-        dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_ot, offs_n, offs_d,
-                             start_n, tl.minimum(start_n + BLOCK_N, T), T, qk_scale, True, CAUSAL, BLOCK_M)
+        dk, dv = _dkdv_inner(dk, dv, k, v, kbias, Q, DO, LSE, DELTA, stride_qt, stride_ot, offs_n, offs_d,
+                             start_n, tl.minimum(start_n + BLOCK_N, T), T, qk_scale, True, CAUSAL, PAD_KIND,
+                             BLOCK_M)
         lo = start_n + BLOCK_N
     else:
         lo = start_n * 0
-    dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_ot, offs_n, offs_d,
-                         lo, m_full, T, qk_scale, False, CAUSAL, BLOCK_M)
-    dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_ot, offs_n, offs_d,
-                         tl.maximum(lo, m_full), T, T, qk_scale, True, CAUSAL, BLOCK_M)
-    if HAS_PAD:
+    dk, dv = _dkdv_inner(dk, dv, k, v, kbias, Q, DO, LSE, DELTA, stride_qt, stride_ot, offs_n, offs_d,
+                         lo, m_full, T, qk_scale, False, CAUSAL, PAD_KIND, BLOCK_M)
+    dk, dv = _dkdv_inner(dk, dv, k, v, kbias, Q, DO, LSE, DELTA, stride_qt, stride_ot, offs_n, offs_d,
+                         tl.maximum(lo, m_full), T, T, qk_scale, True, CAUSAL, PAD_KIND, BLOCK_M)
+    if PAD_KIND == 1:
         # a padded key took no probability in the forward: its gradients are zero
         real = tl.load(PAD + b * stride_pb + offs_n, mask=offs_n < T, other=0)
         dk = tl.where(real[:, None] != 0, dk, 0.0)
@@ -320,7 +315,7 @@ def _dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, PAD, sm_scale,
 
 @triton.jit
 def _dq_inner(dq, q, do, lse, delta, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d, lo, hi, T, qk_scale,
-              MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_PAD: tl.constexpr, BLOCK_N: tl.constexpr):
+              MASKED: tl.constexpr, CAUSAL: tl.constexpr, PAD_KIND: tl.constexpr, BLOCK_N: tl.constexpr):
     """Accumulate dQ (BM, D) of one query block over key blocks [lo, hi)."""
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)  # (BN,)
@@ -332,13 +327,16 @@ def _dq_inner(dq, q, do, lse, delta, K, V, PAD, stride_kt, stride_vt, offs_m, of
         else:
             k = tl.load(k_ptrs)
             v = tl.load(v_ptrs)
-        p = tl.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None])  # (BM, BN)
+        s = tl.dot(q, tl.trans(k)) * qk_scale  # (BM, BN) base 2
+        if PAD_KIND == 2:
+            s = s + _bias2(tl.load(PAD + offs_n, mask=offs_n < T, other=float("-inf")))[None, :]
+        p = tl.exp2(s - lse[:, None])  # (BM, BN)
         if MASKED:
             keep = offs_n[None, :] < T
             if CAUSAL:
                 keep = keep & (offs_n[None, :] <= offs_m[:, None])
             p = tl.where(keep, p, 0.0)
-        if HAS_PAD:
+        if PAD_KIND == 1:
             real = tl.load(PAD + offs_n, mask=offs_n < T, other=0)
             p = tl.where(real[None, :] != 0, p, 0.0)
         dp = tl.dot(do, tl.trans(v))  # (BM, BN)
@@ -352,7 +350,7 @@ def _dq_inner(dq, q, do, lse, delta, K, V, PAD, stride_kt, stride_vt, offs_m, of
 def _dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, PAD, sm_scale,
                stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
                stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot, stride_pb,
-               H, T, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, HAS_PAD: tl.constexpr,
+               H, T, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PAD_KIND: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """dQ for one query block of one (batch, head). dO and dQ share O's strides."""
     start_m = tl.program_id(0) * BLOCK_M
@@ -378,21 +376,28 @@ def _dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, PAD, sm_scale,
     qk_scale = sm_scale * 1.4426950408889634
     if CAUSAL:
         dq = _dq_inner(dq, q, do, lse, delta, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d,
-                       0, start_m, T, qk_scale, False, CAUSAL, HAS_PAD, BLOCK_N)
+                       0, start_m, T, qk_scale, False, CAUSAL, PAD_KIND, BLOCK_N)
         dq = _dq_inner(dq, q, do, lse, delta, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d,
-                       start_m, tl.minimum(start_m + BLOCK_M, T), T, qk_scale, True, CAUSAL, HAS_PAD, BLOCK_N)
+                       start_m, tl.minimum(start_m + BLOCK_M, T), T, qk_scale, True, CAUSAL, PAD_KIND, BLOCK_N)
     else:
         n_full = (T // BLOCK_N) * BLOCK_N
         dq = _dq_inner(dq, q, do, lse, delta, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d,
-                       0, n_full, T, qk_scale, False, CAUSAL, HAS_PAD, BLOCK_N)
+                       0, n_full, T, qk_scale, False, CAUSAL, PAD_KIND, BLOCK_N)
         dq = _dq_inner(dq, q, do, lse, delta, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d,
-                       n_full, T, T, qk_scale, True, CAUSAL, HAS_PAD, BLOCK_N)
+                       n_full, T, T, qk_scale, True, CAUSAL, PAD_KIND, BLOCK_N)
     tl.store(DQ + offs_m[:, None] * stride_ot + offs_d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty), mask=in_t)
 
 
 # ----------------------------------------------------------------------------- launchers
 def _strides(t):
     return t.stride(0), t.stride(1), t.stride(2)
+
+
+def _pad_args(pad, lse):
+    """(pointer, batch stride, PAD_KIND) for the kernels: 0 no mask, 1 bool flags (uint8), 2 fp32 biases."""
+    if pad is None:
+        return lse, 0, 0  # a valid pointer that is never read
+    return pad, pad.stride(0), 1 if pad.dtype == torch.uint8 else 2
 
 
 def _grid(seq, bh):
@@ -406,12 +411,10 @@ class _FlashAttention(torch.autograd.Function):
         B, H, T, D = q.shape
         o = torch.empty(q.shape, dtype=q.dtype, device=q.device)  # (B, H, T, D) contiguous
         lse = torch.empty((B * H, T), dtype=torch.float32, device=q.device)  # base-2 log-sum-exp
-        has_pad = pad is not None
-        pad_arg = pad if has_pad else lse  # never read when HAS_PAD is False
-        stride_pb = pad.stride(0) if has_pad else 0
+        pad_arg, stride_pb, pad_kind = _pad_args(pad, lse)
         _fwd_kernel[_grid(T, B * H)](
             q, k, v, o, lse, pad_arg, sm_scale, *_strides(q), *_strides(k), *_strides(v), *_strides(o), stride_pb,
-            H, T, HEAD_DIM=D, CAUSAL=causal, HAS_PAD=has_pad)
+            H, T, HEAD_DIM=D, CAUSAL=causal, PAD_KIND=pad_kind)
         ctx.save_for_backward(q, k, v, o, lse, pad)
         ctx.causal, ctx.sm_scale = causal, sm_scale
         return o
@@ -424,11 +427,9 @@ class _FlashAttention(torch.autograd.Function):
         delta = torch.empty_like(lse)  # (B*H, T)
         _bwd_preprocess[(triton.cdiv(T, 64), B * H)](o, do, delta, *_strides(o), H, T, HEAD_DIM=D, BLOCK_M=64)
         dq, dk, dv = torch.empty_like(o), torch.empty_like(o), torch.empty_like(o)
-        has_pad = pad is not None
-        pad_arg = pad if has_pad else lse
-        stride_pb = pad.stride(0) if has_pad else 0
+        pad_arg, stride_pb, pad_kind = _pad_args(pad, lse)
         common = (ctx.sm_scale, *_strides(q), *_strides(k), *_strides(v), *_strides(o), stride_pb, H, T)
-        flags = dict(HEAD_DIM=D, CAUSAL=ctx.causal, HAS_PAD=has_pad)
+        flags = dict(HEAD_DIM=D, CAUSAL=ctx.causal, PAD_KIND=pad_kind)
         # the dK/dV kernel's programs are key blocks: its BLOCK_N sets the grid
         dkdv_grid = lambda meta: (triton.cdiv(T, meta["BLOCK_N"]), B * H)  # noqa: E731
         _dkdv_kernel[dkdv_grid](q, k, v, do, dk, dv, lse, delta, pad_arg, *common, **flags)
@@ -463,13 +464,12 @@ def supports(q, k, v, *, causal=False, key_padding_mask=None):
     if q.shape[2] == 0 or q.shape[0] * q.shape[1] == 0:
         return False, f"empty input of shape {tuple(q.shape)}"
     if key_padding_mask is not None:
-        kpm = key_padding_mask
-        if not isinstance(kpm, torch.Tensor) or kpm.dtype != torch.bool:
-            return False, "key_padding_mask must be a bool tensor (True = real token)"
-        if tuple(kpm.shape) != (q.shape[0], k.shape[2]):
-            return False, f"key_padding_mask shape {tuple(kpm.shape)} must be (batch, seq) = {(q.shape[0], k.shape[2])}"
-        if kpm.device != q.device:
-            return False, f"key_padding_mask is on {kpm.device}, q on {q.device}"
+        problem = key_padding_mask_problem(key_padding_mask, q.shape[0], k.shape[2], q.device)
+        if problem:
+            return False, problem
+        if key_padding_mask.dtype != torch.bool and key_padding_mask.requires_grad:
+            return False, ("an additive (float) key_padding_mask that requires grad is not supported: the kernel "
+                           "treats it as a constant (pass mask.detach(), or use torch's SDPA for its gradient)")
     if not isinstance(causal, bool):
         return False, f"causal must be a bool, got {causal!r}"
     return True, ""
@@ -479,14 +479,19 @@ def flash_attention(q, k, v, *, causal=False, key_padding_mask=None, sm_scale=No
     """softmax(q k^T * sm_scale + masks) v with FlashAttention-2 kernels, differentiable in q, k, v.
 
     q, k, v (B, H, T, D), one dtype (fp16/bf16 on CUDA; fp32 under the interpreter), D in HEAD_DIMS.
-    key_padding_mask (B, T) bool, True = real token; causal: query i sees keys j <= i.
-    sm_scale defaults to 1/sqrt(D). Rows with no visible key are zeros. Returns (B, H, T, D).
+    key_padding_mask (B, T): bool (True = real token) or float (added to the scores: 0 keeps,
+    -inf drops; a constant). causal: query i sees keys j <= i. sm_scale > 0 defaults to
+    1/sqrt(D). Rows with no visible key are zeros. Returns (B, H, T, D).
     Raises ValueError naming what is supported when `supports` says no.
     """
     ok, reason = supports(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
     if not ok:
         raise ValueError(f"flash_attention: {reason}")
     sm_scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else float(sm_scale)
+    if not (0 < sm_scale < math.inf):  # the kernel takes each row's max before scaling
+        raise ValueError(f"flash_attention: sm_scale={sm_scale} must be a positive finite number")
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    pad = None if key_padding_mask is None else key_padding_mask.contiguous().view(torch.uint8)  # (B, T)
+    pad = key_padding_mask
+    if pad is not None:  # (B, T): bool as bytes, or the additive biases in fp32
+        pad = pad.contiguous().view(torch.uint8) if pad.dtype == torch.bool else pad.to(torch.float32).contiguous()
     return _FlashAttention.apply(q, k, v, pad, causal, sm_scale)

@@ -11,7 +11,9 @@ What this file teaches
   base 2 (`exp2`, the instruction the GPU has) with log2(e) folded into the scale.
 - The online softmax (Milakov & Gimelshein, 2018): when a row is too long for one block,
   keep a running maximum and a running sum, rescaling the sum whenever the maximum grows.
-  `_online_update` is that one step; flash attention is built on it.
+  `online_softmax_update` is that one step in PyTorch (the version to read, and the one
+  lessons 10 and 11 use); `_online_update` is the same step in Triton, which the long-row
+  kernels here and the flash attention kernel call.
 - The backward of softmax needs only the output: dz = y * (dy - sum(y * dy)).
 
 Design choices
@@ -23,10 +25,15 @@ Design choices
   16-warp program per multiprocessor the second pass mostly re-reads from L2.
 - Arithmetic in float32 whatever the storage dtype (fp32, bf16, fp16 in and out).
 - `mask` is boolean (True = keep, as in torch's scaled_dot_product_attention) or additive
-  (added to the scaled logits), broadcast against x without being materialised: the
-  kernel reads it through its own strides. `causal` keeps key j for query i when
+  (added to the scaled logits: 0 keeps, -inf drops), the one meaning masks have in
+  `minilm.attention` and `kernels.flash_attention` too; broadcast against x without being
+  materialised: the kernel reads it through its own strides. Additive values are clamped
+  to the most negative finite float in base 2, so a large finite bias such as
+  `torch.finfo(torch.float32).min` stays finite, as it does in torch. `causal` keeps key j for query i when
   j <= i + (keys - queries), the end-aligned convention of `minilm.attention`.
-- Rows where everything is masked give zeros (and zero gradient), never NaN.
+- Rows where everything is masked give zeros (and zero gradient), never NaN. A NaN (or a
+  +inf) in a row makes the whole row NaN, forward and backward, as in torch.softmax: the
+  normaliser substitutes 1 only for a sum that is exactly 0.
 - Any `dim` and any strides: the input is moved so that `dim` is last and copied only
   when its rows are not unit-stride. The mask is treated as a constant (an additive mask
   that requires grad is rejected).
@@ -41,7 +48,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["softmax", "softmax_reference", "softmax_bytes", "MAX_BLOCK"]
+__all__ = ["softmax", "softmax_reference", "online_softmax_update", "softmax_bytes", "MAX_BLOCK"]
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 LOG2E = 1.4426950408889634
@@ -55,7 +62,7 @@ def softmax_reference(x, dim=-1, *, scale=1.0, mask=None, causal=False):
     """Plain PyTorch softmax(scale * x + mask) with the same conventions as `softmax`.
 
     Computed in the input dtype's precision or better (pass float64 for a ground truth);
-    fully masked rows are zeros.
+    fully masked rows are zeros; a row holding a NaN is all NaN.
     """
     z = x * scale
     keep = torch.ones_like(z, dtype=torch.bool)
@@ -74,7 +81,27 @@ def softmax_reference(x, dim=-1, *, scale=1.0, mask=None, causal=False):
     m = torch.where(torch.isinf(m) & (m < 0), torch.zeros_like(m), m)
     e = torch.exp(z - m)
     s = e.sum(dim, keepdim=True)
-    return e / torch.where(s > 0, s, torch.ones_like(s))  # e is 0 on a fully masked row
+    return e / torch.where(s == 0, torch.ones_like(s), s)  # e is 0 on a fully masked row; NaN stays NaN
+
+
+def online_softmax_update(m, s, x):
+    """One step of the online softmax: fold a chunk of logits x into a running (max, sum).
+
+    m (...,): the largest logit seen so far (-inf before the first chunk); s (...,): the sum
+    of exp(logit - m) over every logit seen so far (0 before the first chunk); x (..., C):
+    the next chunk, in natural units, -inf where masked. Returns (m_new, s_new, alpha, p):
+    alpha = exp(m - m_new) (...,) rescales anything summed under the old maximum (s here;
+    flash attention's output accumulator too), p = exp(x - m_new) (..., C) are the chunk's
+    weights under the new maximum. After the last chunk, softmax(row) = exp(row - m) / s and
+    logsumexp(row) = m + log(s), whatever the chunk sizes. A row that has seen only -inf
+    keeps m = -inf and s = 0 (no NaN from -inf - -inf); a NaN makes s NaN. `_online_update`
+    below is the same step in Triton, in base 2.
+    """
+    m_new = torch.maximum(m, x.amax(-1))  # (...,)
+    m_ref = torch.where(m_new == float("-inf"), torch.zeros_like(m_new), m_new)  # a row with no logit yet
+    alpha = torch.exp(m - m_ref)  # (...,): exp(-inf) = 0 before the first finite logit
+    p = torch.exp(x - m_ref[..., None])  # (..., C)
+    return m_new, s * alpha + p.sum(-1), alpha, p
 
 
 def softmax_bytes(x, *, backward=False):
@@ -121,7 +148,7 @@ def _logits2(x, rows, cols, in_bounds, M, d1, d2, m_s0, m_s1, m_s2, m_sc, n_q, c
         if MASK_KIND == 1:
             keep = keep & (mv != 0)
         else:
-            z = z + mv.to(tl.float32) * 1.4426950408889634
+            z = z + _bias2(mv.to(tl.float32))
     if CAUSAL:
         q = rows % n_q  # query index of each row
         keep = keep & (cols[None, :] <= q[:, None] + causal_offset)
@@ -129,16 +156,33 @@ def _logits2(x, rows, cols, in_bounds, M, d1, d2, m_s0, m_s1, m_s2, m_sc, n_q, c
 
 
 @triton.jit
-def _online_update(m, s, z):
-    """One step of the online softmax over a chunk z (R, C) of base-2 logits.
+def _bias2(b):
+    """An additive mask value b (fp32) in base-2 units: log2(e) * b, kept finite unless b is -inf.
 
-    m (R,) running max, s (R,) running sum of exp2(z - m) so far. Returns the new (m, s).
-    A row that has seen only -inf keeps m = -inf and s = 0 (no NaN from -inf - -inf).
+    log2(e) * finfo.min overflows to -inf in fp32; clamping keeps such a bias a (huge) finite
+    one, as torch treats it. NaN stays NaN.
     """
-    m_new = tl.maximum(m, tl.max(z, 1))
-    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
-    s = s * tl.exp2(m - m_ref) + tl.sum(tl.exp2(z - m_ref[:, None]), 1)
-    return m_new, s
+    b2 = b * 1.4426950408889634
+    b2 = tl.where(b2 < -3.4028234663852886e38, -3.4028234663852886e38, b2)
+    return tl.where(b == float("-inf"), b, b2)
+
+
+@triton.jit
+def _online_update(m, s, x, scale):
+    """One step of the online softmax (`online_softmax_update` in Triton, base 2).
+
+    x (R, C) a chunk of raw logits whose base-2 values are z = x * scale (scale > 0; -inf
+    where masked); m (R,) the running max of z, s (R,) the running sum of exp2(z - m).
+    Returns (m_new, s_new, alpha, p): alpha (R,) = exp2(m - m_new) rescales what was summed
+    under the old max, p (R, C) = exp2(z - m_new). The max is taken before scaling and p is
+    one fused multiply-add per element, which matters in flash attention's hot loop. A row
+    that has seen only -inf keeps m = -inf and s = 0 (no NaN from -inf - -inf).
+    """
+    m_new = tl.maximum(m, tl.max(x, 1) * scale)  # (R,)
+    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no logit yet
+    alpha = tl.exp2(m - m_ref)  # (R,)
+    p = tl.exp2(x * scale - m_ref[:, None])  # (R, C)
+    return m_new, s * alpha + tl.sum(p, 1), alpha, p
 
 
 @triton.autotune(configs=_configs(), key=["BLOCK_N", "MASK_KIND", "CAUSAL"],
@@ -160,7 +204,7 @@ def _fwd_kernel(X, Y, M, n_rows, n_cols, stride_x, stride_y,
     m = tl.where(m == float("-inf"), 0.0, m)  # fully masked row: exp2(-inf - 0) = 0
     e = tl.exp2(z - m[:, None])
     s = tl.sum(e, 1)
-    inv = 1.0 / tl.where(s > 0, s, 1.0)  # a fully masked row has e == 0
+    inv = 1.0 / tl.where(s == 0, 1.0, s)  # a fully masked row has e == 0; a NaN sum stays NaN
     tl.store(Y + r64 * stride_y + cols[None, :], (e * inv[:, None]).to(Y.dtype.element_ty), mask=in_bounds)
 
 
@@ -196,9 +240,9 @@ def _fwd_online_kernel(X, Y, M, n_rows, n_cols, stride_x, stride_y,
         x = tl.load(X + r64 * stride_x + cols[None, :], mask=in_bounds, other=0.0).to(tl.float32)
         z = _logits2(x, rows, cols, in_bounds, M, d1, d2, m_s0, m_s1, m_s2, m_sc, n_q, causal_offset, scale2,
                      MASK_KIND, CAUSAL)
-        m, s = _online_update(m, s, z)
+        m, s, _, _ = _online_update(m, s, z, 1.0)
     m = tl.where(m == float("-inf"), 0.0, m)
-    inv = 1.0 / tl.where(s > 0, s, 1.0)  # a fully masked row has e == 0
+    inv = 1.0 / tl.where(s == 0, 1.0, s)  # a fully masked row has e == 0; a NaN sum stays NaN
     for start in range(0, n_cols, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
         in_bounds = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)

@@ -31,7 +31,8 @@ if not torch.cuda.is_available():
 import matplotlib.pyplot as plt  # noqa: E402
 
 from kernels import flash_attention  # noqa: E402
-from kernels.flash_attention import attention_flops, attention_reference  # noqa: E402
+from kernels.flash_attention import attention_flops  # noqa: E402
+from kernels.reference import attention_reference  # noqa: E402
 from minilm.lesson import start  # noqa: E402
 
 fa_module = importlib.import_module("kernels.flash_attention")

@@ -3,8 +3,10 @@
     attention(q, k, v, causal=..., key_padding_mask=..., backend=...) -> (B, H, Tq, D)
 
 Design choices:
-- `reference` is the textbook matmul -> mask -> softmax -> matmul, written to be read.
-  It is the ground truth every other backend is tested against.
+- `reference` is the textbook matmul -> mask -> softmax -> matmul,
+  `kernels.reference.attention_reference`, written to be read. It is the ground truth every
+  other backend is tested against. It lives in `kernels/` (torch only) because the kernels,
+  their tests and their benchmark must not import minilm; minilm calls it, never the reverse.
 - `sdpa` calls `torch.nn.functional.scaled_dot_product_attention`, which picks a fused
   kernel (flash / memory-efficient / CPU flash) when it can.
 - `triton` calls `kernels.flash_attention` (the course's own FlashAttention-2 kernel).
@@ -12,6 +14,10 @@ Design choices:
   dropout), else sdpa -- except on the CPU with attention dropout, where torch leaves its
   fused kernel for an unfused fallback that measured 1.5-2x slower than `reference`
   (bert-mini shapes, torch 2.13, 2 cores), so `reference` is picked there.
+- `key_padding_mask` (B, Tk) has one meaning in every backend, and in `kernels.softmax`
+  and `kernels.flash_attention` too: bool keeps a key where True (a real token); float is
+  *added* to the scores (PyTorch's additive masks: 0 keeps, -inf drops, other values are a
+  bias). Integer masks are refused rather than guessed at (pass `mask.bool()`).
 - Causal masking with more keys than queries (Tk > Tq) is aligned to the *end*: query i
   sees keys j <= i + (Tk - Tq). That is what a KV cache (the new token sees all the past)
   and prefix tuning (every query sees the whole prefix) need. torch's `is_causal=True`
@@ -20,70 +26,42 @@ Design choices:
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-BACKENDS = ("auto", "reference", "sdpa", "triton")
+from kernels.reference import attention_reference, key_padding_mask_problem, visible_keys
+from minilm.config import ATTENTION_BACKENDS
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None,
               backend: str = "auto", dropout_p: float = 0.0) -> Tensor:
-    """Multi-head attention softmax(q k^T / sqrt(D)) v over (B, H, T, D) tensors.
+    """Multi-head attention softmax(q k^T / sqrt(D) + masks) v over (B, H, T, D) tensors.
 
-    q: (B, H, Tq, D); k, v: (B, H, Tk, D); key_padding_mask: (B, Tk) bool, True = a real key.
+    q: (B, H, Tq, D); k, v: (B, H, Tk, D).
+    key_padding_mask: (B, Tk), bool (True = a real key) or float (added to the scores:
+    0 keeps, -inf drops).
     causal: query i may see key j only if j <= i + Tk - Tq (aligned to the end).
     dropout_p: dropout on the attention probabilities (pass 0.0 at evaluation).
     Returns (B, H, Tq, D); rows with no visible key are zero.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"attention backend={backend!r} is invalid: expected one of {BACKENDS}")
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"attention backend={backend!r} is invalid: expected one of {ATTENTION_BACKENDS}")
     if q.dim() != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
         raise ValueError(f"attention expects q (B, H, Tq, D) and k, v (B, H, Tk, D); got q {tuple(q.shape)}, "
                          f"k {tuple(k.shape)}, v {tuple(v.shape)}")
-    if key_padding_mask is not None and key_padding_mask.shape != (k.shape[0], k.shape[2]):
-        raise ValueError(f"key_padding_mask must be (B, Tk) = {(k.shape[0], k.shape[2])}, "
-                         f"got {tuple(key_padding_mask.shape)}")
+    if key_padding_mask is not None:
+        problem = key_padding_mask_problem(key_padding_mask, k.shape[0], k.shape[2], k.device)
+        if problem:
+            raise ValueError(f"attention: {problem}")
     if backend == "auto":
         backend = "triton" if _triton_supports(q, k, v, causal, key_padding_mask, dropout_p) else "sdpa"
         backend = "reference" if backend == "sdpa" and dropout_p > 0 and q.device.type == "cpu" else backend
     if backend == "reference":
-        return reference_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p)
+        return attention_reference(q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p)
     if backend == "sdpa":
         return sdpa_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p)
     return triton_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p)
-
-
-def visible_keys(tq: int, tk: int, *, causal: bool, key_padding_mask: Tensor | None, device) -> Tensor | None:
-    """Which keys each query may see: bool (B or 1, 1, Tq, Tk), True = visible; None = all of them."""
-    allowed = None
-    if causal:
-        i = torch.arange(tq, device=device)[:, None]  # (Tq, 1)
-        j = torch.arange(tk, device=device)[None, :]  # (1, Tk)
-        allowed = (j <= i + (tk - tq))[None, None]  # (1, 1, Tq, Tk), aligned to the end
-    if key_padding_mask is not None:
-        keys = key_padding_mask.bool()[:, None, None, :]  # (B, 1, 1, Tk)
-        allowed = keys if allowed is None else allowed & keys  # (B, 1, Tq, Tk)
-    return allowed
-
-
-def reference_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
-                        key_padding_mask: Tensor | None = None, dropout_p: float = 0.0) -> Tensor:
-    """The readable version: scores, mask, softmax, dropout, weighted sum of values."""
-    scores = (q / math.sqrt(q.shape[-1])) @ k.transpose(-2, -1)  # (B, H, Tq, Tk); scaling q is T/D times cheaper
-    allowed = visible_keys(q.shape[-2], k.shape[-2], causal=causal, key_padding_mask=key_padding_mask,
-                           device=q.device)
-    if allowed is not None:
-        # The most negative finite number rather than -inf: a row with no visible key then
-        # softmaxes to a harmless uniform row (no NaN), which the product below zeroes.
-        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
-    probs = torch.softmax(scores, dim=-1)  # (B, H, Tq, Tk)
-    if allowed is not None:
-        probs = probs * allowed  # exact zeros on hidden keys; all-zero rows for queries that see nothing
-    probs = F.dropout(probs, p=dropout_p) if dropout_p > 0 else probs
-    return probs @ v  # (B, H, Tq, D)
 
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
@@ -96,7 +74,12 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
     allowed = visible_keys(tq, tk, causal=causal, key_padding_mask=key_padding_mask, device=q.device)
     blind = ~allowed.any(dim=-1, keepdim=True)  # (B or 1, 1, Tq, 1): queries that see no key
     # Fused kernels may return NaN for such rows; let them see every key, then zero their output.
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed | blind, dropout_p=dropout_p)  # (B, H, Tq, D)
+    if key_padding_mask is None or key_padding_mask.dtype == torch.bool:
+        attn_mask = allowed | blind  # (B or 1, 1, Tq, Tk) bool
+    else:  # additive: torch adds a float attn_mask to the scores, as we do; -inf where hidden
+        bias = key_padding_mask[:, None, None, :].to(q.dtype)  # (B, 1, 1, Tk)
+        attn_mask = torch.where(allowed, bias, float("-inf")).masked_fill(blind, 0.0)  # (B, 1, Tq, Tk)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)  # (B, H, Tq, D)
     return out.masked_fill(blind, 0.0)
 
 

@@ -1,4 +1,4 @@
-"""kernels.flash_attention against float64 matmul-softmax-matmul: output and dQ, dK, dV.
+"""kernels.flash_attention against float64 matmul-softmax-matmul (kernels.reference): output and dQ, dK, dV.
 
 On the CPU through Triton's interpreter at tiny shapes in float32 (sequence lengths that are
 not block multiples; the interpreter's blocks are 16/32 so main, diagonal and tail loops all
@@ -7,12 +7,14 @@ real sizes against an fp32 reference, with one kernel config each (compiling eve
 autotuning candidate for every case would take minutes; `python -m kernels.bench` tunes).
 """
 import importlib
+import re
 
 import pytest
 import torch
 
 from kernels import flash_attention, supports
-from kernels.flash_attention import attention_flops, attention_reference
+from kernels.flash_attention import attention_flops
+from kernels.reference import attention_reference
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
@@ -72,6 +74,41 @@ def test_key_padding_mask(causal):
 
 
 @interpreter_only
+@pytest.mark.parametrize("causal", [False, True])
+def test_additive_key_padding_mask(causal):
+    """A float mask is added to the scores: -inf drops a key, 0 keeps it, anything else is a bias."""
+    q, k, v = _qkv(3, 2, 37, 32)
+    bias = torch.randn(3, 37, device=DEVICE) * 2
+    bias[0, 25:] = float("-inf")  # right padding, PyTorch style
+    bias[1, torch.rand(37, device=DEVICE) > 0.5] = float("-inf")
+    bias[1, 0] = 0.0
+    bias[2, 3:9] = torch.finfo(torch.float32).min  # a huge finite bias, as Hugging Face writes padding
+    _check(q, k, v, 1e-5, causal=causal, key_padding_mask=bias)
+
+
+@interpreter_only
+def test_additive_mask_matches_the_bool_mask_it_encodes():
+    q, k, v = _qkv(2, 2, 21, 16)
+    keep = torch.rand(2, 21, device=DEVICE) > 0.4
+    keep[:, 0] = True
+    additive = torch.zeros(2, 21, device=DEVICE).masked_fill(~keep, float("-inf"))
+    do = torch.randn_like(q)
+    for a, b in zip(_grads(flash_attention, q, k, v, do, key_padding_mask=keep),
+                    _grads(flash_attention, q, k, v, do, key_padding_mask=additive)):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+@interpreter_only
+def test_nan_stays_nan():
+    """A NaN in a query row gives NaN in that row and its gradients (as in torch), not zeros as if it saw no key."""
+    q, k, v = _qkv(1, 1, 20, 16)
+    q[0, 0, 3, 5] = float("nan")
+    o, dq, dk, dv = _grads(flash_attention, q, k, v, torch.randn_like(q))
+    assert o[0, 0, 3].isnan().all() and dq[0, 0, 3].isnan().all() and dk.isnan().all() and dv.isnan().all()
+    assert not o[0, 0, [0, 1, 2, 4]].isnan().any() and not dq[0, 0, [0, 1, 2, 4]].isnan().any()
+
+
+@interpreter_only
 def test_fully_padded_rows_give_zeros():
     q, k, v = _qkv(2, 2, 20, 32)
     kpm = torch.ones(2, 20, dtype=torch.bool, device=DEVICE)
@@ -95,21 +132,24 @@ def test_tiny_sequences():
 
 
 def test_supports_and_errors():
-    q, k, v = _qkv(1, 2, 8, 64)
+    q, k, v = _qkv(1, 2, 8, 64, dtype=torch.float16 if DEVICE == "cuda" else torch.float32)
     assert supports(q, k, v) == (True, "")
     cases = [
         ((q[..., :48], k[..., :48], v[..., :48]), {}, "head_dim 48"),
         ((q, k[:, :, :4], v[:, :, :4]), {}, "Tq == Tk"),
         ((q.double(), k.double(), v.double()), {}, "dtypes"),
         ((q[0], k[0], v[0]), {}, "4-D"),
-        ((q, k, v), {"key_padding_mask": torch.ones(1, 8)}, "bool"),
-        ((q, k, v), {"key_padding_mask": torch.ones(2, 8, dtype=torch.bool)}, "shape"),
+        ((q, k, v), {"key_padding_mask": torch.ones(1, 8, dtype=torch.int64)}, "dtype torch.int64 is not accepted"),
+        ((q, k, v), {"key_padding_mask": torch.ones(2, 8, dtype=torch.bool)}, "(batch, Tk)"),
+        ((q, k, v), {"key_padding_mask": torch.zeros(1, 8, requires_grad=True)}, "requires grad"),
     ]
     for args, kw, message in cases:
         ok, reason = supports(*args, **kw)
         assert not ok and message in reason
-        with pytest.raises(ValueError, match="flash_attention: .*" + message):
+        with pytest.raises(ValueError, match="flash_attention: .*" + re.escape(message)):
             flash_attention(*args, **kw)
+    with pytest.raises(ValueError, match="sm_scale=-0.5"):
+        flash_attention(q, k, v, sm_scale=-0.5)
 
 
 @requires_cuda

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels import softmax
-from kernels.softmax import softmax_reference
+from kernels.softmax import online_softmax_update, softmax_reference
 
 sm_module = importlib.import_module("kernels.softmax")  # `kernels.softmax` itself is the function
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -134,6 +134,91 @@ def test_rows_sum_to_one_and_ignore_shift(rows, cols, shift, seed):
     y = softmax(x)
     torch.testing.assert_close(y.sum(-1), torch.ones(rows, device=DEVICE), atol=1e-5, rtol=0)
     torch.testing.assert_close(softmax(x + shift), y, atol=2e-5, rtol=1e-4)
+
+
+@interpreter_only
+def test_a_nan_row_is_all_nan_not_unnormalised(path):
+    """torch.softmax gives NaN for a whole row holding a NaN; so must the kernel, forward and backward.
+
+    Before, the normaliser was 1 / where(s > 0, s, 1): a NaN sum fails `s > 0`, so the row came
+    out as unnormalised exponentials with one NaN.
+    """
+    x = _x(3, 37).requires_grad_()
+    with torch.no_grad():
+        x[1, 5] = float("nan")
+        x[2, 30] = float("inf")  # inf - inf is NaN in torch as well
+    y = softmax(x)
+    (dx,) = torch.autograd.grad(y, x, torch.randn_like(y))
+    assert y[1:].isnan().all() and dx[1:].isnan().all()
+    assert not y[0].isnan().any() and not dx[0].isnan().any()
+    torch.testing.assert_close(y[0], torch.softmax(x[0].detach(), -1), atol=1e-6, rtol=1e-5)
+
+
+@interpreter_only
+@settings(max_examples=12, deadline=None)
+@given(rows=st.integers(1, 4), cols=st.integers(1, 40), mask_kind=st.sampled_from(["none", "bool", "additive"]),
+       online=st.booleans(), seed=st.integers(0, 2**16), data=st.data())
+def test_nan_propagates_like_torch(rows, cols, mask_kind, online, seed, data):
+    """NaN / +inf put anywhere: the NaN pattern of y and dx is the reference's, the finite values match."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, cols, generator=g) * 3
+    n_bad = data.draw(st.integers(1, rows * cols))
+    where = torch.randperm(rows * cols, generator=g)[:n_bad]
+    x.view(-1)[where] = torch.tensor([float("nan"), float("inf")])[torch.randint(0, 2, (n_bad,), generator=g)]
+    mask = None
+    if mask_kind != "none":
+        keep = torch.rand(rows, cols, generator=g) > 0.3
+        mask = keep if mask_kind == "bool" else torch.zeros(rows, cols).masked_fill(~keep, float("-inf"))
+    saved = sm_module.MAX_BLOCK
+    sm_module.MAX_BLOCK = 16 if online else saved  # rows longer than 16 go online, in chunks of 16
+    try:
+        xg = x.to(DEVICE).requires_grad_()
+        y = softmax(xg, mask=None if mask is None else mask.to(DEVICE))
+        dy = torch.randn(rows, cols, generator=g)
+        (dx,) = torch.autograd.grad(y, xg, dy.to(DEVICE))
+    finally:
+        sm_module.MAX_BLOCK = saved
+    x64 = x.double().requires_grad_()
+    y64 = softmax_reference(x64, mask=mask if mask is None or mask.dtype == torch.bool else mask.double())
+    (dx64,) = torch.autograd.grad(y64, x64, dy.double())
+    assert torch.equal(y.cpu().isnan(), y64.isnan()) and torch.equal(dx.cpu().isnan(), dx64.isnan())
+    # ... and the reference is torch.softmax on every row that is not fully masked
+    z = x.double() if mask is None else (x.double().masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool
+                                         else x.double() + mask.double())
+    full = torch.isneginf(z).all(-1)
+    assert torch.equal(y64[~full].isnan(), torch.softmax(z, -1)[~full].isnan())
+    torch.testing.assert_close(y.cpu().double().nan_to_num(), y64.nan_to_num(), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(dx.cpu().double().nan_to_num(), dx64.nan_to_num(), atol=1e-6, rtol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 3), cols=st.integers(1, 50), chunk=st.integers(1, 17), n_masked=st.integers(0, 50),
+       seed=st.integers(0, 2**16))
+def test_online_softmax_update_folds_chunks_into_softmax(rows, cols, chunk, n_masked, seed):
+    """Folding a row chunk by chunk gives its logsumexp and softmax, and alpha / p rebuild softmax @ v."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, cols, generator=g, dtype=torch.float64) * 5
+    x.view(-1)[torch.randperm(rows * cols, generator=g)[:n_masked]] = float("-inf")
+    v = torch.randn(cols, 3, generator=g, dtype=torch.float64)
+    m = torch.full((rows,), float("-inf"), dtype=torch.float64)
+    s = torch.zeros(rows, dtype=torch.float64)
+    acc = torch.zeros(rows, 3, dtype=torch.float64)  # flash attention's accumulator: sum of p @ v
+    for start in range(0, cols, chunk):
+        m, s, alpha, p = online_softmax_update(m, s, x[:, start:start + chunk])
+        acc = acc * alpha[:, None] + p @ v[start:start + chunk]
+    assert not m.isnan().any() and not s.isnan().any()
+    some = ~torch.isneginf(x).all(-1)  # rows with at least one logit; the others keep m = -inf, s = 0
+    assert torch.isneginf(m[~some]).all() and (s[~some] == 0).all()
+    torch.testing.assert_close(m[some] + s[some].log(), torch.logsumexp(x[some], -1))
+    torch.testing.assert_close(torch.exp(x[some] - m[some, None]) / s[some, None], torch.softmax(x[some], -1))
+    torch.testing.assert_close(acc[some] / s[some, None], torch.softmax(x[some], -1) @ v)
+
+
+def test_online_softmax_update_propagates_nan():
+    m, s, _, _ = online_softmax_update(torch.tensor([float("-inf")]), torch.tensor([0.0]),
+                                       torch.tensor([[1.0, float("nan")]]))
+    m, s, _, _ = online_softmax_update(m, s, torch.tensor([[50.0, 2.0]]))  # a larger max later keeps s NaN
+    assert s.isnan().all()
 
 
 @interpreter_only
