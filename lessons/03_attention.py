@@ -4,41 +4,31 @@ What you will learn:
 - scaled dot-product attention as four steps (project, score, softmax, mix), and why the
   scores are divided by sqrt(head size);
 - causal masks (a decoder cannot peek at the future) and padding masks (a batch of
-  sentences of different lengths), and what they do to the attention weights;
+  sentences of different lengths), as bool masks or as additive ones, and what they do
+  to the attention weights;
 - what a trained attention head looks at: a one-layer Transformer learns to reverse a
   sequence, and its attention map turns into the anti-diagonal;
-- that the hand-built version equals `minilm.attention` (every backend) and that a whole
-  Transformer block is just attention + feed-forward + residuals + layer norms;
+- that the readable reference (`kernels.reference`, the ground truth of every attention in
+  the course) equals `minilm.attention`'s fused backends, and that a whole Transformer
+  block is just attention + feed-forward + residuals + layer norms;
 - where the compute goes: weights grow with width, attention with the square of length.
 
 Run: python lessons/03_attention.py [--quick | --full | --smoke]
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
+from kernels.reference import attention_reference, attention_weights
 from minilm import ModelConfig
 from minilm.attention import attention
 from minilm.lesson import start
 from minilm.model import Block, Transformer
-
-
-def attention_by_hand(q, k, v, causal=False, key_padding_mask=None):
-    """softmax(q k^T / sqrt(d)) v, one visible step at a time. q, k, v: (B, H, T, D).
-    Returns the output (B, H, T, D) and the attention weights (B, H, T, T)."""
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, T): how well each query matches each key
-    T = q.shape[-2]
-    if causal:
-        future = torch.ones(T, T, dtype=torch.bool).triu(1)  # (T, T): True above the diagonal
-        scores = scores.masked_fill(future, float("-inf"))
-    if key_padding_mask is not None:
-        scores = scores.masked_fill(~key_padding_mask[:, None, None, :], float("-inf"))  # (B, 1, 1, T)
-    weights = scores.softmax(dim=-1)  # (B, H, T, T): each row sums to one
-    return weights @ v, weights  # (B, H, T, D)
 
 
 def main(argv=None):
@@ -51,7 +41,9 @@ def main(argv=None):
     x = torch.randn(1, T, D)  # (B, T, D): stand-in word vectors
     Wq, Wk, Wv = (torch.randn(D, D) / math.sqrt(D) for _ in range(3))
     q, k, v = (x @ W for W in (Wq, Wk, Wv))  # (B, T, D) each
-    out, w = attention_by_hand(q[:, None], k[:, None], v[:, None])  # one head: (1, 1, T, D)
+    w = attention_weights(q[:, None], k[:, None])  # one head: (1, 1, T, T)
+    out = w @ v[:, None]  # (1, 1, T, D)
+    print(inspect.getsource(attention_weights))
     lesson.say(f"""
         Each of the {T} words "{' '.join(words)}" is a vector of {D} numbers. Attention
         (1) projects every vector three ways: a query (what am I looking for?), a key (what do I
@@ -59,7 +51,9 @@ def main(argv=None):
         with a dot product, giving a {T}x{T} table; (3) turns each row into weights that sum to
         one with a softmax; (4) replaces each word by the weighted mix of all the values. The
         weights of "{words[1]}" over the five words: {[round(float(a), 3) for a in w[0, 0, 1]]}
-        (sum {float(w[0, 0, 1].sum()):.3f}).""")
+        (sum {float(w[0, 0, 1].sum()):.3f}). Printed above is `attention_weights`, steps (2) and (3)
+        as the library writes them; `attention_reference` adds step (4), `weights @ v`. They are
+        the ground truth every faster attention in the course is tested against.""")
     for d in (16, 64, 256):
         a, b = torch.randn(10000, d), torch.randn(10000, d)
         dots = (a * b).sum(-1)
@@ -72,9 +66,11 @@ def main(argv=None):
         scale whatever the head size.""")
 
     lesson.section("2. Masks: no peeking, no padding")
-    _, w_causal = attention_by_hand(q[:, None], k[:, None], v[:, None], causal=True)
+    w_causal = attention_weights(q[:, None], k[:, None], causal=True)
     pad = torch.tensor([[True, True, True, False, False]])  # a 3-word sentence padded to 5
-    _, w_pad = attention_by_hand(q[:, None], k[:, None], v[:, None], key_padding_mask=pad)
+    w_pad = attention_weights(q[:, None], k[:, None], key_padding_mask=pad)
+    additive = torch.zeros(1, T).masked_fill(~pad, float("-inf"))  # the same mask, PyTorch's additive way
+    w_add = attention_weights(q[:, None], k[:, None], key_padding_mask=additive)
     print("  causal weights (row = query, column = key):")
     for i in range(T):
         print("   " + " ".join(f"{float(a):5.2f}" for a in w_causal[0, 0, i]) + f"   {words[i]}")
@@ -83,7 +79,11 @@ def main(argv=None):
         above the diagonal are set to -infinity before the softmax, which makes their weights
         exactly 0. An encoder batch pads short sentences to a common length; a padding mask
         hides the pad keys in the same way: with the last two positions padded, the weight on
-        them is {float(w_pad[0, 0, :, 3:].sum()):.1f} for every query.""")
+        them is {float(w_pad[0, 0, :, 3:].sum()):.1f} for every query. A mask comes in two kinds,
+        with one meaning across minilm and its kernels: a bool mask keeps a key where it is
+        True; a float mask is *added* to the scores, so 0 keeps a key and -inf drops it (and
+        other values tilt the weights). Written as 0 / -inf, the padding mask above gives the
+        same weights to within {float((w_add - w_pad).abs().max()):.1e}.""")
 
     lesson.section("3. What a trained head looks at: learning to reverse")
     n_digits, steps = 10, lesson.pick(smoke=30, quick=300, full=1000)
@@ -104,14 +104,14 @@ def main(argv=None):
         block = body.blocks[0]
         h = block.attn_norm(body.embeddings(seq[:1]))  # (1, T, D): exactly what the attention layer receives
         split = lambda t: t.view(1, 8, 1, 64).transpose(1, 2)  # (1, H=1, T, D)
-        _, learned = attention_by_hand(split(block.attn.q(h)), split(block.attn.k(h)), split(block.attn.v(h)))
+        learned = attention_weights(split(block.attn.q(h)), split(block.attn.k(h)))  # (1, 1, T, T)
     lesson.say(f"""
         A one-layer Transformer ({sum(p.numel() for p in body.parameters()):,} parameters) is
         trained for {steps} steps to output its input backwards: position i must copy the
         digit at position 7 - i. Only attention can move information between positions, so
         the task forces it to learn where to look. Accuracy per digit on fresh sequences:
-        {acc:.1%} (chance 10%). Recomputing its attention with our step-by-step function and
-        the layer's own projections, position 0 puts {float(learned[0, 0, 0, 7]):.0%} of its
+        {acc:.1%} (chance 10%). Recomputing its attention with `attention_weights` and the
+        layer's own projections, position 0 puts {float(learned[0, 0, 0, 7]):.0%} of its
         weight on position 7: the map is the anti-diagonal (picture).""")
     lesson.record("reversal accuracy (1-layer Transformer)", acc, "{:.1%}")
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
@@ -128,24 +128,27 @@ def main(argv=None):
     axes[0].set_ylabel("query")
     lesson.save_figure(fig, "attention_maps")
 
-    lesson.section("4. The same numbers as minilm.attention")
+    lesson.section("4. The same numbers from every backend of minilm.attention")
     B, H, T, Dh = 3, 4, 11, 32
     q, k, v = (torch.randn(B, H, T, Dh, dtype=torch.float64) for _ in range(3))
     lengths = torch.tensor([11, 7, 3])
     mask = torch.arange(T)[None] < lengths[:, None]  # (B, T): True for real tokens
+    masks = {"bool": mask, "additive": torch.zeros(B, T, dtype=torch.float64).masked_fill(~mask, float("-inf"))}
     worst = 0.0
     for causal in (False, True):
-        mine, _ = attention_by_hand(q, k, v, causal=causal, key_padding_mask=mask)
-        for backend in ("reference", "sdpa"):
-            theirs = attention(q, k, v, causal=causal, key_padding_mask=mask, backend=backend)
-            worst = max(worst, float((mine - theirs).abs().max()))
+        for kind, m in masks.items():
+            truth = attention_reference(q, k, v, causal=causal, key_padding_mask=m)
+            fused = attention(q, k, v, causal=causal, key_padding_mask=m, backend="sdpa")
+            worst = max(worst, float((truth - fused).abs().max()))
+            print(f"  causal={causal!s:5s} {kind:8s} mask: max |reference - sdpa| = {float((truth - fused).abs().max()):.1e}")
     lesson.say(f"""
-        On a batch of {B} sentences (lengths {lengths.tolist()}), {H} heads, with and without
-        the causal mask, our four lines and minilm's `attention` (the readable `reference`
-        backend and torch's fused `sdpa`) differ by at most {worst:.1e} in float64. On a GPU,
-        `backend="triton"` runs the course's own flash-attention kernel (lessons 10-11) and is
-        tested against the same reference.""")
-    lesson.record("hand-built vs minilm.attention (max abs diff)", worst, "{:.1e}")
+        `minilm.attention` is one function with several backends: `reference` is the
+        function above, `sdpa` calls torch's fused kernel. On a batch of {B} sentences
+        (lengths {lengths.tolist()}), {H} heads, with and without the causal mask, with the
+        padding given as a bool or as an additive mask, they differ by at most {worst:.1e} in
+        float64. On a GPU, `backend="triton"` runs the course's own flash-attention kernel
+        (lessons 10-11), tested against the same reference.""")
+    lesson.record("reference vs sdpa backend (max abs diff)", worst, "{:.1e}")
 
     lesson.section("5. A whole Transformer block")
     results = {}
@@ -157,7 +160,7 @@ def main(argv=None):
 
         def self_attention(h):
             split = lambda t: t.view(2, 9, 4, 16).transpose(1, 2)  # (B, H, T, Dh): four heads of 16
-            y, _ = attention_by_hand(split(block.attn.q(h)), split(block.attn.k(h)), split(block.attn.v(h)))
+            y = attention_reference(split(block.attn.q(h)), split(block.attn.k(h)), split(block.attn.v(h)))
             return block.attn.o(y.transpose(1, 2).reshape(2, 9, 64))  # heads side by side, mixed by o
 
         ff = lambda h: block.ff.down(F.gelu(block.ff.up(h)))  # widen, GELU, narrow: applied to each token alone

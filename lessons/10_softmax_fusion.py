@@ -29,7 +29,7 @@ if not torch.cuda.is_available():
 import matplotlib.pyplot as plt  # noqa: E402
 
 from kernels import softmax  # noqa: E402
-from kernels.softmax import softmax_bytes, softmax_reference  # noqa: E402
+from kernels.softmax import online_softmax_update, softmax_bytes, softmax_reference  # noqa: E402
 from minilm.lesson import start  # noqa: E402
 
 sm_module = importlib.import_module("kernels.softmax")  # `kernels.softmax` is the function; this is the file
@@ -49,22 +49,6 @@ def eager_masked_softmax(x, scale, mask):
     m = z.amax(-1, keepdim=True)
     e = torch.exp(z - m)
     return e / e.sum(-1, keepdim=True)
-
-
-def online_softmax_stats(row, chunk):
-    """The online softmax over a 1-D row, `chunk` entries at a time: returns (max, sum of exp(row - max)).
-
-    After each chunk, m is the largest value seen so far and s the sum of exp(value - m) over
-    everything seen so far. When a chunk raises the maximum from m to m', the old sum is
-    rescaled by exp(m - m'). One sweep; nothing but (m, s) is kept between chunks.
-    """
-    m, s = torch.tensor(float("-inf"), dtype=row.dtype), torch.tensor(0.0, dtype=row.dtype)
-    for start_ in range(0, row.numel(), chunk):
-        block = row[start_:start_ + chunk]
-        m_new = torch.maximum(m, block.max())
-        s = s * torch.exp(m - m_new) + torch.exp(block - m_new).sum()
-        m = m_new
-    return m, s
 
 
 def best_time(fn, repeat):
@@ -122,7 +106,10 @@ def main(argv=None):
     print(f"  subtract the max first:                      {[round(v, 4) for v in safe.tolist()]}")
     row = torch.randn(lesson.pick(smoke=40, quick=1000, full=100000), dtype=torch.float64) * 5
     chunk = lesson.pick(smoke=16, quick=128, full=8192)
-    m, s = online_softmax_stats(row, chunk)
+    m, s = torch.tensor(float("-inf"), dtype=row.dtype), torch.tensor(0.0, dtype=row.dtype)
+    for start_ in range(0, row.numel(), chunk):  # one sweep; only (m, s) is kept between chunks
+        m, s, _, _ = online_softmax_update(m, s, row[start_:start_ + chunk])
+    print(python_source(online_softmax_update))
     exact = torch.logsumexp(row, 0)
     print(f"  one sweep in chunks of {chunk}: max + log(sum) = {float(m + torch.log(s)):.12f}; "
           f"torch.logsumexp = {float(exact):.12f}")
@@ -132,8 +119,9 @@ def main(argv=None):
         must be known before the exponentials. The online softmax removes the catch. It keeps a
         running maximum m and a running sum s; when a new chunk raises the maximum to m', the
         sum so far is multiplied by exp(m - m'), which is exactly what it would have been had
-        m' been known all along. The kernel uses this for rows longer than one block, and flash
-        attention (lesson 11) is built on it.""")
+        m' been known all along. That one step is `online_softmax_update` (printed above), the
+        loop folds the row through it chunk by chunk. The kernel does the same for rows longer
+        than one block, and flash attention (lesson 11) is built on it.""")
     lesson.record("online softmax vs logsumexp (abs diff)", abs(float(m + torch.log(s) - exact)), "{:.1e}")
 
     lesson.section("3. The kernel, line by line")
@@ -152,8 +140,10 @@ def main(argv=None):
         registers: that is the fusion.""")
     print(python_source(sm_module._online_update))
     lesson.say("""
-        The online update of section 2, as the kernel does it for rows too long for one
-        block, vectorised over the rows of a program. The backward kernel is shorter still:
+        The online update of section 2 in Triton, as the kernel does it for rows too long for
+        one block, vectorised over the rows of a program, in base 2, and taking raw logits and
+        their scale so that flash attention's hot loop (which calls this same function) pays
+        one fused multiply-add per score. The backward kernel is shorter still:
         dx = scale * y * (dy - sum(y * dy)), reading y and dy and writing dx, three passes.""")
 
     lesson.section("4. Checked against float64" + ("" if GPU else ", through Triton's interpreter on the CPU"))

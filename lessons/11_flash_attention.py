@@ -33,6 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from kernels import flash_attention  # noqa: E402
 from kernels.flash_attention import attention_flops  # noqa: E402
 from kernels.reference import attention_reference  # noqa: E402
+from kernels.softmax import online_softmax_update  # noqa: E402
 from minilm.lesson import start  # noqa: E402
 
 fa_module = importlib.import_module("kernels.flash_attention")
@@ -44,8 +45,9 @@ def tiled_attention(q, k, v, block_n, causal=False):
 
     q (Tq, D), k and v (Tk, D). Per query row it keeps only m (running max of the scores),
     l (running sum of exp(score - m)) and acc (running sum of exp(score - m) * value). A new
-    block that raises the max from m to m' rescales l and acc by exp(m - m'). At the end
-    out = acc / l, and m + log(l) is the row's log-sum-exp (saved for the backward).
+    block that raises the max from m to m' rescales l and acc by alpha = exp(m - m'): that
+    step is the library's `online_softmax_update` (lesson 10). At the end out = acc / l, and
+    m + log(l) is the row's log-sum-exp (saved for the backward).
     Returns (out (Tq, D), lse (Tq,)). No (Tq, Tk) matrix is ever formed.
     """
     Tq, D = q.shape
@@ -59,12 +61,8 @@ def tiled_attention(q, k, v, block_n, causal=False):
         s = (q @ kb.T) * scale  # (Tq, BN): one tile of scores, the only one alive
         if causal:
             s = s.masked_fill(torch.arange(start_, start_ + kb.shape[0])[None, :] > rows, float("-inf"))
-        m_new = torch.maximum(m, s.amax(1))
-        alpha = torch.exp(m - m_new)  # how much the old max over-counted
-        p = torch.exp(s - m_new[:, None])  # (Tq, BN)
-        l = l * alpha + p.sum(1)
-        acc = acc * alpha[:, None] + p @ vb
-        m = m_new
+        m, l, alpha, p = online_softmax_update(m, l, s)  # p (Tq, BN); alpha: how much the old max over-counted
+        acc = acc * alpha[:, None] + p @ vb  # (Tq, D)
     return acc / l[:, None], m + torch.log(l)
 
 
@@ -152,7 +150,9 @@ def main(argv=None):
     print(python_source(fa_module._fwd_inner))
     lesson.say("""
         `_fwd_inner` is section 2's loop over key blocks, for one block of query rows. tl.dot
-        multiplies tiles on the matrix units, accumulating in float32. MASKED is a
+        multiplies tiles on the matrix units, accumulating in float32. The online step is a
+        call to `_online_update`, the Triton twin of `online_softmax_update`, the same helper
+        lesson 10's long-row softmax kernel calls. MASKED is a
         compile-time flag: blocks that need no mask run a loop with no mask arithmetic at
         all, and scores go to base 2 with the scale folded into one multiply-add. The last
         line hands the old accumulator to tl.dot, rescaled, so the product is added in place.""")
