@@ -14,7 +14,8 @@ Design choices:
   complaint), or a folder without a stamp (cut short, or written by an older
   minilm), is tokenised again with a one-line notice: minilm can rebuild it, so
   it does. The new folder is built beside the old and renamed into place, so a
-  process still reading the old arrays keeps them.
+  process still reading the old arrays keeps them; temp folders an hour old,
+  left by a crash, are removed then.
 - `encoder_rows` / `decoder_rows` cut a corpus into model rows with vectorised
   numpy, no Python loop over tokens.
 """
@@ -42,6 +43,7 @@ from minilm.text import docs_fingerprint
 
 ARRAYS = ("ids", "word_starts", "doc_offsets")
 STAMP = "stamp.json"
+STALE_S = 3600  # a temp folder this old beside the cache is a crash's leftover
 
 
 @dataclass
@@ -88,6 +90,9 @@ def cache_problem(folder: Path) -> str | None:
 def _write_cache(folder: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Write `arrays` and their stamp into a new folder beside `folder`, then move it into place."""
     folder.parent.mkdir(parents=True, exist_ok=True)
+    for stale in folder.parent.glob(f".{folder.name}.*"):  # left by a crash; a live builder's is younger
+        if time.time() - stale.stat().st_mtime > STALE_S:
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
         files = {}

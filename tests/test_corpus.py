@@ -1,5 +1,6 @@
 """Tokenised corpora and rows: the cache is exact and verified when read, rows match a plain reference."""
 import json
+import os
 import random
 
 import numpy as np
@@ -137,6 +138,20 @@ def test_edited_token_ids_in_the_cache_are_rebuilt(small, tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert "ids.npy's sha256 differs from its stamp" in err and "tokenising 'small' again" in err
     assert [p.name for p in (tmp_path / "tokenized").iterdir()] == [_folder(tmp_path).name]  # no leftovers
+
+
+def test_a_crash_leftover_is_removed_on_the_next_build(small, tmp_path, monkeypatch):
+    monkeypatch.setenv("MINILM_CACHE", str(tmp_path))
+    docs, tok = small
+    tokenize_corpus(docs, tok, "small")
+    folder = _folder(tmp_path)
+    leftover, fresh = folder.with_name(f".{folder.name}.crashed"), folder.with_name(f".{folder.name}.building")
+    leftover.mkdir()
+    fresh.mkdir()
+    os.utime(leftover, (0, 0))
+    (folder / "stamp.json").unlink()
+    tokenize_corpus(docs, tok, "small")
+    assert not leftover.exists() and fresh.exists()  # another process may still be writing the young one
 
 
 @pytest.mark.parametrize("damage", ["truncate", "no stamp", "bad stamp"])
