@@ -32,8 +32,10 @@ Design choices
   `torch.finfo(torch.float32).min` stays finite, as it does in torch. `causal` keeps key j for query i when
   j <= i + (keys - queries), the end-aligned convention of `minilm.attention`.
 - Rows where everything is masked give zeros (and zero gradient), never NaN. A NaN (or a
-  +inf) in a row makes the whole row NaN, forward and backward, as in torch.softmax: the
-  normaliser substitutes 1 only for a sum that is exactly 0.
+  +inf) kept in a row makes the whole row NaN, forward and backward, as in torch.softmax:
+  the normaliser substitutes 1 only for a sum that is exactly 0. (The backward reads only
+  y, so such a row's gradient is NaN at its masked entries too, where masked_fill followed
+  by torch.softmax would give 0.)
 - Any `dim` and any strides: the input is moved so that `dim` is last and copied only
   when its rows are not unit-stride. The mask is treated as a constant (an additive mask
   that requires grad is rejected).
@@ -240,7 +242,7 @@ def _fwd_online_kernel(X, Y, M, n_rows, n_cols, stride_x, stride_y,
         x = tl.load(X + r64 * stride_x + cols[None, :], mask=in_bounds, other=0.0).to(tl.float32)
         z = _logits2(x, rows, cols, in_bounds, M, d1, d2, m_s0, m_s1, m_s2, m_sc, n_q, causal_offset, scale2,
                      MASK_KIND, CAUSAL)
-        m, s, _, _ = _online_update(m, s, z, 1.0)
+        m, s, alpha, p = _online_update(m, s, z, 1.0)  # alpha and p are not needed here
     m = tl.where(m == float("-inf"), 0.0, m)
     inv = 1.0 / tl.where(s == 0, 1.0, s)  # a fully masked row has e == 0; a NaN sum stays NaN
     for start in range(0, n_cols, BLOCK_N):

@@ -1,13 +1,15 @@
 """kernels.bench runs end to end on fake timings (--dry-run), so the GPU run is known to format and write.
 
-On a CPU it also checks that the real mode exits 0 saying there is no GPU.
+On a CPU it also checks that the real mode exits 0 saying there is no GPU, and runs the
+compile-ahead worker and the suites' correctness checks on tiny shapes through the interpreter.
 """
 import json
 
 import pytest
 import torch
 
-from kernels import bench
+from kernels import bench, bench_compile, bench_report, bench_suites
+from kernels.bench_suites import Result
 
 
 def test_dry_run_writes_results_and_table(tmp_path, capsys):
@@ -19,20 +21,25 @@ def test_dry_run_writes_results_and_table(tmp_path, capsys):
     results = payload["results"]
     # every headline attention case has minilm and the SDPA baselines, forward and backward
     cases = {r["case"] for r in results if r["suite"] == "attention"}
-    assert len(cases) == 2 * len(bench.ATTENTION_HEADLINE) + 1
+    assert len(cases) == 2 * len(bench_suites.ATTENTION_HEADLINE) + 1
     impls = {r["impl"] for r in results if r["suite"] == "attention"}
     assert {"minilm", "flash", "cudnn", "efficient", "naive"} <= impls
-    assert {r["params"]["cols"] for r in results if r["suite"] == "softmax"} == set(bench.SOFTMAX_QUICK_COLS)
+    assert not any(r["note"] for r in results)  # nothing was launched, so nothing can have refused
+    assert {r["params"]["cols"] for r in results if r["suite"] == "softmax"} == set(bench_suites.SOFTMAX_QUICK_COLS)
+    # the progress bar's total is the number of timings the suites record
+    assert len(results) == bench_suites.planned_timings(bench_suites.SOFTMAX_QUICK_COLS, quick=True)
     summary = payload["summary"]
     assert summary["copy_gbps"] > 0 and summary["matmul_tflops"] > 0
     assert summary["softmax"]["bf16"]["fwd_speedup_geomean"] > 0
+    # how it measured is in the output: the JSON and the table both say it was a dry run
+    assert payload["env"]["real_timings"] is False and "dry run" in payload["env"]["method"]
     # the short table comes last and carries the ratios and the goals
     tail = printed[printed.index("== kernels.bench"):]
-    assert "xflash" in tail and "goals (issue 7)" in tail and "copy" in tail
+    assert "xflash" in tail and "goals:" in tail and "copy" in tail and "measured: dry run" in tail
 
 
 def test_summary_ratios_come_from_the_timings():
-    r = bench.Result
+    r = Result
     results = [
         r("ceiling", "copy", "c", "fwd", 1.0, gbps=4000.0),
         r("ceiling", "matmul", "m", "fwd", 1.0, tflops=700.0),
@@ -45,13 +52,13 @@ def test_summary_ratios_come_from_the_timings():
         r("attention", "minilm", "a", "bwd", 2.0, tflops=100.0),
         r("attention", "flash", "a", "bwd", 1.0),
     ]
-    s = bench.summarize(results)
+    s = bench_report.summarize(results)
     assert s["softmax"]["bf16"]["fwd_speedup_geomean"] == pytest.approx(2.0)
     assert s["softmax"]["bf16"]["bwd_speedup_geomean"] == pytest.approx(4.0)
     assert s["softmax"]["bf16"]["fwd_min_fraction_of_copy_1k_16k"] == pytest.approx(0.9)
     (row,) = s["attention"]
     assert row["fwd_vs_flash"] == pytest.approx(1.5) and row["bwd_vs_flash"] == pytest.approx(0.5)
-    table = bench.short_table(results, s, {"gpu": "x", "torch": "t", "triton": "tr"})
+    table = bench_report.short_table(results, s, {"gpu": "x", "torch": "t", "triton": "tr"})
     assert "fwd 1.50x (goal >= 1.2x): MET" in table and "bwd 0.50x (goal >= 1.0x): not met" in table
 
 
@@ -63,18 +70,60 @@ def test_without_gpu_says_so_and_exits_cleanly(tmp_path, capsys):
 
 
 def test_compile_tasks_cover_every_variant_and_run():
-    tasks = bench._compile_tasks(bench.SOFTMAX_QUICK_COLS, quick=True)
+    tasks = bench_compile.compile_tasks(bench_suites.SOFTMAX_QUICK_COLS, quick=True)
     attention = [args for kind, args in tasks if kind == "attention"]
     # H=16/12 x D=64/128 x causal/not, plus the padded BERT batch, once each
     assert len(attention) == len({(s[1], s[3], c, p) for s, c, p in attention}) == 7
-    assert sum(kind == "softmax" for kind, _ in tasks) == 2 * len(bench.SOFTMAX_QUICK_COLS) + 1
+    assert sum(kind == "softmax" for kind, _ in tasks) == 2 * len(bench_suites.SOFTMAX_QUICK_COLS) + 1
     if torch.cuda.is_available():
         return
-    # the worker body, on tiny shapes through the interpreter: it must leave the autotuners as it found them
-    import importlib
+    # the worker body, on tiny shapes through the interpreter: it runs each kernel forward and backward
+    for task in [("attention", ((1, 2, 20, 32), True, True)), ("softmax", ("float32", (2, 3, 40), 0.5, True))]:
+        done, seconds = bench_compile.run_variant(task, device="cpu")
+        assert done == task and seconds >= 0
 
-    fa = importlib.import_module("kernels.flash_attention")
-    before = list(fa._fwd_kernel.configs)
-    bench._compile_candidates(("attention", ((1, 2, 20, 32), True, True)), device="cpu")
-    bench._compile_candidates(("softmax", ("float32", (2, 3, 40), 0.5, True)), device="cpu")
-    assert fa._fwd_kernel.configs == before
+
+class _CPULab(bench_suites.GPULab):
+    """The real lab's checks on CPU tensors (through the interpreter), with do_bench replaced by one call."""
+
+    device = "cpu"
+
+    def __init__(self):
+        self.method = "test"
+
+    def randn(self, *shape, dtype=torch.float32):
+        return torch.randn(*shape)  # float32: the interpreter's bf16 dot is not exact enough to check
+
+    def time(self, fn, *, key, nbytes=0, flops=0, grad_to_none=None):
+        fn()
+        return 1.0, 1.0, 1.0
+
+    def release(self):
+        pass
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter check; the GPU run checks at real sizes")
+def test_attention_suite_checks_every_impl_against_the_reference(monkeypatch):
+    """The real path of the attention suite, on one tiny padded case: every impl that runs is close to the reference."""
+    monkeypatch.setattr(bench_suites, "attention_cases", lambda quick: [((2, 2, 32, 16), False, True)])
+    monkeypatch.setattr(bench_suites, "attention_impls", lambda seq, padded: ["minilm", "naive"])
+
+    class Bar:
+        def update(self, n):
+            pass
+
+    results = bench_suites.attention_suite(_CPULab(), True, Bar())
+    by_impl = {(r.impl, r.direction): r for r in results}
+    assert len(results) == 4
+    for impl in ("minilm", "naive"):
+        for direction in ("fwd", "bwd"):
+            r = by_impl[(impl, direction)]
+            assert r.note == "" and r.rel_err < 1e-5, (impl, direction, r.rel_err, r.note)
+    # the reference chunked over heads equals the reference on all heads at once
+    q, k, v, do = (torch.randn(2, 3, 8, 4) for _ in range(4))
+    monkeypatch.setattr(bench_suites, "REFERENCE_CHUNK_BYTES", 2 * 8 * 8 * 4)  # one head per chunk
+    chunked = bench_suites.reference_with_grads(q, k, v, do, causal=True, key_padding_mask=None)
+    monkeypatch.setattr(bench_suites, "REFERENCE_CHUNK_BYTES", 2**31)
+    whole = bench_suites.reference_with_grads(q, k, v, do, causal=True, key_padding_mask=None)
+    for a, b in zip(chunked, whole):
+        torch.testing.assert_close(a, b)

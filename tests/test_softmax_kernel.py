@@ -159,7 +159,7 @@ def test_a_nan_row_is_all_nan_not_unnormalised(path):
 @given(rows=st.integers(1, 4), cols=st.integers(1, 40), mask_kind=st.sampled_from(["none", "bool", "additive"]),
        online=st.booleans(), seed=st.integers(0, 2**16), data=st.data())
 def test_nan_propagates_like_torch(rows, cols, mask_kind, online, seed, data):
-    """NaN / +inf put anywhere: the NaN pattern of y and dx is the reference's, the finite values match."""
+    """NaN / +inf put anywhere: the NaN rows of y and dx are the reference's, the finite values match."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(rows, cols, generator=g) * 3
     n_bad = data.draw(st.integers(1, rows * cols))
@@ -181,7 +181,10 @@ def test_nan_propagates_like_torch(rows, cols, mask_kind, online, seed, data):
     x64 = x.double().requires_grad_()
     y64 = softmax_reference(x64, mask=mask if mask is None or mask.dtype == torch.bool else mask.double())
     (dx64,) = torch.autograd.grad(y64, x64, dy.double())
-    assert torch.equal(y.cpu().isnan(), y64.isnan()) and torch.equal(dx.cpu().isnan(), dx64.isnan())
+    assert torch.equal(y.cpu().isnan(), y64.isnan())
+    # a NaN row's gradient is NaN everywhere; the reference's masked_fill gives its masked entries 0 instead
+    nan_rows = y64.isnan().any(-1)
+    assert torch.equal(dx.cpu().isnan().any(-1), nan_rows) and dx[nan_rows.to(DEVICE)].isnan().all()
     # ... and the reference is torch.softmax on every row that is not fully masked
     z = x.double() if mask is None else (x.double().masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool
                                          else x.double() + mask.double())
