@@ -174,6 +174,8 @@ def test_flops_counted():
     (torch.bfloat16, (1, 4, 2000, 128), False, False),
     (torch.bfloat16, (4, 2, 300, 32), True, True),
     (torch.float16, (3, 2, 777, 64), True, True),
+    (torch.bfloat16, (2, 4, 1000, 64), False, "additive"),
+    (torch.float16, (3, 2, 777, 128), True, "additive"),
 ])
 def test_cuda_real_sizes(one_config, dtype, shape, causal, padded):
     B, H, T, D = shape
@@ -182,6 +184,8 @@ def test_cuda_real_sizes(one_config, dtype, shape, causal, padded):
     if padded:
         mask = torch.arange(T, device="cuda")[None, :] < torch.randint(T // 2, T + 1, (B, 1), device="cuda")
         mask[-1] = B == 1  # with B > 1, one batch entry with no real token: zeros, not NaN
+    if padded == "additive":  # the same padding as 0 / -inf, plus a finite bias on the real keys
+        mask = torch.randn(B, T, device="cuda").masked_fill(~mask, float("-inf"))
     do = torch.randn_like(q)
     ours = _grads(flash_attention, q, k, v, do, causal=causal, key_padding_mask=mask)
     ref = _grads(attention_reference, *(t.float() for t in (q, k, v, do)), causal=causal, key_padding_mask=mask)

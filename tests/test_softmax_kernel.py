@@ -277,3 +277,18 @@ def test_cuda_real_sizes(one_config, dtype, shape):
         torch.testing.assert_close(dx.float(), dx32, **tol)
     y = softmax(x[:, : cols // 2].t(), dim=0)  # strided input, softmax over a non-last dim
     torch.testing.assert_close(y.float(), torch.softmax(x[:, : cols // 2].t().float(), 0), **tol)
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("shape", [(64, 1000), (8, 70000)])  # one block per row; the online kernels
+def test_cuda_nan_rows_are_nan(one_config, shape):
+    x = torch.randn(*shape, device="cuda", dtype=torch.bfloat16).requires_grad_()
+    with torch.no_grad():
+        x[1, 7] = float("nan")
+        x[2, -1] = float("inf")
+    y = softmax(x)
+    (dx,) = torch.autograd.grad(y, x, torch.randn_like(y))
+    assert y[1:3].isnan().all() and dx[1:3].isnan().all()
+    assert not y[3:].isnan().any() and not dx[3:].isnan().any()
+    torch.testing.assert_close(y[3:].float().sum(-1), torch.ones(shape[0] - 3, device="cuda"), atol=2e-2, rtol=0)
