@@ -19,6 +19,7 @@ COMMANDS = {
     "fill-mask": ("minilm.fill_mask", "predict the [MASK] tokens of a sentence with a masked LM"),
     "bench": ("minilm.bench", "benchmarks against the reference libraries"),
     "course": ("minilm.course", "run every lesson in quick mode and write runs/course/REPORT.md"),
+    "assignment": ("minilm.assignment", "course assignments cut from the library: list, build a handout, grade"),
 }
 
 

@@ -22,6 +22,7 @@ import ast
 import json
 import os
 import random
+import sys
 import textwrap
 import time
 from dataclasses import dataclass, field
@@ -147,10 +148,22 @@ def start(file: str, argv: list[str] | None = None) -> Lesson:
     out = args.out or Path("runs") / "lessons" / path.stem
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(args.seed)
+    sys.excepthook = _stop_on_unfinished_assignment
     lesson = Lesson(name=path.stem, title=title, mode=mode, seed=args.seed, out=out)
     lesson._write()
     print(f"# {title}\n(mode: {mode}; seed {args.seed}; results in {out}/)")
     return lesson
+
+
+def _stop_on_unfinished_assignment(kind, error, traceback) -> None:
+    """In a handout, a lesson that meets a hollowed function stops with one line naming the assignment."""
+    from minilm.assignments import unfinished_assignment
+
+    name = unfinished_assignment(error)
+    if name is None:
+        return sys.__excepthook__(kind, error, traceback)
+    print(f"this lesson needs assignment {name}, which is not done yet: finish it first (see HANDOUT.md)",
+          file=sys.stderr)
 
 
 def seed_everything(seed: int) -> None:

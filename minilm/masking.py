@@ -156,6 +156,7 @@ def choose_units(unit: torch.Tensor, valid: torch.Tensor, prob: float, count: st
     order lies below the target, i.e. start + end < 2 * target: this takes the prefix of the
     order whose token count is closest to the target (ties round down).
     """
+    # BEGIN SOLUTION masking
     B, T = unit.shape
     size = torch.zeros(B, T, dtype=torch.long, device=unit.device).scatter_add_(1, unit, valid.long())  # (B, T)
     key = _uniform((B, T), generator, unit.device)  # (B, T) one random key per unit id
@@ -169,6 +170,7 @@ def choose_units(unit: torch.Tensor, valid: torch.Tensor, prob: float, count: st
         take = (2 * end - size_in_order < 2 * target[:, None]) & (size_in_order > 0)  # (B, T)
         chosen = torch.zeros_like(take).scatter_(1, order, take)  # (B, T) back to unit ids
     return chosen.gather(1, unit) & valid  # (B, T)
+    # END SOLUTION masking
 
 
 def span_lengths(shape, p: float, max_len: int, generator: torch.Generator | None,
@@ -180,12 +182,14 @@ def span_lengths(shape, p: float, max_len: int, generator: torch.Generator | Non
     inverting the CDF F(k) = (1 - q^k) / (1 - q^max_len), q = 1 - p: L = 1 + #{k < max_len : F(k) <= u}
     for u ~ U[0, 1). Returns long `shape`.
     """
+    # BEGIN SOLUTION masking
     u = _uniform(shape, generator, device)
     q = 1.0 - p
     lengths = torch.ones(shape, dtype=torch.long, device=device)
     for k in range(1, max_len):  # max_len is small (10): one comparison per possible length
         lengths += u >= (1.0 - q**k) / (1.0 - q**max_len)
     return lengths
+    # END SOLUTION masking
 
 
 # --------------------------------------------------------------------------- the four strategies
@@ -199,6 +203,7 @@ def choose_tokens(maskable: torch.Tensor, word_ids: torch.Tensor | None, config:
     exact: exactly round(mask_prob * n) positions per row (n = maskable positions), every such
     set equally likely. Returns (selected (B, T) bool, None): one replacement decision per token.
     """
+    # BEGIN SOLUTION masking
     key = _uniform(maskable.shape, generator, maskable.device)  # (B, T)
     if config.count == "bernoulli":
         return (key < config.mask_prob) & maskable, None
@@ -206,6 +211,7 @@ def choose_tokens(maskable: torch.Tensor, word_ids: torch.Tensor | None, config:
     order = key.masked_fill(~maskable, 2.0).argsort(dim=1, stable=True)  # (B, T) positions, smallest key first
     first = torch.arange(order.shape[1], device=order.device).expand_as(order) < target[:, None]  # (B, T)
     return torch.zeros_like(maskable).scatter_(1, order, first) & maskable, None
+    # END SOLUTION masking
 
 
 def choose_whole_words(maskable: torch.Tensor, word_ids: torch.Tensor | None, config: MaskingConfig,
@@ -255,6 +261,7 @@ def choose_sequence(maskable: torch.Tensor, word_ids: torch.Tensor | None, confi
     random place where it fits. MASS masks half the row: mask_prob defaults to 0.5 here.
     Returns (selected (B, T) bool, None): one replacement decision per token.
     """
+    # BEGIN SOLUTION masking
     B, T = maskable.shape
     n = maskable.sum(1)  # (B,)
     if config.count == "bernoulli":
@@ -265,6 +272,7 @@ def choose_sequence(maskable: torch.Tensor, word_ids: torch.Tensor | None, confi
     start = torch.minimum(start, n - length)  # float rounding could reach n - length + 1
     rank = maskable.long().cumsum(1) - 1  # (B, T) index of each position among the maskable ones
     return maskable & (rank >= start[:, None]) & (rank < (start + length)[:, None]), None
+    # END SOLUTION masking
 
 
 STRATEGY_FUNCTIONS = {
@@ -289,6 +297,7 @@ def replace(input_ids: torch.Tensor, selected: torch.Tensor, config: MaskingConf
     unit=None decides per token. Returns (masked_input_ids (B, T), labels (B, T)): labels hold
     the original id at chosen positions and -100 everywhere else.
     """
+    # BEGIN SOLUTION masking
     device = input_ids.device
     decision = _uniform(input_ids.shape, generator, device)  # (B, T)
     if unit is not None:
@@ -302,6 +311,7 @@ def replace(input_ids: torch.Tensor, selected: torch.Tensor, config: MaskingConf
         masked = torch.where(to_random, random_ids, masked)  # (B, T)
     labels = torch.where(selected, input_ids, IGNORE)  # (B, T)
     return masked, labels
+    # END SOLUTION masking
 
 
 def mask_tokens(input_ids: torch.Tensor, config: MaskingConfig, *, mask_id: int, maskable: torch.Tensor,

@@ -9,4 +9,7 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+# In a handout, a test that needs an unfinished assignment skips, naming it (minilm/testing.py).
+from minilm.testing import pytest_runtest_makereport  # noqa: E402,F401
+
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")

@@ -1,4 +1,4 @@
-"""Tokenizer: round trips, the BPE merge loop against a naive reference, special
+"""Tokenizer: round trips, the BPE merge loop against the textbook one (minilm/bpe.py), special
 tokens, word ids, persistence and the cached per-corpus tokenizer."""
 import random
 from collections import Counter
@@ -9,6 +9,7 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from minilm.bpe import learn_merges as naive_merges  # the textbook loop: the reference
 from minilm.tokenizer import GPT2_PATTERN, SPECIAL_TOKENS, Tokenizer, bpe_merges
 
 WORDS = ("the", "cat", "sat", "on", "mat", "hello", "world", "naïve", "café", "日本語", "it's", "42", "3.14",
@@ -23,36 +24,6 @@ def corpus(n_docs=200, seed=0):
 @pytest.fixture(scope="module")
 def tok():
     return Tokenizer.train(corpus(), 400)
-
-
-def naive_merges(word_counts, n_tokens):
-    """The BPE definition, recomputed from scratch at every step."""
-    words = Counter({tuple(bytes([b]) for b in w): c for w, c in word_counts.items()})
-    vocab = {bytes([b]) for b in range(256)}
-    merges = []
-    while len(vocab) < n_tokens:
-        pairs = Counter()
-        for w, c in words.items():
-            for p in zip(w, w[1:]):
-                pairs[p] += c
-        if not pairs:
-            break
-        best = min(pairs, key=lambda p: (-pairs[p], p))  # most frequent, then smallest bytes
-        merges.append(best)
-        vocab.add(best[0] + best[1])
-        merged = Counter()
-        for w, c in words.items():
-            out, j = [], 0
-            while j < len(w):
-                if j + 1 < len(w) and (w[j], w[j + 1]) == best:
-                    out.append(best[0] + best[1])
-                    j += 2
-                else:
-                    out.append(w[j])
-                    j += 1
-            merged[tuple(out)] += c
-        words = merged
-    return merges
 
 
 @settings(max_examples=60, deadline=None)

@@ -1,0 +1,179 @@
+"""The course's assignments, as data: what each one asks, how it is graded, which lesson goes with it.
+
+`minilm assignment` (minilm/assignment.py) turns this table and the solution markers in the
+library's source into handouts and grades them. What a student writes is not listed here:
+it is found in the source, as the regions between `# BEGIN SOLUTION <name>` and
+`# END SOLUTION <name>` comment lines inside function bodies, so the table cannot drift
+from the code.
+
+Design choices:
+- Only the standard library is imported: the lesson harness and the test suite's hooks
+  read this table (`unfinished_assignment`) without paying for torch or pytest.
+- A graded test is a pytest selector (`path::test` or `path::test[param]`) with points. A
+  selector without brackets covers every parametrisation of the test; the points are then
+  split evenly over the cases that ran (a case skipped for want of a GPU counts for nothing).
+- `neighbours` are tests outside the graded set that use the assignment's functions. In a
+  handout they skip, naming the assignment to finish first (minilm/testing.py), and the
+  handout check runs them to prove that they skip rather than fail.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# The message a hollowed region raises: `raise NotImplementedError("assignment NAME: implement ...")`.
+# Under Triton's interpreter it arrives wrapped (InterpreterError("NotImplementedError('assignment ...')")),
+# so it is searched for anywhere in an exception's text.
+UNFINISHED = re.compile(r"assignment ([a-z][a-z0-9_-]*): implement ")
+
+
+@dataclass(frozen=True)
+class GradedTest:
+    selector: str  # "tests/test_x.py::test_name" or "tests/test_x.py::test_name[param]"
+    points: float
+    checks: str  # what the test pins, in one line, for the handout
+
+
+@dataclass(frozen=True)
+class Assignment:
+    name: str  # the marker name and the command-line name
+    number: int  # its place in the course (lesson order)
+    title: str
+    lesson: str  # the lesson that goes with it, a path in the repository
+    hours: str  # the time it should take a student, e.g. "4-6"
+    goals: tuple[str, ...]
+    tests: tuple[GradedTest, ...]
+    neighbours: tuple[str, ...] = ()  # ungraded tests that need this assignment's functions
+    notes: str = ""  # hints for the handout (Markdown)
+
+    @property
+    def points(self) -> float:
+        return sum(t.points for t in self.tests)
+
+    @property
+    def test_files(self) -> list[str]:
+        return sorted({t.selector.split("::")[0] for t in self.tests})
+
+
+def matches(nodeid: str, selector: str) -> bool:
+    """Whether a collected test id belongs to a selector: the same id, or one of its parametrisations."""
+    return nodeid == selector or ("[" not in selector and nodeid.startswith(selector + "["))
+
+
+def unfinished_assignment(exc: BaseException | None) -> str | None:
+    """The name of the assignment whose hollowed region raised `exc` (or one of its causes), else None."""
+    seen = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        found = UNFINISHED.search(str(e))
+        if found and isinstance(e, Exception):
+            return found.group(1)
+        todo += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]  # exception groups (hypothesis)
+    return None
+
+
+def T(selector: str, points: float, checks: str) -> GradedTest:
+    return GradedTest(selector, points, checks)
+
+
+ASSIGNMENTS: tuple[Assignment, ...] = (
+    Assignment(
+        name="backprop", number=1, title="Backpropagation by hand", lesson="lessons/01_neural_networks.py",
+        hours="3-5",
+        goals=(
+            "derive the backward of a linear layer, a ReLU and softmax with cross-entropy from the chain rule",
+            "see backpropagation as one loop: each layer's backward, in reverse order",
+            "check hand-written gradients against autograd and against finite differences",
+        ),
+        tests=(
+            T("tests/assignments/test_backprop.py::test_linear_backward_matches_autograd", 4,
+              "dx, dW and db of Linear equal PyTorch autograd's, for random shapes (float64)"),
+            T("tests/assignments/test_backprop.py::test_relu_backward_matches_autograd", 2,
+              "ReLU's backward equals autograd's, zeros included"),
+            T("tests/assignments/test_backprop.py::test_softmax_cross_entropy_matches_torch", 4,
+              "loss and dlogits equal torch's cross_entropy and its gradient"),
+            T("tests/assignments/test_backprop.py::test_softmax_cross_entropy_is_stable", 2,
+              "huge logits (1e4) give a finite loss and gradient"),
+            T("tests/assignments/test_backprop.py::test_mlp_gradients_match_autograd", 4,
+              "every gradient of the whole MLP equals autograd's"),
+            T("tests/assignments/test_backprop.py::test_gradients_agree_with_finite_differences", 2,
+              "central differences on the loss agree with the backward"),
+            T("tests/assignments/test_backprop.py::test_training_learns_a_separable_task", 2,
+              "a few hundred SGD steps with your gradients fit a separable toy problem"),
+        ),
+        neighbours=("tests/test_lessons.py::test_lesson_smoke[01_neural_networks]",),
+        notes="Work in float64 while you debug: `model.to_float64()` casts the weights. "
+              "Write each backward from the shapes: dW must have W's shape, dx must have x's.",
+    ),
+    Assignment(
+        name="bpe", number=2, title="Byte-pair encoding: the merge loop and the encoder",
+        lesson="lessons/02_tokenization.py", hours="3-5",
+        goals=(
+            "learn a byte-level BPE vocabulary from word counts, as GPT-2's tokenizer was learned",
+            "encode a word with the learned merges, and see why the merge order matters",
+            "test a simple algorithm against a fast engine built for the same contract",
+        ),
+        tests=(
+            T("tests/assignments/test_bpe.py::test_count_pairs_weights_by_word_count", 3,
+              "pairs are counted per occurrence, weighted by the word's count"),
+            T("tests/assignments/test_bpe.py::test_merge_pair_is_left_to_right_without_overlap", 3,
+              "a merge rewrites every occurrence, left to right, without overlaps, keeping the bytes"),
+            T("tests/assignments/test_bpe.py::test_learn_merges_equals_the_fast_engine", 6,
+              "your merges equal minilm.tokenizer.bpe_merges (the heap engine) on random tables with many ties"),
+            T("tests/assignments/test_bpe.py::test_learn_merges_on_real_words", 2,
+              "the same on words of real English text"),
+            T("tests/assignments/test_bpe.py::test_encode_word_matches_the_tokenizer", 4,
+              "encoding with your merges gives the tokens Tokenizer.encode (tiktoken) gives"),
+            T("tests/assignments/test_bpe.py::test_encode_word_keeps_the_bytes", 2,
+              "the tokens of a word concatenate back to the word, for any bytes"),
+        ),
+        neighbours=("tests/test_tokenizer.py::test_merges_equal_naive_reference",),
+        notes="Keep it plain: recount every pair at every step. `minilm/tokenizer.py` has the "
+              "fast, incremental version of the same loop; read it once yours works.",
+    ),
+    Assignment(
+        name="masking", number=4, title="Masking for masked-language models: BERT, whole words, spans, MASS",
+        lesson="lessons/05_masked_lm.py", hours="6-8",
+        goals=(
+            "choose the positions a masked LM predicts with vectorised tensor code, driven by one generator",
+            "implement BERT's 80/10/10 replacement as a split of the chosen positions",
+            "mask whole words and SpanBERT's geometric spans without ever splitting a unit",
+            "hit an exact masking count per row, and know what 'within half a unit' means",
+        ),
+        tests=(
+            T("tests/test_masking.py::test_specials_padding_never_masked_and_labels_exact", 3,
+              "special and padding tokens are never masked; labels are the original ids, -100 elsewhere"),
+            T("tests/test_masking.py::test_bernoulli_rate_and_replacement_split", 4,
+              "every strategy masks at mask_prob and splits [MASK]/random/keep as configured"),
+            T("tests/test_masking.py::test_exact_masks_exactly_round_p_n", 2,
+              "exact counts are round(p * n) per row for tokens and MASS fragments"),
+            T("tests/test_masking.py::test_exact_whole_words_within_half_a_word", 2,
+              "exact whole-word counts are within half the longest word of the target"),
+            T("tests/test_masking.py::test_choose_units_takes_the_closest_prefix", 2,
+              "choose_units takes the prefix of a random order closest to the target"),
+            T("tests/test_masking.py::test_word_strategies_never_split_a_word", 2,
+              "whole-word and span masking never split a word"),
+            T("tests/test_masking.py::test_span_lengths_follow_the_truncated_geometric_law", 2,
+              "span lengths follow SpanBERT's truncated geometric law (mean 3.8 words)"),
+            T("tests/test_masking.py::test_one_replacement_decision_per_span", 1,
+              "all tokens of a span share one replacement decision"),
+            T("tests/test_masking.py::test_sequence_masks_one_contiguous_fragment", 1,
+              "MASS masks one contiguous fragment of maskable positions"),
+            T("tests/test_masking.py::test_exact_token_masking_is_uniform_over_positions", 1,
+              "exact token masking picks every position equally often"),
+        ),
+        neighbours=("tests/test_masking.py::test_same_seed_same_batch",
+                    "tests/test_masking.py::test_batch_without_maskable_token_is_left_alone"),
+        notes="No Python loop over rows or tokens: sort random keys (`argsort`) to draw an order, "
+              "`cumsum` to count, `scatter`/`gather` to move between units and positions. Draw every "
+              "random number with `_uniform` / `_randint` so the generator drives everything.",
+    ),
+)
+
+
+def by_name() -> dict[str, Assignment]:
+    return {a.name: a for a in ASSIGNMENTS}
