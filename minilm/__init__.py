@@ -16,6 +16,7 @@ _EXPORTS = {
     "CausalLM": "minilm.model",
     "SequenceClassifier": "minilm.model",
     "TokenClassifier": "minilm.model",
+    "Transformer": "minilm.model",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -11,7 +11,9 @@ Design choices:
   (normalise after each residual add), `norm="pre"` GPT-2's (normalise before each
   sublayer, plus a final norm). Nothing else differs between the two families.
 - q, k, v and o are separate `nn.Linear`s, and the feed-forward is `.up` / `.down`: LoRA,
-  adapters and prefix tuning (minilm/peft.py) find them by these names.
+  adapters and prefix tuning (minilm/peft.py) find them by these names. They stay separate
+  everywhere (the forward pass, saved checkpoints, BERT's layout); the one fused q|k|v is
+  GPT-2's checkpoint tensor, cut apart and put together in minilm/hf.py.
 - Attention itself is one function, `minilm.attention.attention`, with swappable backends.
 - Every model returns a `ModelOutput(loss, logits, labels)`, never a tuple.
 - The masked-LM head runs only at the positions that have a label: ~15% of the tokens.
@@ -19,8 +21,10 @@ Design choices:
   usually do) is the single most expensive step of a small MLM, and is thrown away.
 - Tied embeddings share one `nn.Parameter` between the token embedding and the output
   projection (nanoGPT's way), so a state dict lists it under both names.
-- Weight import/export for the Hugging Face layouts lives in `minilm/hf.py`; sampling
-  for generation in `minilm/sampling.py`.
+- Every model class, the bare `Transformer` too, names the Hugging Face architectures it
+  corresponds to (`hf_architectures`) and offers `from_hf` / `to_hf`; the name tables and
+  the checks live in `minilm/hf.py`, which never imports this file. Sampling for generation
+  lives in `minilm/sampling.py`.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from minilm import hf
 from minilm.attention import attention
 from minilm.config import ModelConfig
 from minilm.sampling import sample_next
@@ -147,14 +152,7 @@ class SelfAttention(nn.Module):
         """x (B, T, D) -> q, k, v, each (B, H, T, Dh): every head gets its own Dh-wide slice."""
         B, T, D = x.shape
         H = self.config.n_heads
-        if all(type(layer) is nn.Linear for layer in (self.q, self.k, self.v)):
-            # One (D -> 3D) matmul instead of three (D -> D): the same result, but x is read once and the
-            # backward pass forms one gradient for x instead of adding up three (~10% of a CPU training step).
-            weight = torch.cat([self.q.weight, self.k.weight, self.v.weight])  # (3D, D)
-            bias = torch.cat([self.q.bias, self.k.bias, self.v.bias])  # (3D,)
-            qkv = F.linear(x, weight, bias).view(B, T, 3, H, D // H)  # (B, T, 3, H, Dh)
-            return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, T, Dh)
-        # Wrapped layers (LoRA's) keep their own forward.
+        # Three calls, whatever each layer is (LoRA wraps them): nothing here knows about PEFT.
         return tuple(layer(x).view(B, T, H, D // H).transpose(1, 2) for layer in (self.q, self.k, self.v))
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
@@ -218,7 +216,10 @@ class Transformer(nn.Module):
     """The body shared by every task model: embeddings, a stack of blocks, a final norm.
 
     causal=False is an encoder (every token sees every other); causal=True a decoder.
+    `Transformer.from_hf(folder)` is BERT's `BertModel` (or GPT-2's `GPT2Model`): hidden states.
     """
+
+    hf_architectures = ("BertModel", "GPT2Model")
 
     def __init__(self, config: ModelConfig, causal: bool):
         super().__init__()
@@ -244,6 +245,19 @@ class Transformer(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, key_padding_mask, None if cache is None else cache[i])  # (B, T, D)
         return self.final_norm(x)  # (B, T, D)
+
+    @classmethod
+    def from_hf(cls, source, config: ModelConfig | None = None) -> "Transformer":
+        """The bare body of a Hugging Face checkpoint: a BERT encoder, or a GPT-2 decoder.
+
+        source: a folder (config.json + model.safetensors or pytorch_model.bin), a weights
+        file, or a state dict; any BERT layout (heads present or not) or any GPT-2 one.
+        """
+        return hf.from_hf(cls, source, config)
+
+    def to_hf(self) -> dict[str, Tensor]:
+        """These weights under BertModel's (or GPT2Model's) names."""
+        return hf.to_hf(self)
 
 
 def init_weights(model: nn.Module, config: ModelConfig) -> None:
@@ -275,20 +289,22 @@ class TaskModel(nn.Module):
     config: ModelConfig
     body: Transformer
 
+    hf_architectures: tuple[str, ...] = ()  # the transformers classes whose checkpoints this model holds
+
     @classmethod
-    def from_hf(cls, state_dict_or_path, config: ModelConfig | None = None):
+    def from_hf(cls, source, config: ModelConfig | None = None, **kwargs):
         """Build this model from a Hugging Face checkpoint (BERT layouts; GPT-2 for CausalLM).
 
-        Accepts a state dict, a .safetensors / .bin / .pt file, or a folder holding one (and
-        config.json). Without `config`, it is read from config.json or inferred from the shapes.
+        source: a folder (config.json + model.safetensors or pytorch_model.bin), a weights file,
+        or a state dict, with or without the `bert.` prefix. Without `config` it comes from
+        config.json, else from the tensor shapes. kwargs go to the constructor (num_labels=,
+        pooling=); a head the checkpoint lacks starts fresh, and one line says which.
         """
-        from minilm.hf import from_hf
-        return from_hf(cls, state_dict_or_path, config)
+        return hf.from_hf(cls, source, config, **kwargs)
 
     def to_hf(self) -> dict[str, Tensor]:
         """This model's weights under the Hugging Face names and layouts (a state dict)."""
-        from minilm.hf import to_hf
-        return to_hf(self)
+        return hf.to_hf(self)
 
     def describe(self, seq_len: int | None = None) -> dict:
         """Parameter counts and training FLOPs per token (for MFU).
@@ -313,6 +329,8 @@ class TaskModel(nn.Module):
 
 class MaskedLM(TaskModel):
     """BERT's masked-language model: encoder body + transform (dense, GELU, norm) + tied decoder with bias."""
+
+    hf_architectures = ("BertForMaskedLM",)
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -381,6 +399,8 @@ class MaskedLMHead(nn.Module):
 class CausalLM(TaskModel):
     """GPT-2: decoder body + output projection tied to the token embedding."""
 
+    hf_architectures = ("GPT2LMHeadModel",)
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -441,6 +461,8 @@ class SequenceClassifier(TaskModel):
     alone: nothing ever asked its [CLS] output to summarise the sentence.
     """
 
+    hf_architectures = ("BertForSequenceClassification",)
+
     def __init__(self, config: ModelConfig, num_labels: int, pooling: str = "cls"):
         super().__init__()
         if not (isinstance(num_labels, int) and num_labels >= 2):
@@ -473,6 +495,8 @@ class SequenceClassifier(TaskModel):
 
 class TokenClassifier(TaskModel):
     """BERT for tagging (NER): dropout and a linear classifier on every position."""
+
+    hf_architectures = ("BertForTokenClassification",)
 
     def __init__(self, config: ModelConfig, num_labels: int):
         super().__init__()

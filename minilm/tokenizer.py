@@ -274,11 +274,16 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path) -> "Tokenizer":
+        """Read a file written by `save`: a byte-level BPE, or a WordPiece (`minilm.wordpiece`)."""
+        from minilm import wordpiece
+
         path = Path(path)
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not a tokenizer file ({e})") from None
+        if isinstance(d, dict) and d.get("format") == wordpiece.FORMAT:
+            return wordpiece.WordPiece.from_dict(d)
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ValueError(f"{path}: format={d.get('format') if isinstance(d, dict) else None!r}; "
                              f"expected {FORMAT!r} (a file written by Tokenizer.save)")
@@ -286,6 +291,86 @@ class Tokenizer:
             raise ValueError(f"{path}: special_tokens={d['special_tokens']}; expected {list(SPECIAL_TOKENS)}")
         return cls([base64.b64decode(t) for t in d["ranks"]], lowercase=d["lowercase"], pattern=d["pattern"],
                    name=d["name"])
+
+    # ---- Hugging Face tokenizer files -------------------------------------------------
+
+    @classmethod
+    def from_hf(cls, path):
+        """The tokenizer of a Hugging Face folder (or of its tokenizer.json / vocab.txt / vocab.json).
+
+        WordPiece (BERT family: tokenizer.json with a WordPiece model, or vocab.txt) comes back
+        as a `minilm.wordpiece.WordPiece`; byte-level BPE (GPT-2: tokenizer.json with a BPE
+        model, or vocab.json) as a `Tokenizer`, its ranks in id order, <|endoftext|> right
+        after them, then minilm's other special tokens.
+        """
+        from minilm.wordpiece import WordPiece
+
+        path = Path(path)
+        folder = path if path.is_dir() else path.parent
+        files = [path] if path.is_file() else [folder / n for n in ("tokenizer.json", "vocab.txt", "vocab.json")
+                                               if (folder / n).is_file()]
+        if not files:
+            raise FileNotFoundError(f"{path}: no tokenizer.json, vocab.txt or vocab.json (a Hugging Face tokenizer)")
+        f = files[0]
+        kind = json.loads(f.read_text(encoding="utf-8")).get("model", {}).get("type") if f.name == "tokenizer.json" \
+            else ("WordPiece" if f.suffix == ".txt" else "BPE")
+        if kind == "WordPiece":
+            return WordPiece.from_hf(f)
+        if kind != "BPE":
+            raise ValueError(f"{f}: model type {kind!r}; minilm reads WordPiece (BERT) and byte-level BPE (GPT-2)")
+        lowercase = False
+        if f.name == "tokenizer.json":
+            d = json.loads(f.read_text(encoding="utf-8"))
+            pre = (d.get("pre_tokenizer") or {}).get("type")
+            if pre != "ByteLevel" or (d.get("pre_tokenizer") or {}).get("add_prefix_space"):
+                raise ValueError(f"{f}: pre_tokenizer {d.get('pre_tokenizer')}; minilm's BPE is GPT-2's byte level "
+                                 f"(ByteLevel, add_prefix_space false)")
+            lowercase = (d.get("normalizer") or {}).get("type") == "Lowercase"
+            vocab = d["model"]["vocab"]
+            specials = {t["content"] for t in d.get("added_tokens", []) if t.get("special")}
+        else:
+            vocab = json.loads(f.read_text(encoding="utf-8"))
+            specials = {"<|endoftext|>"}
+        chars = {c: b for b, c in _byte_chars().items()}
+        ordinary = sorted((i, t) for t, i in vocab.items() if t not in specials)
+        if [i for i, _ in ordinary] != list(range(len(ordinary))):
+            raise ValueError(f"{f}: the non-special tokens' ids are not 0..{len(ordinary) - 1}")
+        try:
+            ranks = [bytes(chars[c] for c in t) for _, t in ordinary]
+        except KeyError as e:
+            raise ValueError(f"{f}: token character {e.args[0]!r} is not in GPT-2's byte alphabet: "
+                             f"not a byte-level BPE") from None
+        tok = cls(ranks, lowercase=lowercase, name=folder.name or "bpe")
+        if "<|endoftext|>" in vocab and vocab["<|endoftext|>"] != tok.eot_id:
+            raise ValueError(f"{f}: <|endoftext|> has id {vocab['<|endoftext|>']}; minilm's BPE puts it right "
+                             f"after the {len(ranks)} ordinary tokens ({tok.eot_id})")
+        return tok
+
+    def save_hf(self, folder) -> None:
+        """vocab.json, merges.txt and tokenizer.json (byte-level BPE, with a Lowercase normalizer when
+        uncased): transformers' AutoTokenizer reads them and gives the same ids as `encode`."""
+        folder = Path(folder)
+        chars = _byte_chars()
+        name = lambda t: "".join(chars[b] for b in t)  # noqa: E731
+        vocab = {name(t): i for i, t in enumerate(self.ranks)} | self.special_tokens
+        merges = [(name(a), name(b)) for a, b in _merges_of(self.ranks)]
+        (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
+                                           encoding="utf-8")
+        level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+        spec = {"version": "1.0", "truncation": None, "padding": None,
+                "added_tokens": [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                                  "normalized": False, "special": True} for t, i in self.special_tokens.items()],
+                "normalizer": {"type": "Lowercase"} if self.lowercase else None, "pre_tokenizer": level,
+                "post_processor": None, "decoder": level,
+                "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                          "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+                          "ignore_merges": False, "vocab": vocab, "merges": [list(m) for m in merges]}}
+        (folder / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+        config = {"tokenizer_class": "PreTrainedTokenizerFast",  # the class that runs tokenizer.json as written
+                  "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "[UNK]", "pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+                  "mask_token": "[MASK]", "add_prefix_space": False}
+        (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     def fingerprint(self) -> str:
         """A hash of everything that decides the encoding (cache key for tokenised corpora)."""
@@ -408,3 +493,32 @@ class Tokenizer:
         if not 0 <= id < self.vocab_size:
             raise ValueError(f"token_str: id {id} out of range; ids must be in [0, {self.vocab_size})")
         return self.encoding.decode_single_token_bytes(id).decode("utf-8", errors="backslashreplace")
+
+
+def _byte_chars() -> dict[int, str]:
+    """GPT-2's printable alphabet for bytes in vocab.json: printable Latin-1 bytes stand for
+    themselves; the other 68 (controls, space, ...) are shifted to U+0100 onwards, in byte order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = {b: chr(b) for b in printable}
+    for n, b in enumerate(b for b in range(256) if b not in chars):
+        chars[b] = chr(256 + n)
+    return chars
+
+
+def _merges_of(ranks: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
+    """The merge that made each token after the 256 bytes: BPE its bytes with only the lower ranks;
+    the two pieces left are the merge (what merges.txt lists, in rank order)."""
+    rank = {t: i for i, t in enumerate(ranks)}
+    merges = []
+    for r, token in enumerate(ranks[256:], start=256):
+        parts = [bytes([b]) for b in token]
+        while len(parts) > 2:
+            pair_ranks = [rank.get(a + b, r) for a, b in zip(parts, parts[1:])]
+            best = min(range(len(pair_ranks)), key=pair_ranks.__getitem__)
+            if pair_ranks[best] >= r:
+                break
+            parts[best:best + 2] = [parts[best] + parts[best + 1]]
+        if len(parts) != 2:
+            raise ValueError(f"token {token!r} (rank {r}) is not a merge of two lower-ranked tokens")
+        merges.append((parts[0], parts[1]))
+    return merges
