@@ -102,17 +102,29 @@ class _CPULab(bench_suites.GPULab):
         pass
 
 
+class _Bar:
+    def update(self, n):
+        pass
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter check; the GPU run checks at real sizes")
+def test_softmax_suites_check_every_impl_against_the_reference(monkeypatch):
+    """The real path of both softmax suites, at tiny sizes: every impl is checked, then timed."""
+    monkeypatch.setattr(bench_suites, "SOFTMAX_ELEMENTS", 256)
+    monkeypatch.setattr(bench_suites, "MASKED_SOFTMAX_SHAPE", (1, 2, 8, 8))
+    results = bench_suites.softmax_suite(_CPULab(), [16, 64], _Bar()) + bench_suites.masked_softmax_suite(_CPULab(),
+                                                                                                          _Bar())
+    assert len(results) == 2 * 2 * 2 * 2 + 2  # dtypes x widths x impls x directions, plus the masked pair
+    for r in results:
+        assert r.rel_err < 1e-5 and r.ms == 1.0, r
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter check; the GPU run checks at real sizes")
 def test_attention_suite_checks_every_impl_against_the_reference(monkeypatch):
     """The real path of the attention suite, on one tiny padded case: every impl that runs is close to the reference."""
     monkeypatch.setattr(bench_suites, "attention_cases", lambda quick: [((2, 2, 32, 16), False, True)])
     monkeypatch.setattr(bench_suites, "attention_impls", lambda seq, padded: ["minilm", "naive"])
-
-    class Bar:
-        def update(self, n):
-            pass
-
-    results = bench_suites.attention_suite(_CPULab(), True, Bar())
+    results = bench_suites.attention_suite(_CPULab(), True, _Bar())
     by_impl = {(r.impl, r.direction): r for r in results}
     assert len(results) == 4
     for impl in ("minilm", "naive"):
