@@ -139,8 +139,9 @@ def main(argv=None):
         for kind, m in masks.items():
             truth = attention_reference(q, k, v, causal=causal, key_padding_mask=m)
             fused = attention(q, k, v, causal=causal, key_padding_mask=m, backend="sdpa")
-            worst = max(worst, float((truth - fused).abs().max()))
-            print(f"  causal={causal!s:5s} {kind:8s} mask: max |reference - sdpa| = {float((truth - fused).abs().max()):.1e}")
+            diff = float((truth - fused).abs().max())
+            worst = max(worst, diff)
+            print(f"  causal={causal!s:5s} {kind:8s} mask: max |reference - sdpa| = {diff:.1e}")
     lesson.say(f"""
         `minilm.attention` is one function with several backends: `reference` is the
         function above, `sdpa` calls torch's fused kernel. On a batch of {B} sentences
