@@ -34,7 +34,11 @@ Design choices
   = real token (BERT batches), padded keys get -inf scores in every block (`PAD_KIND` 1);
   or float, added to the scores (0 keeps, -inf drops; `PAD_KIND` 2), a constant. A row
   whose every key is hidden gives zeros (its lse is stored as +inf, which makes every
-  recomputed probability 0), never NaN; a NaN in a row stays NaN, as in torch.
+  recomputed probability 0), never NaN; a NaN in a row stays NaN, as in torch. Known
+  limit: a row whose *every* key carries a huge finite bias (Hugging Face's finfo.min
+  padding on a fully padded row) comes out uniform, as in torch, but its gradient is not
+  exact: at that magnitude the saved fp32 log-sum-exp cannot hold log2(l). Use -inf (or a
+  bool mask) for padding; any row with one ordinary key is exact.
 - Tq == Tk (self-attention, causal aligned on the diagonal); head dims 16, 32, 64, 128;
   fp16 / bf16 on a GPU. fp32 runs only under the interpreter (the CPU tests): on a GPU its
   tiles would need twice the shared memory of the tuned configs, and TF32 dots would not
