@@ -306,6 +306,8 @@ class Tokenizer:
         from minilm.wordpiece import WordPiece
 
         path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such tokenizer folder or file")
         folder = path if path.is_dir() else path.parent
         files = [path] if path.is_file() else [folder / n for n in ("tokenizer.json", "vocab.txt", "vocab.json")
                                                if (folder / n).is_file()]

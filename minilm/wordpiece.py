@@ -49,8 +49,9 @@ FORMAT = "minilm-wordpiece/1"
 SPECIAL_NAMES = ("pad", "unk", "cls", "sep", "mask")
 BERT_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 
-# U+0000, U+FFFD and control/format/private-use characters, except the three whitespace controls.
-_DROP = regex.compile(r"[\x00\ufffd\p{Cc}\p{Cf}\p{Co}--[\t\n\r]]", regex.V1)
+# U+0000, U+FFFD and control/format/private-use characters, except the three whitespace controls; and lone
+# surrogates (a Python str that is not valid Unicode, e.g. from errors="surrogateescape"), as U+FFFD would be.
+_DROP = regex.compile(r"[\x00\ufffd\p{Cc}\p{Cf}\p{Co}\p{Cs}--[\t\n\r]]", regex.V1)
 _SPACE = regex.compile(r"[\t\n\r\p{White_Space}]")
 # The CJK Unified Ideograph blocks (not Hangul, Hiragana or Katakana, which are written with spaces).
 _CJK = regex.compile("[\u4e00-\u9fff\u3400-\u4dbf\U00020000-\U0002a6df\U0002a700-\U0002b73f"
