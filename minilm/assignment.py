@@ -265,10 +265,10 @@ def build(name: str, out: Path, root: Path = REPO) -> list[str]:
     root, out = Path(root).resolve(), Path(out).resolve()
     if not (root / "minilm" / "__init__.py").is_file():
         raise AssignmentError(f"{root} is not a minilm tree (no minilm/__init__.py)")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise AssignmentError(f"--out {out} exists and is not an empty folder; choose a new one")
     if out == root or out in root.parents:
         raise AssignmentError(f"--out {out} would hold the repository itself; choose a folder outside it")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise AssignmentError(f"--out {out} exists and is not an empty folder; choose a new one")
     files = source_files(root, exclude=out)
     regions = scan(root, files)
     mine = [r for r in regions if r.name == name]
@@ -396,11 +396,13 @@ def check_tree(directory: Path) -> Path:
 
 
 def run_tests(directory: Path, args: list[str], *, grading: bool = True, timeout: float = 300.0,
-              env: dict | None = None) -> Run:
+              grace: float = 30.0, env: dict | None = None) -> Run:
     """Run pytest on `args` inside `directory` under the watchdog; every case gets an outcome.
 
-    A case that runs past `timeout` seconds is killed (outcome "timeout"); one that takes the
-    interpreter down is "crashed". Either way pytest starts again without the cases already done.
+    pytest-timeout fails a test that runs past `timeout` seconds where Python can interrupt it;
+    one that still runs `grace` seconds later (stuck in native code, signals blocked) is killed
+    (outcome "timeout"), and one that takes the interpreter down is "crashed". Either way
+    pytest starts again without the cases already done.
     """
     directory = check_tree(directory)
     run = Run()
@@ -425,7 +427,11 @@ def run_tests(directory: Path, args: list[str], *, grading: bool = True, timeout
         for attempt in range(10_000):
             log = Path(tmp) / f"record-{attempt}.jsonl"
             output = Path(tmp) / f"output-{attempt}.txt"
-            cmd = [sys.executable, "-m", "pytest", *args, "-p", "minilm_grader_plugin", "-p", "no:cacheprovider",
+            # The tree's own settings and test ids ("tests/test_x.py::test_y"), even when hidden tests
+            # from another folder are graded alongside.
+            config = ["--rootdir", str(directory)] + (["-c", str(directory / "pytest.ini")]
+                                                      if (directory / "pytest.ini").is_file() else [])
+            cmd = [sys.executable, "-m", "pytest", *args, *config, "-p", "minilm_grader_plugin", "-p", "no:cacheprovider",
                    "-q", "-rN", "--tb=short", "--continue-on-collection-errors", "-o", f"timeout={timeout:g}",
                    *[f"--deselect={n}" for n in sorted(done)]]
             with open(output, "wb") as sink:
@@ -438,7 +444,7 @@ def run_tests(directory: Path, args: list[str], *, grading: bool = True, timeout
                     position, current, since = _read_record(log, position, run, done, current, since)
                     if finished:
                         break
-                    if time.monotonic() - since > timeout + 30:  # pytest-timeout did not (or could not) stop it
+                    if time.monotonic() - since > timeout + grace:  # pytest-timeout did not (or could not) stop it
                         killed = current
                         _kill(proc)
                         proc.wait()
@@ -574,18 +580,21 @@ def hidden_files(hidden: Path) -> list[str]:
     return files
 
 
-def grade(name: str, directory: Path = Path("."), *, hidden: Path | None = None, timeout: float = 300.0,
-          json_path: Path | None = None) -> dict:
+def grade(name: str | Assignment, directory: Path = Path("."), *, hidden: Path | None = None,
+          timeout: float = 300.0, grace: float = 30.0, json_path: Path | None = None) -> dict:
     """Grade assignment `name` against the code in `directory`; returns Gradescope's results dict."""
-    assignment = get(name)
+    assignment = get(name) if isinstance(name, str) else name
+    name = assignment.name
     directory = check_tree(directory)
     missing = [f for f in assignment.test_files if not (directory / f).is_file()]
     if missing:
         raise AssignmentError(f"--dir {directory} lacks {missing[0]}: build the handout with this minilm "
                               f"(minilm assignment build {name})")
     args = [t.selector for t in assignment.tests] + (hidden_files(hidden) if hidden is not None else [])
+    if not args:
+        raise AssignmentError(f"assignment {name} lists no tests and no --hidden-tests were given: nothing to grade")
     started = time.monotonic()
-    run = run_tests(directory, args, grading=True, timeout=timeout)
+    run = run_tests(directory, args, grading=True, timeout=timeout, grace=grace)
     scores = score(assignment, run, hidden, directory)
     total = round(sum(s.score for s in scores), 2)
     best = round(sum(s.max_score for s in scores), 2)
