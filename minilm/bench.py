@@ -11,6 +11,7 @@ import importlib
 
 BENCHMARKS = {
     "tokenizer": "BPE training time vs `tokenizers`, encode throughput vs raw tiktoken",
+    "wordpiece": "WordPiece encode time vs transformers' BertTokenizer (`tokenizers`) on IMDB reviews",
     "model": "bert-mini masked-LM training step: minilm vs transformers' BertForMaskedLM",
     "masking": "masking time vs a training step; token masking vs DataCollatorForLanguageModeling",
     "pretrain": "end-to-end pretraining throughput (data, masking, step) vs transformers",

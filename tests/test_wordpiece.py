@@ -240,3 +240,17 @@ def test_bad_tokenizer_files_name_the_file(tmp_path):
         Tokenizer.from_hf(tmp_path / "elsewhere")
     with pytest.raises(FileNotFoundError, match="no tokenizer.json, vocab.txt or vocab.json"):
         Tokenizer.from_hf((tmp_path / "empty").mkdir() or tmp_path / "empty")
+
+
+def test_bench_checks_the_ids_and_reports_a_ratio(pair, tmp_path, capsys):
+    import argparse
+
+    from minilm.benchmarks import wordpiece as bench
+
+    ours, hf = pair
+    hf.save_pretrained(tmp_path)
+    parser = argparse.ArgumentParser()
+    bench.configure(parser)
+    assert bench.run(parser.parse_args(["--folder", str(tmp_path), "--docs", "20", "--repeats", "1"])) == 0
+    out = capsys.readouterr().out
+    assert "same ids on 20/20 reviews" in out and "the time (goal <= 5x)" in out.splitlines()[-1]
