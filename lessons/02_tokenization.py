@@ -8,6 +8,8 @@ What you will learn:
 - what vocabulary size buys: bytes per token on unseen text, ours against GPT-2's 50k;
 - special tokens ([CLS], [SEP], [MASK], [PAD], <|endoftext|>) are inserted by id and can
   never be forged by ordinary text; word ids tie tokens back to words (whole-word masking).
+- WordPiece, the tokenizer of a real pretrained BERT: a fixed vocabulary of words and "##"
+  pieces, greedy longest match, and [UNK] where BPE would fall back to bytes.
 
 Run: python lessons/02_tokenization.py [--quick | --full | --smoke]
 """
@@ -18,6 +20,8 @@ import regex
 
 from minilm import Tokenizer
 from minilm.data import load_classification, load_corpus
+from minilm.fetch import FetchError
+from minilm.hf import real_checkpoint
 from minilm.lesson import start
 from minilm.tokenizer import GPT2_PATTERN, bpe_merges, count_words
 
@@ -138,7 +142,52 @@ def main(argv=None):
         tokens {[tok.token_str(i) for i in ids]} with word ids {word_ids}. Whole-word masking
         (lesson 05) uses them to mask "unwatchable" entirely or not at all.""")
     lesson.record("special ids", specials)
+
+    wordpiece_section(lesson, tok, heldout)
     lesson.finish()
+
+
+def wordpiece_section(lesson, bpe: Tokenizer, heldout: list[str]) -> None:
+    """WordPiece from a real checkpoint against our BPE: vocabulary, pieces, unknowns, compression."""
+    lesson.section("7. WordPiece: the vocabulary of a real BERT")
+    try:  # smoke runs use the checkpoint only when it is already cached (it is an 83 MB download)
+        folder = real_checkpoint(fetch=not lesson.smoke)
+    except FetchError as e:
+        print(f"  (skipped: the real checkpoint is not available here: {str(e)[:120]})")
+        return
+    wp = Tokenizer.from_hf(folder)
+    pieces = sum(t.startswith("##") for t in wp.vocab)
+    unused = sum(t.startswith("[unused") for t in wp.vocab)
+    print(f"  WordPiece ({wp.vocab_size:,} tokens, {'uncased' if wp.lowercase else 'cased'}): "
+          f"{show_wordpiece(wp, SENTENCE)}")
+    print(f"  our BPE   ({bpe.vocab_size:,} tokens): {show(bpe, SENTENCE)}")
+    emoji = "Loved it 😍"
+    n_unk = sum(ids.count(wp.unk_id) for ids in wp.encode_batch(heldout))
+    n_wp = sum(map(len, wp.encode_batch(heldout)))
+    n_bytes = sum(len(wp.normalize(t).encode("utf-8")) for t in heldout)
+    lesson.say(f"""
+        all-MiniLM-L6-v2 is a real pretrained BERT (a sentence encoder shipped in a PyPI wheel).
+        Its vocabulary, like BERT's, is a list of {wp.vocab_size:,} strings: whole words, and
+        {pieces:,} pieces that start with "##" and may only continue a word ({unused:,} more are
+        "[unused…]" slots left free for fine-tuning). WordPiece first normalises the text
+        (lower-cases it and strips the accent from "Amélie"), splits it at spaces and around every
+        punctuation mark, then cuts each word greedily: the longest vocabulary entry from the
+        start, then the longest "##" piece, and so on: encoding is lookups, with no merge rules to replay. Where BPE can always fall back to bytes, a word WordPiece cannot cover
+        becomes one [UNK]: "{emoji}" gives {[wp.token_str(i) for i in wp.encode(emoji)]}, and
+        {n_unk:,} of the {n_wp:,} tokens of the {len(heldout):,} held-out sentences are [UNK].
+        On those sentences it carries {n_bytes / n_wp:.2f} bytes per token, with
+        {wp.vocab_size / bpe.vocab_size:.1f}x our vocabulary. Its special tokens sit at the
+        bottom of the id range: [PAD]={wp.pad_id}, [UNK]={wp.unk_id}, [CLS]={wp.cls_id},
+        [SEP]={wp.sep_id}, [MASK]={wp.mask_id}. `minilm.hf.real_checkpoint()` gives its folder;
+        `SequenceClassifier.from_hf(folder, num_labels=2)` starts fine-tuning from it.""")
+    lesson.record("bytes/token, all-MiniLM-L6-v2 WordPiece at vocab %d (rt-polarity)" % wp.vocab_size,
+                  n_bytes / n_wp, "{:.2f}")
+    lesson.record("[UNK] share of WordPiece tokens (rt-polarity)", n_unk / n_wp, "{:.3%}")
+
+
+def show_wordpiece(tok, text: str) -> str:
+    """WordPiece tokens of `text` separated by | (the ## pieces continue a word)."""
+    return "|".join(tok.token_str(i) for i in tok.encode(text))
 
 
 if __name__ == "__main__":

