@@ -172,8 +172,9 @@ def wordpiece_section(lesson, bpe: Tokenizer, heldout: list[str]) -> None:
         "[unused…]" slots left free for fine-tuning). WordPiece first normalises the text
         (lower-cases it and strips the accent from "Amélie"), splits it at spaces and around every
         punctuation mark, then cuts each word greedily: the longest vocabulary entry from the
-        start, then the longest "##" piece, and so on: encoding is lookups, with no merge rules to replay. Where BPE can always fall back to bytes, a word WordPiece cannot cover
-        becomes one [UNK]: "{emoji}" gives {[wp.token_str(i) for i in wp.encode(emoji)]}, and
+        start, then the longest "##" piece, and so on: encoding is lookups, with no merge rules
+        to replay. Where BPE can always fall back to bytes, a word WordPiece cannot cover becomes
+        one [UNK]: "{emoji}" gives {[wp.token_str(i) for i in wp.encode(emoji)]}, and
         {n_unk:,} of the {n_wp:,} tokens of the {len(heldout):,} held-out sentences are [UNK].
         On those sentences it carries {n_bytes / n_wp:.2f} bytes per token, with
         {wp.vocab_size / bpe.vocab_size:.1f}x our vocabulary. Its special tokens sit at the

@@ -19,6 +19,11 @@ The interface (the CLI, the lessons and the tests call these; nothing else here 
     and on every model class (minilm.model), which calls into this module:
     Cls.from_hf(folder | weights file | state dict, config=None, **kwargs) -> model
     model.to_hf() -> state dict under the transformers names
+    and for tokenizers (minilm.tokenizer / minilm.wordpiece, which do not import this module):
+    Tokenizer.from_hf(folder) -> WordPiece or Tokenizer;  tokenizer.save_hf(folder)
+
+Errors are `HFError` (a ValueError), one line each, naming the file and the mismatch. The
+"freshly initialised" and "not used" reports are one line each on stderr, starting "minilm:".
 
 Layouts: `BertModel` (the bare `Transformer`), `BertForMaskedLM` / `BertForPreTraining`
 (`MaskedLM`), `BertForSequenceClassification` (`SequenceClassifier`),
@@ -26,7 +31,8 @@ Layouts: `BertModel` (the bare `Transformer`), `BertForMaskedLM` / `BertForPreTr
 `GPT2LMHeadModel` (`CausalLM`). Any of them loads into any class of its family.
 
 Design choices:
-- One direction of dependency: minilm.model imports this module, never the other way. A model
+- One direction of dependency: minilm.model imports this module, never the other way (and this
+  module imports the tokenizer only inside `load_pretrained`). A model
   class says which transformers architectures it corresponds to (`hf_architectures`, one per
   family); everything about names and storage lives in the tables here.
 - One table per family maps every minilm parameter to its name in the checkpoint. Import and
@@ -41,7 +47,6 @@ Design choices:
   is named in one "not used" line; a head the checkpoint lacks (the classifier, the pooler)
   starts fresh and is named in one "freshly initialised" line, as transformers does. Only
   buffers old versions saved (position ids, GPT-2's causal mask) are skipped without a word.
-- Errors are one line naming the file, the keys and the shapes.
 - No model library is imported: checkpoints are tensors with names. transformers appears
   only in the tests, as the reference.
 """
@@ -130,7 +135,8 @@ class Architecture:
     family: str  # "bert" | "gpt2"
     prefix: str  # the body's prefix in this architecture's state dict
     head: Callable[[ModelConfig], list[Entry]]  # config -> the head's entries
-    constructor: tuple = ()  # constructor arguments this module supplies: ("causal", value) / ("num_labels", None)
+    causal: bool | None = None  # a bare body (Transformer): its constructor's `causal`
+    classifier: bool = False  # num_labels comes from the checkpoint's classifier when not given
 
 
 def _mlm_head(config):
@@ -141,14 +147,15 @@ def _mlm_head(config):
 
 
 ARCHITECTURES = {a.name: a for a in (
-    Architecture("BertModel", "bert", "", lambda c: [], (("causal", False),)),
+    Architecture("BertModel", "bert", "", lambda c: [], causal=False),
     Architecture("BertForMaskedLM", "bert", "bert.", _mlm_head),
     Architecture("BertForSequenceClassification", "bert", "bert.",
-                 lambda c: _pairs("pooler", "pooler.dense", fresh=True) + _pairs("classifier", "classifier", fresh=True),
-                 (("num_labels", None),)),
+                 lambda c: _pairs("pooler", "pooler.dense", fresh=True)
+                 + _pairs("classifier", "classifier", fresh=True),
+                 classifier=True),
     Architecture("BertForTokenClassification", "bert", "bert.",
-                 lambda c: _pairs("classifier", "classifier", fresh=True), (("num_labels", None),)),
-    Architecture("GPT2Model", "gpt2", "", lambda c: [], (("causal", True),)),
+                 lambda c: _pairs("classifier", "classifier", fresh=True), classifier=True),
+    Architecture("GPT2Model", "gpt2", "", lambda c: [], causal=True),
     Architecture("GPT2LMHeadModel", "gpt2", "transformer.",
                  lambda c: [Entry("lm_head.weight", "lm_head.weight", tied=c.tie_embeddings)]),
 )}
@@ -158,7 +165,7 @@ ALIASES = {"cls.predictions.decoder.bias": "cls.predictions.bias"}
 
 def entries(arch: Architecture, config: ModelConfig) -> list[Entry]:
     """Every minilm parameter of this architecture and where it lives in the checkpoint."""
-    ours = "" if arch.prefix == "" else "body."  # a bare body is the model itself
+    ours = "" if arch.causal is not None else "body."  # a bare body is the model itself
     body = bert_body(config, ours) if arch.family == "bert" else gpt2_body(config, ours)
     return body + arch.head(config)
 
@@ -252,8 +259,9 @@ def hf_config(model, arch: Architecture, tokenizer=None) -> dict:
 def save_hf(model, tokenizer, folder) -> Path:
     """Write `model` (and `tokenizer`, if given) as a Hugging Face folder; returns its path.
 
-    config.json + model.safetensors + the tokenizer's own files (vocab.txt for WordPiece;
-    vocab.json, merges.txt for byte-level BPE). Written under a temporary name, then renamed.
+    config.json + model.safetensors + the tokenizer's own files (`tokenizer.save_hf`: vocab.txt
+    for WordPiece; vocab.json, merges.txt, tokenizer.json for byte-level BPE). Written under a
+    temporary name, then renamed.
     Refuses, saying why, a model transformers would compute differently (rotary positions,
     mean pooling, a norm placement the family does not have) or one with PEFT layers applied.
     """
@@ -270,7 +278,7 @@ def save_hf(model, tokenizer, folder) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        # Tied tensors are one storage in our model; safetensors wants each stored once, so copy them apart.
+        # to_hf gives the MLM decoder's bias under two names, one tensor; safetensors refuses shared tensors.
         save_file({k: v.clone() for k, v in tensors.items()}, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(hf_config(model, arch, tokenizer), indent=2) + "\n")
         if tokenizer is not None:
@@ -349,7 +357,10 @@ def family_of(sd: dict[str, Tensor], hf: dict | None, where: str) -> str:
         return "gpt2"
     if any(k.endswith("embeddings.word_embeddings.weight") for k in sd):
         return "bert"
-    raise HFError(f"{where}: neither a BERT (…embeddings.word_embeddings.weight) nor a GPT-2 (…wte.weight) checkpoint")
+    minilm = any(k.startswith("body.") for k in sd)
+    hint = " (a minilm checkpoint? minilm.checkpoint.load_model reads it)" if minilm else ""
+    raise HFError(f"{where}: neither a BERT (…embeddings.word_embeddings.weight) nor a GPT-2 (…wte.weight) "
+                  f"checkpoint{hint}")
 
 
 def canonical(sd: dict[str, Tensor], family: str) -> dict[str, Tensor]:
@@ -417,7 +428,8 @@ def config_from_shapes(sd: dict[str, Tensor], family: str, where: str) -> ModelC
     vocab, d = shape("embeddings.word_embeddings.weight")
     n_layers = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("encoder.layer."))
     types = sd.get("embeddings.token_type_embeddings.weight")
-    return ModelConfig.preset("bert-base", vocab_size=vocab, max_seq_len=shape("embeddings.position_embeddings.weight")[0],
+    return ModelConfig.preset("bert-base", vocab_size=vocab,
+                              max_seq_len=shape("embeddings.position_embeddings.weight")[0],
                               d_model=d, n_layers=n_layers, n_heads=max(d // 64, 1),
                               d_ff=shape("encoder.layer.0.intermediate.dense.weight")[0],
                               type_vocab_size=0 if types is None else types.shape[0])
@@ -436,24 +448,27 @@ def from_hf(cls, source, config: ModelConfig | None = None, **kwargs):
     archs = [ARCHITECTURES[n] for n in cls.hf_architectures if ARCHITECTURES[n].family == family]
     if not archs:
         other = "GPT-2 (decoder)" if family == "gpt2" else "BERT-family (encoder)"
-        use = "CausalLM or Transformer" if family == "gpt2" else "MaskedLM, SequenceClassifier, TokenClassifier or Transformer"
+        use = ("CausalLM or Transformer" if family == "gpt2"
+               else "MaskedLM, SequenceClassifier, TokenClassifier or Transformer")
         raise HFError(f"{name}.from_hf: {where} is a {other} checkpoint, which {name} cannot hold; use {use}.from_hf")
     arch = archs[0]
     sd = canonical(sd, family)
     if config is None:
-        config = config_from_hf(hf, f"{Path(where).parent / 'config.json'}") if hf else config_from_shapes(sd, family, where)
+        if hf:
+            config = config_from_hf(hf, str(Path(where).parent / "config.json"))
+        else:
+            config = config_from_shapes(sd, family, where)
     if arch.name == "BertForMaskedLM" and not any(k.startswith("cls.predictions.") for k in sd):
         raise HFError(f"MaskedLM.from_hf: {where} is a BERT encoder without a masked-LM head (no cls.predictions.* "
                       f"weights); load it with Transformer.from_hf for hidden states, or fine-tune it with "
                       f"SequenceClassifier / TokenClassifier.from_hf(..., num_labels=N)")
-    for arg, value in arch.constructor:
-        if arg == "num_labels" and "num_labels" not in kwargs:
-            if "classifier.weight" not in sd:
-                raise HFError(f"{name}.from_hf: {where} has no classifier head, so pass num_labels=N "
-                              f"(the head starts fresh)")
-            kwargs["num_labels"] = sd["classifier.weight"].shape[0]
-        elif arg != "num_labels":
-            kwargs[arg] = value
+    if arch.causal is not None:
+        kwargs["causal"] = arch.causal
+    if arch.classifier and "num_labels" not in kwargs:
+        if "classifier.weight" not in sd:
+            raise HFError(f"{name}.from_hf: {where} has no classifier head, so pass num_labels=N "
+                          f"(the head starts fresh)")
+        kwargs["num_labels"] = sd["classifier.weight"].shape[0]
     model = cls(config, **kwargs)
     load_hf_state_dict(model, sd, arch, where)
     return model
@@ -539,7 +554,8 @@ def load_pretrained(path, model_class, **kwargs):
     if top >= model.config.vocab_size:
         files = ", ".join(n for n in ("tokenizer.json", "vocab.txt", "vocab.json") if (path / n).exists())
         raise HFError(f"{path / files.split(', ')[0]}: the tokenizer has ids up to {top} but the embedding in "
-                      f"{path} has {model.config.vocab_size} rows (config.json vocab_size): it belongs to another model")
+                      f"{path} has {model.config.vocab_size} rows (config.json vocab_size): "
+                      f"it belongs to another model")
     return model, tokenizer
 
 

@@ -370,8 +370,9 @@ class Tokenizer:
                           "ignore_merges": False, "vocab": vocab, "merges": [list(m) for m in merges]}}
         (folder / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
         config = {"tokenizer_class": "PreTrainedTokenizerFast",  # the class that runs tokenizer.json as written
-                  "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "[UNK]", "pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]",
-                  "mask_token": "[MASK]", "add_prefix_space": False}
+                  "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "[UNK]",
+                  "pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]",
+                  "add_prefix_space": False}
         (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     def fingerprint(self) -> str:
