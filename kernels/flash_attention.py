@@ -128,6 +128,7 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d
     acc (BM, D) fp32 unnormalised output, l_i (BM,) running sum, m_i (BM,) running max
     (base 2). MASKED blocks check key bounds and, if CAUSAL, key <= query.
     """
+    # BEGIN SOLUTION flash
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)  # (BN,)
         k_ptrs = K + offs_n[:, None] * stride_kt + offs_d[None, :]
@@ -161,6 +162,7 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d
             v = tl.load(v_ptrs)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])  # (BM, D)
     return acc, l_i, m_i
+    # END SOLUTION flash
 
 
 @triton.autotune(configs=_configs("fwd"), key=_KEY, prune_configs_by={"early_config_prune": _prune("fwd")})

@@ -95,12 +95,15 @@ def _functions(tree: ast.AST):
                 stack.append((prefix + child.name + ".", child))
 
 
-def _body_start(node) -> int:
-    """The first line of a function's body after its docstring (1-based)."""
+def _header_end(node) -> int:
+    """The last line before a function's body proper: its docstring's last line, or else its signature's."""
     body = node.body
-    has_doc = isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-        and isinstance(body[0].value.value, str)
-    return body[0].end_lineno + 1 if has_doc else body[0].lineno
+    if isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        return body[0].end_lineno
+    parts = [node.returns, *node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs,
+             node.args.vararg, node.args.kwarg]
+    return max([node.lineno] + [p.end_lineno for p in parts if p is not None])
 
 
 def _extent(lines: list[str], node) -> int:
@@ -168,7 +171,7 @@ def scan_text(path: str, text: str, known: set[str] | None = None) -> list[Regio
         if not inside:
             raise AssignmentError(f"{path}:{begin}: solution region {name} is not inside a function body")
         qualname, function = max(inside, key=lambda qf: qf[1].lineno)  # the innermost function
-        start = _body_start(function)
+        start = _header_end(function) + 1
         if begin < start:
             raise AssignmentError(f"{path}:{begin}: solution region {name} starts before the body of "
                                   f"{qualname} (the signature and docstring stay in the handout)")
@@ -178,8 +181,9 @@ def scan_text(path: str, text: str, known: set[str] | None = None) -> list[Regio
         if any(not ln.startswith(indent) for ln in body):
             raise AssignmentError(f"{path}:{begin}: a line of solution region {name} is indented less than "
                                   f"its markers")
+        before = [ln for ln in lines[start - 1:begin - 1] if ln.strip() and not ln.strip().startswith("#")]
         after = [ln for ln in lines[number:_extent(lines, function)] if ln.strip() and not ln.strip().startswith("#")]
-        regions.append(Region(path, name, begin, number, indent, qualname, whole_body=begin == start and not after))
+        regions.append(Region(path, name, begin, number, indent, qualname, whole_body=not before and not after))
     if open_mark is not None:
         raise AssignmentError(f"{path}:{open_mark[0]}: BEGIN SOLUTION {open_mark[1]} is never closed "
                               f"(no END SOLUTION {open_mark[1]})")
@@ -570,6 +574,11 @@ def score(assignment: Assignment, run: Run, hidden: Path | None = None,
     return results
 
 
+def grading_env(assignment: Assignment) -> dict:
+    """Environment for an assignment's tests: Triton ones run through the interpreter, GPU hidden."""
+    return {"CUDA_VISIBLE_DEVICES": "", "TRITON_INTERPRET": "1"} if assignment.interpreter else {}
+
+
 def hidden_files(hidden: Path) -> list[str]:
     hidden = Path(hidden).resolve()
     if not hidden.is_dir():
@@ -594,7 +603,7 @@ def grade(name: str | Assignment, directory: Path = Path("."), *, hidden: Path |
     if not args:
         raise AssignmentError(f"assignment {name} lists no tests and no --hidden-tests were given: nothing to grade")
     started = time.monotonic()
-    run = run_tests(directory, args, grading=True, timeout=timeout, grace=grace)
+    run = run_tests(directory, args, grading=True, timeout=timeout, grace=grace, env=grading_env(assignment))
     scores = score(assignment, run, hidden, directory)
     total = round(sum(s.score for s in scores), 2)
     best = round(sum(s.max_score for s in scores), 2)

@@ -45,6 +45,7 @@ class Assignment:
     tests: tuple[GradedTest, ...]
     neighbours: tuple[str, ...] = ()  # ungraded tests that need this assignment's functions
     notes: str = ""  # hints for the handout (Markdown)
+    interpreter: bool = False  # grade with the GPU hidden, Triton kernels through the interpreter
 
     @property
     def points(self) -> float:
@@ -167,10 +168,81 @@ ASSIGNMENTS: tuple[Assignment, ...] = (
               "exact token masking picks every position equally often"),
         ),
         neighbours=("tests/test_masking.py::test_same_seed_same_batch",
-                    "tests/test_masking.py::test_batch_without_maskable_token_is_left_alone"),
+                    "tests/test_masking.py::test_batch_without_maskable_token_is_left_alone",
+                    "tests/test_lessons.py::test_lesson_smoke[05_masked_lm]"),
         notes="No Python loop over rows or tokens: sort random keys (`argsort`) to draw an order, "
               "`cumsum` to count, `scatter`/`gather` to move between units and positions. Draw every "
               "random number with `_uniform` / `_randint` so the generator drives everything.",
+    ),
+    Assignment(
+        name="peft", number=6, title="LoRA and adapters: fine-tuning a few parameters, and merging them away",
+        lesson="lessons/08_peft.py", hours="3-5",
+        goals=(
+            "write LoRA's forward as the frozen layer plus a scaled low-rank update, never the dense matrix",
+            "merge the update into the base weight for inference, and take it out again",
+            "write Houlsby's bottleneck adapter, and see why zero-initialised halves start as the base model",
+        ),
+        tests=(
+            T("tests/assignments/test_lora.py::test_lora_forward_is_base_plus_scaled_low_rank", 5,
+              "LoRALinear(x) = x (W + scaling * B A)^T + b, and delta_weight() = scaling * B A"),
+            T("tests/assignments/test_lora.py::test_lora_forward_never_builds_the_dense_update", 2,
+              "the forward applies A then B to x: no (out, in) matrix is formed"),
+            T("tests/assignments/test_lora.py::test_merge_folds_the_update_into_the_weight", 4,
+              "merge puts B A into the weight exactly once, unmerge takes it out, outputs unchanged"),
+            T("tests/assignments/test_lora.py::test_adapter_is_a_residual_bottleneck", 3,
+              "adapter(h) = h + up(gelu(down(h))), the identity when fresh"),
+            T("tests/test_peft.py::test_starts_as_the_base_model", 2,
+              "a model with fresh LoRA or adapters gives exactly the base model's outputs"),
+            T("tests/test_peft.py::test_merged_lora_equals_unmerged", 4,
+              "a whole merged model equals the unmerged one, for any rank, scaling and targets"),
+        ),
+        neighbours=("tests/test_peft.py::test_adapter_file_round_trip_is_exact_and_small",
+                    "tests/test_lessons.py::test_lesson_smoke[08_peft]"),
+        notes="`F.linear(x, A)` computes x A^T. The update is scaled by `self.scaling`; dropout applies "
+              "to the input of the update only. `merge()` adds `delta_weight()` into `base.weight` once "
+              "(`merged` says whether it is in; a merged layer's forward is the base layer alone) and "
+              "`unmerge()` takes it out again; both change the weight in place, under `torch.no_grad()` "
+              "(already on the methods). `Adapter.forward(h)` is h + up(gelu(down(h))), the class's "
+              "docstring says.",
+    ),
+    Assignment(
+        name="flash", number=7, title="The online softmax and flash attention's forward, in Triton",
+        lesson="lessons/11_flash_attention.py", hours="8-10",
+        goals=(
+            "fold a row into its softmax chunk by chunk with a running max and sum (the online softmax)",
+            "write the same step as a Triton function, in base 2, safe for rows that see no key yet",
+            "stream key blocks past a query block, rescaling the output accumulator: FlashAttention-2's forward",
+            "test a GPU kernel on a laptop through Triton's interpreter",
+        ),
+        tests=(
+            T("tests/test_softmax_kernel.py::test_online_softmax_update_folds_chunks_into_softmax", 4,
+              "chunk by chunk, (m, s) give logsumexp and softmax; alpha and p rebuild softmax @ v"),
+            T("tests/test_softmax_kernel.py::test_online_softmax_update_propagates_nan", 1,
+              "a NaN logit makes the running sum NaN, as torch's softmax would"),
+            T("tests/test_softmax_kernel.py::test_plain_and_scaled[online]", 2,
+              "the long-row Triton softmax (your _online_update) equals the float64 reference"),
+            T("tests/test_softmax_kernel.py::test_causal_with_mask_and_scale[online]", 1,
+              "the same with a causal mask, a bool mask and a scale"),
+            T("tests/test_softmax_kernel.py::test_fully_masked_rows_are_zero[online]", 2,
+              "rows with every key masked give zeros, never NaN"),
+            T("tests/test_flash_attention_kernel.py::test_matches_reference", 4,
+              "flash attention equals the reference, forward and backward, causal or not, head dims 32-128"),
+            T("tests/test_flash_attention_kernel.py::test_key_padding_mask", 2,
+              "padded keys get no weight"),
+            T("tests/test_flash_attention_kernel.py::test_fully_padded_rows_give_zeros", 2,
+              "a query whose keys are all padding outputs zeros"),
+            T("tests/test_flash_attention_kernel.py::test_tiny_sequences", 2,
+              "sequences shorter than one block"),
+        ),
+        neighbours=("tests/test_attention.py::test_triton_matches_reference_forward_and_backward",
+                    "tests/test_lessons.py::test_lesson_smoke[10_softmax_fusion]",
+                    "tests/test_lessons.py::test_lesson_smoke[11_flash_attention]"),
+        notes="Work in `online_softmax_update` first (PyTorch, printable), then port it to `_online_update` "
+              "(exp2 instead of exp; `scale` turns raw scores into base-2 logits). In `_fwd_inner`, the "
+              "new block's weights p and the rescale alpha come from `_online_update`; the accumulator is "
+              "`acc * alpha + p @ v`. Tests run on the CPU through Triton's interpreter "
+              "(`TRITON_INTERPRET=1`, which tests/conftest.py sets without a GPU).",
+        interpreter=True,
     ),
 )
 

@@ -88,26 +88,34 @@ class LoRALinear(nn.Module):
 
     def delta_weight(self) -> torch.Tensor:
         """The dense update scaling * B A, shaped like the base weight (out, in)."""
+        # BEGIN SOLUTION peft
         return self.scaling * (self.lora_B @ self.lora_A)  # (out, in)
+        # END SOLUTION peft
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., in) -> (..., out). The update goes through two thin matmuls, never the dense B A."""
+        # BEGIN SOLUTION peft
         y = self.base(x)  # (..., out)
         if self.merged:
             return y  # B A is already inside base.weight
         return y + self.scaling * F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B)  # (..., out)
+        # END SOLUTION peft
 
     @torch.no_grad()
     def merge(self) -> None:
+        # BEGIN SOLUTION peft
         if not self.merged:
             self.base.weight += self.delta_weight()
             self.merged = True
+        # END SOLUTION peft
 
     @torch.no_grad()
     def unmerge(self) -> None:
+        # BEGIN SOLUTION peft
         if self.merged:
             self.base.weight -= self.delta_weight()
             self.merged = False
+        # END SOLUTION peft
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, scaling={self.scaling:g}, merged={self.merged}"
@@ -185,7 +193,9 @@ class Adapter(nn.Module):
         nn.init.zeros_(self.up.bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        # BEGIN SOLUTION peft
         return h + self.up(F.gelu(self.down(h)))  # (..., d_model)
+        # END SOLUTION peft
 
 
 class AdaptedLinear(nn.Module):

@@ -332,7 +332,8 @@ def test_handout_fails_its_tests_and_keeps_the_rest(name, handouts):
     _, folder = handouts[name]
     a = A.get(name)
     rest = list(a.neighbours) + [t for t in CROSS_SECTION if t not in a.neighbours]
-    run = A.run_tests(folder, [t.selector for t in a.tests] + rest, grading=False, timeout=600)
+    run = A.run_tests(folder, [t.selector for t in a.tests] + rest, grading=False, timeout=600,
+                      env=A.grading_env(a))
     assert run.cases and not run.collect_errors, run.log_tail
     scores = A.score(a, run)
     assert sum(s.score for s in scores) == 0, [s for s in scores if s.score]
@@ -341,9 +342,9 @@ def test_handout_fails_its_tests_and_keeps_the_rest(name, handouts):
     others = [c for c in run.cases.values() if not any(matches(c.nodeid, t.selector) for t in a.tests)]
     broken = [(c.nodeid, c.outcome, c.output[-500:]) for c in others if c.outcome not in ("passed", "skipped")]
     assert not broken, f"outside the graded tests the handout of {name} must pass or skip: {broken}"
-    for neighbour in a.neighbours:
+    for neighbour in a.neighbours:  # (a parametrised one may pass in the cases that do not need the functions)
         cases = [c for c in others if matches(c.nodeid, neighbour)]
-        assert cases and all(c.outcome == "skipped" and f"needs assignment {name}" in c.output for c in cases), \
+        assert any(c.outcome == "skipped" and f"needs assignment {name}" in c.output for c in cases), \
             f"{neighbour} should skip in the {name} handout, naming it: {[(c.outcome, c.output) for c in cases]}"
 
 
@@ -359,7 +360,7 @@ def test_a_lesson_that_needs_a_hollowed_function_stops_with_one_line(handouts):
 
 def test_the_solution_gets_full_marks():
     selectors = [t.selector for a in ASSIGNMENTS for t in a.tests]
-    run = A.run_tests(ROOT, selectors, grading=True, timeout=600)
+    run = A.run_tests(ROOT, selectors, grading=True, timeout=600, env={"TRITON_INTERPRET": "1"})
     for a in ASSIGNMENTS:
         scores = A.score(a, run)
         assert sum(s.score for s in scores) == sum(s.max_score for s in scores), \
