@@ -332,7 +332,7 @@ class Tokenizer:
             specials = {t["content"] for t in d.get("added_tokens", []) if t.get("special")}
         else:
             vocab = json.loads(f.read_text(encoding="utf-8"))
-            specials = {"<|endoftext|>"}
+            specials = set(SPECIAL_TOKENS)  # GPT-2's <|endoftext|>, and ours when save_hf wrote the file
         chars = {c: b for b, c in _byte_chars().items()}
         ordinary = sorted((i, t) for t, i in vocab.items() if t not in specials)
         if [i for i, _ in ordinary] != list(range(len(ordinary))):

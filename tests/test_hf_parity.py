@@ -382,7 +382,10 @@ def test_export_with_the_bpe_tokenizer_gives_transformers_the_same_ids(tmp_path)
         back = Tokenizer.from_hf(folder)  # and the folder reads back as the same tokenizer
         assert back.ranks == tok.ranks and back.lowercase == lowercase and back.eot_id == tok.eot_id
         model, again = mhf.load_pretrained(folder, CausalLM)
-        assert again.fingerprint() != "" and again.encode(texts[0]) == tok.encode(texts[0])
+        assert again.encode(texts[0]) == tok.encode(texts[0])
+        if not lowercase:  # GPT-2's older form, vocab.json + merges.txt alone, reads the same
+            (folder / "tokenizer.json").unlink()
+            assert Tokenizer.from_hf(folder).ranks == tok.ranks
 
 
 # ---------------------------------------------------------------------------------------------- the real one
