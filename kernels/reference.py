@@ -74,6 +74,7 @@ def attention_weights(q: Tensor, k: Tensor, *, causal: bool = False, key_padding
     (added to the scores); sm_scale defaults to 1/sqrt(D). Returns (B, H, Tq, Tk); a row
     whose every key is hidden is all zeros.
     """
+    # BEGIN SOLUTION attention
     sm_scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else sm_scale
     scores = (q * sm_scale) @ k.transpose(-2, -1)  # (B, H, Tq, Tk); scaling q is Tk/D times cheaper
     if key_padding_mask is not None and key_padding_mask.dtype != torch.bool:
@@ -88,6 +89,7 @@ def attention_weights(q: Tensor, k: Tensor, *, causal: bool = False, key_padding
     if key_padding_mask is not None or q.shape[-2] > k.shape[-2]:
         probs = probs * allowed  # a padding mask (or Tq > Tk, causal) can hide a whole row: zero it
     return probs
+    # END SOLUTION attention
 
 
 def attention_reference(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
@@ -100,6 +102,8 @@ def attention_reference(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False
     dropout_p: dropout on the attention probabilities. Returns (B, H, Tq, D); a query that
     sees no key outputs zeros.
     """
+    # BEGIN SOLUTION attention
     probs = attention_weights(q, k, causal=causal, key_padding_mask=key_padding_mask, sm_scale=sm_scale)
     probs = F.dropout(probs, p=dropout_p) if dropout_p > 0 else probs  # (B, H, Tq, Tk)
     return probs @ v  # (B, H, Tq, D)
+    # END SOLUTION attention

@@ -137,6 +137,42 @@ ASSIGNMENTS: tuple[Assignment, ...] = (
               "fast, incremental version of the same loop; read it once yours works.",
     ),
     Assignment(
+        name="attention", number=3, title="Attention, a Transformer block and rotary positions",
+        lesson="lessons/03_attention.py", hours="6-8",
+        goals=(
+            "write scaled dot-product attention with causal and padding masks, and rows that see no key",
+            "split a projection into heads, and see why each head is a slice of one matrix",
+            "build BERT's post-norm and GPT-2's pre-norm blocks, and check them against Hugging Face's models",
+            "rotate queries and keys (RoPE) so that their dot product depends only on their distance",
+        ),
+        tests=(
+            T("tests/test_attention.py::test_reference_matches_the_definition", 4,
+              "your attention equals a query-by-query loop over the definition, with every kind of mask"),
+            T("tests/test_attention.py::test_sdpa_matches_reference_forward_and_backward", 2,
+              "and equals torch's fused attention, values and gradients"),
+            T("tests/test_attention.py::test_fully_masked_rows_are_zero_and_finite_in_every_backend", 2,
+              "a query that sees no key outputs zeros, with finite gradients"),
+            T("tests/assignments/test_transformer_block.py::test_project_gives_each_head_its_slice", 2,
+              "project() gives head h the features h*Dh .. (h+1)*Dh-1 of q, k and v"),
+            T("tests/assignments/test_transformer_block.py::test_rotate_equals_complex_rotation", 3,
+              "rotate() equals RoPE written as complex multiplication"),
+            T("tests/test_model.py::test_rotary_scores_depend_only_on_distance", 2,
+              "rotated scores depend only on the distance between query and key, norms are kept"),
+            T("tests/test_hf_parity.py::test_bert_model_body_gives_the_hidden_states", 3,
+              "with BERT's weights, the encoder (post-norm blocks) gives BertModel's hidden states"),
+            T("tests/test_hf_parity.py::test_gpt2_matches", 2,
+              "with GPT-2's weights, the decoder (pre-norm blocks) gives GPT2LMHeadModel's logits"),
+        ),
+        neighbours=("tests/test_model.py::test_causality",
+                    "tests/test_lessons.py::test_lesson_smoke[03_attention]"),
+        notes="The attention functions are in `kernels/reference.py` (the one reference every backend is "
+              "tested against; `minilm.attention(backend=\"reference\")` calls it); `visible_keys` builds the "
+              "causal and padding masks for you. `Block.forward` has no docstring of its own: `norm=\"post\"` "
+              "(BERT) is x = norm(x + sublayer(x)) for attention then feed-forward; `norm=\"pre\"` (GPT-2) "
+              "is x = x + sublayer(norm(x)). `rotate` gets its cos and sin from `_rotary_table`, which you "
+              "write too.",
+    ),
+    Assignment(
         name="masking", number=4, title="Masking for masked-language models: BERT, whole words, spans, MASS",
         lesson="lessons/05_masked_lm.py", hours="6-8",
         goals=(

@@ -87,18 +87,22 @@ def rotate(x: Tensor, start: int = 0) -> Tensor:
     Channel pairs (i, i + Dh/2) turn by the angle position / 10000^(2i/Dh), so the dot product of
     a rotated query and key depends on their positions only through the distance between them.
     """
+    # BEGIN SOLUTION attention
     half = x.shape[3] // 2
     cos, sin = _rotary_table(start, x.shape[2], half, x.device, x.dtype)  # (T, Dh/2) each
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, H, T, Dh)
+    # END SOLUTION attention
 
 
 @functools.lru_cache(maxsize=64)
 def _rotary_table(start: int, T: int, half: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """cos and sin of the rotary angles, (T, Dh/2) each: built once per shape, not in every layer of every step."""
+    # BEGIN SOLUTION attention
     inv_freq = 10000.0 ** (-torch.arange(half, device=device, dtype=torch.float32) / half)  # (Dh/2,)
     angle = torch.arange(start, start + T, device=device, dtype=torch.float32)[:, None] * inv_freq  # (T, Dh/2)
     return angle.cos().to(dtype), angle.sin().to(dtype)
+    # END SOLUTION attention
 
 
 class Embeddings(nn.Module):
@@ -150,10 +154,12 @@ class SelfAttention(nn.Module):
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, T, D) -> q, k, v, each (B, H, T, Dh): every head gets its own Dh-wide slice."""
+        # BEGIN SOLUTION attention
         B, T, D = x.shape
         H = self.config.n_heads
         # Three calls, whatever each layer is (LoRA wraps them): nothing here knows about PEFT.
         return tuple(layer(x).view(B, T, H, D // H).transpose(1, 2) for layer in (self.q, self.k, self.v))
+        # END SOLUTION attention
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
         B, T, D = x.shape
@@ -205,11 +211,13 @@ class Block(nn.Module):
         self.ff = FeedForward(config)
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+        # BEGIN SOLUTION attention
         if self.pre_norm:  # GPT-2: the residual stream itself is never normalised, which keeps deep stacks stable
             x = x + self.attn(self.attn_norm(x), key_padding_mask, cache)  # (B, T, D)
             return x + self.ff(self.ff_norm(x))  # (B, T, D)
         x = self.attn_norm(x + self.attn(x, key_padding_mask, cache))  # (B, T, D): BERT normalises after the add
         return self.ff_norm(x + self.ff(x))  # (B, T, D)
+        # END SOLUTION attention
 
 
 class Transformer(nn.Module):
