@@ -61,6 +61,14 @@ def test_the_table_points_at_real_tests_and_lessons():
             assert name.split("[")[0] in defined, f"{a.name}: {path} defines no {name.split('[')[0]}"
 
 
+def test_the_readme_lists_every_assignment():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Teaching with minilm", 1)[-1].split("\n## ", 1)[0]
+    for a in ASSIGNMENTS:
+        assert f"| {a.number} | `{a.name}` |" in section, f"README's Teaching section does not list {a.name}"
+        assert section.split(f"`{a.name}` |", 1)[1].split("\n")[0].rstrip().endswith(f"| {a.points:g} |")
+
+
 def test_every_module_imports():
     """Every module of minilm and kernels imports (in a handout too, with functions hollowed)."""
     for package in ("minilm", "kernels"):
