@@ -91,7 +91,7 @@ def main(argv=None):
     lesson.section("3. Training with the causal objective")
     tcfg = TrainConfig(steps=steps, lr=lesson.pick(smoke=1e-3, quick=3e-3, full=1e-3), warmup_steps=max(1, steps // 10),
                        weight_decay=0.1, eval_every=lesson.pick(smoke=0, quick=50, full=500), log_every=max(1, steps // 30),
-                       seed=lesson.seed)
+                       seed=lesson.seed, overwrite=True)  # the lesson's own run folder: replaced on every run
     lesson.say(f"""
         {steps} steps of {batch_size} rows x {seq_len} tokens = {steps * batch_size * seq_len:,} tokens,
         AdamW with peak learning rate {tcfg.lr} (linear warmup over {tcfg.warmup_steps} steps,

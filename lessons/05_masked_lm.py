@@ -22,7 +22,7 @@ from minilm.collate import mlm_batch
 from minilm.corpus import encoder_rows, tokenize_corpus
 from minilm.lesson import lesson_corpus, pretrained_mlm, start
 from minilm.masking import STRATEGIES, MaskingConfig
-from minilm.pretrain import DEFAULTS, MaskedLMBatches
+from minilm.pretrain import RECIPE, MaskedLMBatches
 from minilm.show import LEGEND, show_masking
 
 SENTENCE = "The director somehow turned a brilliant novel into two hours of unwatchable, self-indulgent nonsense."
@@ -91,10 +91,10 @@ def main(argv=None):
 
     lesson.section("3. Pretraining a small BERT, live")
     config = ModelConfig.preset(preset, vocab_size=tok.vocab_size, max_seq_len=rows.shape[1],
-                                dropout=0.0, attention_dropout=0.0, position=DEFAULTS["position"])
+                                dropout=0.0, attention_dropout=0.0, position=RECIPE.position)
     model = MaskedLM(config)
-    masking = MaskingConfig(strategy="token", mask_prob=DEFAULTS["mask_prob"], count=DEFAULTS["mask_count"])
-    lr = DEFAULTS["lr"]
+    masking = RECIPE.masking()
+    lr = RECIPE.lr
     n_eval = min(lesson.pick(smoke=8, quick=256, full=1024), len(rows) // 10)
     train = MaskedLMBatches(rows[:-n_eval], word_ids[:-n_eval], tok, masking, batch_size, seed=lesson.seed)
     held = MaskedLMBatches(rows[-n_eval:], word_ids[-n_eval:], tok, masking, batch_size, seed=lesson.seed)
@@ -119,7 +119,7 @@ def main(argv=None):
         held-out rows.""")
     tcfg = TrainConfig(steps=steps, lr=lr,
                        warmup_steps=max(1, steps // 10), eval_every=lesson.pick(smoke=0, quick=50, full=300),
-                       log_every=max(1, steps // 30), seed=lesson.seed)
+                       log_every=max(1, steps // 30), seed=lesson.seed, overwrite=True)  # replaced on every run
     trainer = Trainer(model, tcfg, train, held, lesson.out / "run", tokenizer=tok)
     summary = trainer.fit()
     acc = summary["eval_accuracy"]

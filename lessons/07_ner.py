@@ -83,7 +83,8 @@ def main(argv=None):
         out = lesson.out / f"ner-{init}"
         cfg = FinetuneConfig(task="ner", data="conll2003", init=str(checkpoint) if init == "pretrained" else "scratch",
                              arch=str(checkpoint), method="full", seed=lesson.seed, epochs=epochs,
-                             train_size=train_size, eval_size=eval_size, lr=5e-4, out=str(out), progress=False)
+                             train_size=train_size, eval_size=eval_size, lr=5e-4, out=str(out), overwrite=True,
+                             progress=False)
         rows[init] = run_finetune(cfg)
         print(f"  [{init}] test entity F1 {rows[init]['test']['f1']:.1%} (precision "
               f"{rows[init]['test']['precision']:.1%}, recall {rows[init]['test']['recall']:.1%}; "

@@ -52,7 +52,7 @@ def main(argv=None):
     for method in METHODS:
         cfg = FinetuneConfig(task="classify", data="rt-polarity", init=str(checkpoint), method=method,
                              seed=lesson.seed, epochs=epochs, train_size=train_size, eval_size=eval_size,
-                             out=str(lesson.out / method), progress=False)
+                             out=str(lesson.out / method), overwrite=True, progress=False)
         rows[method] = run_finetune(cfg)
         print(f"  [{method}] test accuracy {rows[method]['test']['accuracy']:.1%}, "
               f"{rows[method]['trainable_params']:,} trainable parameters", flush=True)

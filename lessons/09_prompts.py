@@ -22,7 +22,8 @@ import torch
 from minilm import ModelConfig, Trainer, TrainConfig
 from minilm.checkpoint import load_model
 from minilm.collate import pad
-from minilm.finetune import DEFAULT_LR, ClassifyTask, FinetuneConfig, run_finetune, with_subset
+from minilm.finetune import DEFAULT_LR, FinetuneConfig, run_finetune
+from minilm.tasks import ClassifyTask, with_subset
 from minilm.lesson import pretrained_checkpoint, start
 from minilm.model import MaskedLM
 

@@ -26,7 +26,7 @@ from minilm import MaskedLM, ModelConfig, Trainer, TrainConfig
 from minilm.corpus import encoder_rows, tokenize_corpus
 from minilm.lesson import lesson_corpus, start
 from minilm.masking import MaskingConfig
-from minilm.pretrain import DEFAULTS, MaskedLMBatches
+from minilm.pretrain import RECIPE, MaskedLMBatches
 from minilm.trainer import PEAK_FLOPS
 
 
@@ -68,8 +68,8 @@ def main(argv=None):
     rows, word_ids = encoder_rows(corpus, lesson.pick(smoke=32, quick=128, full=128), tok)  # (N, T)
     config = ModelConfig.preset(lesson.pick(smoke="bert-tiny", quick="bert-mini", full="bert-mini"),
                                 vocab_size=tok.vocab_size, max_seq_len=rows.shape[1], dropout=0.0,
-                                attention_dropout=0.0, position=DEFAULTS["position"])
-    masking = MaskingConfig(strategy="token", mask_prob=DEFAULTS["mask_prob"], count=DEFAULTS["mask_count"])
+                                attention_dropout=0.0, position=RECIPE.position)
+    masking = RECIPE.masking()
     data = MaskedLMBatches(rows, word_ids, tok, masking, batch_size=lesson.pick(smoke=8, quick=32, full=32))
     torch.manual_seed(lesson.seed)
     model = MaskedLM(config).eval()
@@ -146,7 +146,7 @@ def main(argv=None):
     common = ["-m", "minilm", "pretrain", "--preset", "bert-tiny", "--data", data_arg, "--vocab-size", vocab,
               "--seq-len", "64", "--batch-size", "16", "--steps", str(ddp_steps), "--warmup", "2", "--log-every", "1",
               "--eval-every", str(ddp_steps), "--save-every", str(ddp_steps), "--eval-rows", "8", "--no-progress",
-              "--seed", str(lesson.seed), "--device", "cpu"]
+              "--seed", str(lesson.seed), "--device", "cpu", "--overwrite"]
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR",
                                                                "MASTER_PORT")}
     env["OMP_NUM_THREADS"] = "1"  # two processes on two cores: one thread each

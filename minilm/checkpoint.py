@@ -16,13 +16,18 @@ Design choices:
 - Refuse rather than guess: config.json records the sha256 of every file, so a truncated
   or edited file is caught before it is parsed; missing, unexpected or mis-shaped weights
   are listed by name.
+- Replacing a folder (`final/` at the end of every run) is crash-safe: the new folder is
+  complete under a temporary name before the old one is moved aside, and `recover` finishes
+  or undoes a replacement that a kill interrupted, so a reader finds the old folder or the
+  new one, never none. `FAULT_HOOK` lets a test stop the process at every rename.
 - The model class is stored by name (`MaskedLM`, or `package.module.Class` for a class
   outside `minilm.model`) with the constructor arguments it needs besides its config
-  (e.g. `num_labels`), read off the model's attributes of the same name.
+  (e.g. `num_labels`), read off the model's attributes of the same name. Loading never
+  imports a module a file names: only minilm's own model classes are looked up by name; a
+  class of your own is passed in (`load_model(path, model_class=MyModel)`).
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import os
@@ -33,8 +38,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from minilm.config import ModelConfig
+from minilm.config import PRETRAINED_DIR, ModelConfig  # noqa: F401  (PRETRAINED_DIR re-exported)
 from minilm.fetch import sha256_file
+
+# Called with a label before each rename of a folder replacement; tests set it to kill the process there.
+FAULT_HOOK = None
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -61,13 +69,26 @@ def _class_name(cls: type) -> str:
     return cls.__name__ if cls.__module__ == "minilm.model" else f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _resolve_class(name: str) -> type:
-    module_name, _, cls_name = name.rpartition(".")
-    module = importlib.import_module(module_name or "minilm.model")
-    cls = getattr(module, cls_name, None)
-    if not isinstance(cls, type) or not issubclass(cls, torch.nn.Module):
-        raise CheckpointError(f"config.json model_class={name!r} is not a torch module class in {module.__name__}")
-    return cls
+def _model_classes() -> dict[str, type]:
+    """minilm's own model classes by name: the only classes a checkpoint may name."""
+    import minilm.model as model_module
+
+    return {name: obj for name, obj in vars(model_module).items()
+            if isinstance(obj, type) and issubclass(obj, torch.nn.Module) and obj.__module__ == model_module.__name__}
+
+
+def _resolve_class(name: str, model_class: type | None = None) -> type:
+    if model_class is not None:
+        if _class_name(model_class) != name and model_class.__name__ != name:
+            raise CheckpointError(f"config.json model_class={name!r} does not match the class passed in "
+                                  f"({_class_name(model_class)})")
+        return model_class
+    known = _model_classes()
+    if name not in known:
+        raise CheckpointError(f"config.json model_class={name!r} is not one of minilm's model classes "
+                              f"({', '.join(sorted(known))}); a checkpoint never makes minilm import a module: "
+                              f"for a class of your own, pass it as load_model(..., model_class=YourClass)")
+    return known[name]
 
 
 def constructor_kwargs(model: torch.nn.Module) -> dict:
@@ -97,14 +118,51 @@ def _unique_state(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict
     return kept, aliases
 
 
+def _rename(src: Path, dst: Path, label: str) -> None:
+    if FAULT_HOOK is not None:
+        FAULT_HOOK(label)
+    os.replace(src, dst)
+
+
 def _replace_dir(tmp: Path, final: Path) -> None:
     """Move a finished folder into place; the old one is removed only after the new one is in."""
     old = final.with_name(f".{final.name}.old-{os.getpid()}")
     if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
+        _rename(final, old, "move the old folder aside")
+    _rename(tmp, final, "move the new folder in")
     if old.exists():
         shutil.rmtree(old)
+
+
+def _complete(folder: Path) -> bool:
+    try:
+        read_config(folder)
+        return True
+    except CheckpointError:
+        return False
+
+
+def recover(final, *, cleanup: bool = False) -> None:
+    """Finish or undo a replacement of `final` that a crash interrupted.
+
+    With `final` missing, the newest complete `.final.tmp-*` (a new folder that was fully
+    written) is moved in, else the `.final.old-*` that was moved aside goes back. With
+    `cleanup`, left-over temporary folders beside an intact `final` are removed (only the
+    process that owns the run folder may do that: another may be writing one right now).
+    """
+    final = Path(final)
+    parent = final.parent
+    if not parent.is_dir():
+        return
+    temps = sorted(parent.glob(f".{final.name}.tmp-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    olds = sorted(parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    if not final.exists():
+        for candidate in [*filter(_complete, temps), *olds]:
+            os.replace(candidate, final)
+            break
+    if cleanup:
+        for left in parent.glob(f".{final.name}.*-*"):
+            shutil.rmtree(left, ignore_errors=True)
 
 
 def save_checkpoint(directory, model: torch.nn.Module, tokenizer=None, *, trainer_state: dict | None = None,
@@ -201,11 +259,14 @@ def load_weights(directory, model: torch.nn.Module, *, meta: dict | None = None)
             state[aliases.get(k, k)].copy_(v)
 
 
-def load_model(directory, *, device: str | torch.device = "cpu"):
-    """Rebuild the model saved in `directory` and its tokenizer -> (model, tokenizer or None)."""
+def load_model(directory, *, device: str | torch.device = "cpu", model_class: type | None = None):
+    """Rebuild the model saved in `directory` and its tokenizer -> (model, tokenizer or None).
+
+    `model_class` is needed only for a class outside minilm.model (its name must match the file's).
+    """
     directory = Path(directory)
     meta = read_config(directory)
-    cls = _resolve_class(meta["model_class"])
+    cls = _resolve_class(meta["model_class"], model_class)
     config = ModelConfig.from_dict(meta["model_config"])
     model = cls(config, **meta.get("model_kwargs", {})).to(device)
     load_weights(directory, model, meta=meta)

@@ -4,11 +4,17 @@ Each module listed in COMMANDS defines `configure(parser)` (add its arguments) a
 `run(args)` (do the work). The CLI only dispatches, so the code for `pretrain` lives
 next to the trainer, the code for `finetune` next to fine-tuning, and so on.
 Works the same as `minilm …`, `python -m minilm …` and `torchrun … -m minilm …`.
+
+An error a user can cause (a bad flag value, a missing file, a corrupt checkpoint, a run
+folder in the way, a non-finite loss) prints one line, `minilm: error: …`, and exits 2; the
+traceback is for bugs, or for `--debug` (or MINILM_DEBUG=1). Ctrl-C exits 130 after the
+checkpoint the trainer writes.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -23,8 +29,21 @@ COMMANDS = {
 }
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions minilm raises for mistakes and faults a user can fix (not for bugs)."""
+    from minilm.checkpoint import CheckpointError
+    from minilm.fetch import FetchError
+
+    errors = [ValueError, OSError, CheckpointError, FetchError]
+    if "minilm.trainer" in sys.modules:
+        errors.append(sys.modules["minilm.trainer"].NonFiniteLoss)
+    return tuple(errors)
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("MINILM_DEBUG", "") not in ("", "0") or "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     parser = argparse.ArgumentParser(prog="minilm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = argv[0] if argv and argv[0] in COMMANDS else None
@@ -44,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if debug or not isinstance(e, _user_errors()):
+            raise
+        print(f"minilm: error: {e}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

@@ -28,7 +28,9 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from minilm.finetune import PRETRAINED_DIR, TASKS, FinetuneConfig, run_finetune
+from minilm.checkpoint import PRETRAINED_DIR
+from minilm.finetune import FinetuneConfig, run_finetune
+from minilm.tasks import TASKS
 
 
 @dataclass(frozen=True)

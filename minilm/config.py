@@ -106,6 +106,9 @@ def _gpt(n_layers: int, d_model: int, n_heads: int, max_seq_len: int, vocab_size
                 activation="gelu_tanh", type_vocab_size=0, tie_embeddings=True, norm_eps=1e-5)
 
 
+# The shared pretrained encoder committed with the package (lessons 05-09 fine-tune it).
+PRETRAINED_DIR = Path(__file__).resolve().parent / "assets" / "pretrained"
+
 PRESETS: dict[str, dict] = {
     "bert-tiny": _bert(2, 128),
     "bert-mini": _bert(4, 256),

@@ -22,7 +22,8 @@ import json
 from pathlib import Path
 
 from minilm import peft
-from minilm.finetune import TASKS, load_finetuned
+from minilm.finetune import load_finetuned
+from minilm.tasks import TASKS
 
 SPLITS = ("train", "validation", "test")
 

@@ -3,23 +3,23 @@
     minilm fill-mask runs/pretrain-bert-mini "the movie was [MASK] and the acting superb."
 
 Design choices:
-- The checkpoint folder is self-describing (`minilm.checkpoint.load_model`); a causal LM is
-  refused with a pointer to `generate`.
+- A checkpoint folder, a run folder (its final/) or a Hugging Face folder (`run_folder.load`);
+  a causal LM is refused.
 - The work is `MaskedLM.fill_mask`; this module only prints its top-k table per mask.
 """
 from __future__ import annotations
 
 import argparse
 
-import torch
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
-    a("checkpoint", help="a checkpoint folder holding a MaskedLM and its tokenizer")
+    a("checkpoint", help="a checkpoint or run folder holding a MaskedLM and its tokenizer, or a Hugging Face BERT "
+                         "folder")
     a("text", help='a sentence with one or more "[MASK]"')
     a("--top-k", type=int, default=5)
-    a("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a("--device", default="auto", help="auto, cpu, cuda, cuda:N")
 
 
 def format_predictions(text: str, predictions: list[list[tuple[str, float]]]) -> str:
@@ -34,18 +34,16 @@ def format_predictions(text: str, predictions: list[list[tuple[str, float]]]) ->
 
 
 def run(args) -> int:
-    from minilm.checkpoint import load_model
+    from minilm import run_folder
     from minilm.model import MaskedLM
+    from minilm.trainer import resolve_device
 
     if args.top_k < 1:
-        raise SystemExit(f"--top-k={args.top_k}: expected a positive integer")
-    model, tokenizer = load_model(args.checkpoint, device=args.device)
-    if not isinstance(model, MaskedLM):
-        raise SystemExit(f"{args.checkpoint} holds a {type(model).__name__}, not a MaskedLM; "
-                         "for a causal LM use `minilm generate`")
-    if tokenizer is None:
-        raise SystemExit(f"{args.checkpoint} has no tokenizer.json; fill-mask needs one")
+        raise ValueError(f"--top-k={args.top_k}: expected a positive integer")
     if "[MASK]" not in args.text:
-        raise SystemExit(f'text={args.text!r} has no "[MASK]" to fill')
+        raise ValueError(f'text={args.text!r} has no "[MASK]" to fill')
+    device = resolve_device(args.device)
+    model, tokenizer = run_folder.load(args.checkpoint, MaskedLM, device=device,
+                                       hint="; for a causal LM use `minilm generate`")
     print(format_predictions(args.text, model.fill_mask(tokenizer, args.text, top_k=args.top_k)))
     return 0

@@ -5,19 +5,12 @@
     minilm finetune --task classify --data my.tsv --init minilm/assets/pretrained --train-size 512
 
 Design choices:
-- Two tasks, one path. `ClassifyTask` (sentence -> label, `SequenceClassifier`, accuracy
-  and macro-F1) and `NERTask` (words -> IOB2 tags, `TokenClassifier`, entity-level F1 in
-  the conlleval convention) differ only in how they load, collate and score; everything
-  else (init, method, training, selection, the results table) is shared.
-- The Trainer trains. Batch sources (`SentenceSource`, `TaggedSource`) give the global
-  batch of a step as a pure function of (seed, step), like pretraining, so runs are
-  reproducible and shard across ranks. `FinetuneTrainer` only replaces the trainer's
-  evaluation by the task's score and keeps the best epoch's trainable weights in memory.
+- The task (`tasks.py`: ClassifyTask, NERTask) says how to load, batch and score; this module
+  builds the model, trains it with the `Trainer` and keeps the run folder. The trainer's
+  evaluation is the task's validation score, through its `evaluate` hook, and the best epoch's
+  trainable weights are kept in memory through `on_best`: no trainer subclass.
 - Select on validation, test once: after every epoch the validation score is computed;
   the best epoch's weights are restored and the test split is scored exactly once.
-- NER scores *words*: each word's tag is predicted at its first sub-token (the collator
-  labels only those); words cut off by `--max-len` are predicted "O", so truncation costs
-  recall instead of vanishing from the score. Gold tags are the data's own strings.
 - `--init scratch` builds the same architecture with random weights and the same
   tokenizer (taken from `--arch`, by default the committed pretrained checkpoint), so
   pretrained versus scratch differs in the weights only.
@@ -25,20 +18,20 @@ Design choices:
   reads; the other methods write `adapter.safetensors` (method weights and head, small)
   that names its base checkpoint and that base's sha256, so a reloaded model scores exactly
   what it scored. A random base (from scratch) cannot be fetched again: it is saved in `base/`.
+  The adapter and tokenizer files are sha256-checked when read back, like checkpoints.
+- A run folder is never overwritten by accident (`--overwrite` replaces it), and the default
+  folder name includes the data set, so runs on different data never collide.
 - Misconfiguration fails before training: labels in validation/test that training never
   saw, a tokenizer whose vocabulary or special ids do not fit the checkpoint, a train size
   larger than the data, a max length beyond the model's positions.
 """
 from __future__ import annotations
 
-import abc
 import argparse
-import copy
 import dataclasses
 import json
-import math
 import os
-import random
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -46,10 +39,13 @@ from pathlib import Path
 
 import torch
 
-from minilm import metrics, peft
+from minilm import peft, run_folder
+from minilm.atomic import atomic_write_text
+from minilm.checkpoint import PRETRAINED_DIR
+from minilm.fetch import sha256_file
+from minilm.tasks import TASKS, with_subset
 from minilm.trainer import Trainer
 
-PRETRAINED_DIR = Path(__file__).resolve().parent / "assets" / "pretrained"
 RUN_INFO = "finetune.json"  # what `minilm evaluate` needs to rebuild the model
 ADAPTER = "adapter.safetensors"
 MODEL_DIR = "model"
@@ -60,292 +56,7 @@ BASE_DIR = "base"
 DEFAULT_LR = {"full": 2e-4, "probe": 2e-3, "lora": 1e-3, "adapter": 1e-3, "prefix": 5e-3}
 
 
-# ---------------------------------------------------------------- batch sources
-
-
-class _Source(abc.ABC):
-    """A batch source over n examples: seeded epoch permutations for training, sorted eval batches."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, eval_batch_size: int = 128):
-        if n < 1:
-            raise ValueError("the split is empty: nothing to train or score on")
-        self.n, self.batch_size, self.seed, self.eval_batch_size = n, batch_size, seed, eval_batch_size
-        self.steps_per_epoch = max(1, n // batch_size)  # the last partial batch is dropped, as is usual
-
-    @abc.abstractmethod
-    def length(self, i: int) -> int:
-        """How long example i is (for sorting evaluation batches)."""
-
-    @abc.abstractmethod
-    def collate(self, idx: list[int]) -> dict:
-        """The model kwargs for examples `idx`."""
-
-    def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
-        """This rank's share of the global batch of `step` (a pure function of seed and step)."""
-        epoch, i = divmod(step, self.steps_per_epoch)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        perm = torch.randperm(self.n, generator=g)  # (n,)
-        rows = perm[i * self.batch_size:(i + 1) * self.batch_size]
-        if len(rows) < self.batch_size:  # fewer examples than one batch: wrap around
-            rows = perm.repeat(math.ceil(self.batch_size / self.n))[:self.batch_size]
-        return self.collate(rows[rank::world_size].tolist())
-
-    def eval_chunks(self) -> list[list[int]]:
-        """Evaluation batches as example indices: sorted by length, so they carry little padding."""
-        order = sorted(range(self.n), key=self.length)
-        return [order[i:i + self.eval_batch_size] for i in range(0, self.n, self.eval_batch_size)]
-
-    def eval_batches(self):
-        for idx in self.eval_chunks():
-            yield self.collate(idx)
-
-
-class SentenceSource(_Source):
-    """Sentence classification batches through `collate.classification_batch`."""
-
-    def __init__(self, texts: list[str], labels: list[int], tokenizer, *, batch_size: int, max_len: int,
-                 seed: int = 0):
-        super().__init__(len(texts), batch_size, seed)
-        self.texts, self.labels, self.tokenizer, self.max_len = texts, labels, tokenizer, max_len
-
-    def length(self, i: int) -> int:
-        return len(self.texts[i])
-
-    def collate(self, idx: list[int]) -> dict:
-        from minilm.collate import classification_batch
-
-        return classification_batch([self.texts[i] for i in idx], [self.labels[i] for i in idx], self.tokenizer,
-                                    self.max_len)
-
-
-class TaggedSource(_Source):
-    """Token classification batches through `collate.token_classification_batch` (first sub-token labelled)."""
-
-    def __init__(self, words: list[list[str]], tags: list[list[str]], tokenizer, tag_to_id: dict[str, int], *,
-                 batch_size: int, max_len: int, seed: int = 0):
-        super().__init__(len(words), batch_size, seed)
-        self.words, self.tags, self.tokenizer, self.tag_to_id, self.max_len = words, tags, tokenizer, tag_to_id, max_len
-
-    def length(self, i: int) -> int:
-        return len(self.words[i])
-
-    def collate(self, idx: list[int]) -> dict:
-        from minilm.collate import token_classification_batch
-
-        # A gold tag the model cannot know (NERTask allow_unseen) is "O" for the loss; scoring keeps it.
-        tags = [[t if t in self.tag_to_id else "O" for t in self.tags[i]] for i in idx]
-        return token_classification_batch([self.words[i] for i in idx], tags, self.tokenizer, self.tag_to_id,
-                                          self.max_len)
-
-
-# ---------------------------------------------------------------- prediction
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def predict_batches(model: torch.nn.Module, source: _Source):
-    """Yield (example indices, batch, output) for every eval batch: fp32, eval mode, no gradients."""
-    was_training = model.training
-    model.eval()
-    device = _model_device(model)
-    try:
-        for idx in source.eval_chunks():
-            batch = {k: v.to(device) for k, v in source.collate(idx).items()}
-            with torch.no_grad():
-                out = model(**batch)
-            yield idx, batch, out
-    finally:
-        model.train(was_training)
-
-
-# ---------------------------------------------------------------- tasks
-
-
-class ClassifyTask:
-    """Sentence classification: `SequenceClassifier`, scored by accuracy (and macro-F1).
-
-    `label_names` (from a saved model) must equal the data's: ids are positions in that list.
-    """
-
-    name, metric = "classify", "accuracy"
-
-    def __init__(self, data: str, label_names: list[str] | None = None, allow_unseen: bool = False):
-        from minilm.data import load_classification
-
-        self.data = load_classification(data)
-        self.label_names = list(self.data.label_names)
-        if label_names is not None and list(label_names) != self.label_names:
-            raise ValueError(f"--data {data} has labels {self.label_names} but the model was trained on "
-                             f"{list(label_names)}: it cannot score labels it never saw")
-        splits = ("train", "validation", "test")
-        for split in splits:
-            bad = [y for y in getattr(self.data, split).labels if not 0 <= y < len(self.label_names)]
-            if bad:
-                raise ValueError(f"--data {data}: {split} label id {bad[0]} is outside label_names {self.label_names}")
-        self.unseen: dict[str, dict[str, int]] = {}
-        if label_names is None:  # training: every label scored should be learnable
-            seen = set(self.data.train.labels)
-            for split in splits[1:]:
-                labels = getattr(self.data, split).labels
-                counts = {self.label_names[y]: labels.count(y) for y in sorted(set(labels) - seen)}
-                if counts and not allow_unseen:
-                    raise ValueError(f"--data {data}: the {split} split has labels {sorted(counts)} that never occur "
-                                     f"in train; a model cannot learn them. Fix the split, or pass "
-                                     f"--allow-unseen-labels to score them as misses")
-                if counts:
-                    self.unseen[split] = counts
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names)
-
-    def split_size(self, split: str) -> int:
-        return len(getattr(self.data, split).texts)
-
-    def model(self, config):
-        from minilm.model import SequenceClassifier
-
-        # Mean pooling, not [CLS]: masked-LM pretraining never trains the [CLS] output, and with
-        # rt-polarity at 512 labels mean pooling scored 60.0% vs 53.5% (pretrained) and 58.3% vs
-        # 49.0% (scratch), seed 0: a fairer baseline and a better model.
-        return SequenceClassifier(config, num_labels=self.num_labels, pooling="mean")
-
-    def source(self, split: str, tokenizer, *, batch_size: int, max_len: int, seed: int = 0) -> SentenceSource:
-        s = getattr(self.data, split)
-        return SentenceSource(s.texts, s.labels, tokenizer, batch_size=batch_size, max_len=max_len, seed=seed)
-
-    def score(self, model, source: SentenceSource) -> dict:
-        """{"accuracy", "macro_f1", "loss", "predictions"}, predictions in the data's order."""
-        pred, loss_sum = [0] * source.n, 0.0
-        for idx, _, out in predict_batches(model, source):
-            for i, p in zip(idx, out.logits.argmax(-1).tolist()):
-                pred[i] = p
-            loss_sum += float(out.loss) * len(idx)
-        return {"accuracy": metrics.accuracy(source.labels, pred), "macro_f1": metrics.macro_f1(source.labels, pred),
-                "loss": loss_sum / source.n, "predictions": pred}
-
-    def report(self, source: SentenceSource, scored: dict, picture: Path | None = None) -> str:
-        """The per-class table; with `picture`, also the confusion matrix as a PNG."""
-        if picture is not None:
-            m = metrics.confusion_matrix(source.labels, scored["predictions"], self.num_labels)
-            metrics.plot_confusion_matrix(m, self.label_names, picture, title=picture.stem)
-        return metrics.label_report(source.labels, scored["predictions"], self.label_names)
-
-
-class NERTask:
-    """Named entities: `TokenClassifier` over words, scored by entity-level F1 (conlleval, IOB2).
-
-    The tag set is what training can teach (train's tags, in the data's order), or the saved
-    model's `label_names`. A validation/test tag outside it is an error, unless
-    `allow_unseen`: then it stays in the gold tags (a miss the model cannot avoid, as ATIS's
-    test set needs) and counts as "O" only in the loss; the run records which tags they were.
-    """
-
-    name, metric = "ner", "f1"
-
-    def __init__(self, data: str, label_names: list[str] | None = None, allow_unseen: bool = False):
-        from minilm.data import load_ner
-
-        self.data = load_ner(data)
-        if label_names is None:
-            seen = {t for sent in self.data.train.tags for t in sent}
-            label_names = [t for t in self.data.tag_names if t in seen] + sorted(seen - set(self.data.tag_names))
-        self.label_names = list(label_names)
-        for t in self.label_names:
-            metrics._split_tag(t, f"--data {data}")  # a non-IOB2 tag set fails here, not at scoring time
-        self.tag_to_id = {t: i for i, t in enumerate(self.label_names)}
-        self.unseen: dict[str, dict[str, int]] = {}
-        for split in ("train", "validation", "test"):
-            counts: dict[str, int] = {}
-            for sent in getattr(self.data, split).tags:
-                for t in sent:
-                    if t not in self.tag_to_id:
-                        counts[t] = counts.get(t, 0) + 1
-            if counts and (split == "train" or not allow_unseen):
-                raise ValueError(f"--data {data}: the {split} split has tags {sorted(counts)} ({sum(counts.values())} "
-                                 f"words) that the model never saw in training (it knows {self.label_names}); fix "
-                                 f"the data, or pass --allow-unseen-labels to score them as misses")
-            if counts:
-                self.unseen[split] = counts
-                print(f"warning: {split} has {sum(counts.values())} words tagged {sorted(counts)}, never seen in "
-                      f"training: scored as misses", file=sys.stderr)
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names)
-
-    def split_size(self, split: str) -> int:
-        return len(getattr(self.data, split).words)
-
-    def model(self, config):
-        from minilm.model import TokenClassifier
-
-        return TokenClassifier(config, num_labels=self.num_labels)
-
-    def source(self, split: str, tokenizer, *, batch_size: int, max_len: int, seed: int = 0) -> TaggedSource:
-        s = getattr(self.data, split)
-        return TaggedSource(s.words, s.tags, tokenizer, self.tag_to_id, batch_size=batch_size, max_len=max_len,
-                            seed=seed)
-
-    def score(self, model, source: TaggedSource) -> dict:
-        """Entity P/R/F1 over words: each word's tag is the prediction at its first sub-token
-        (`collate.word_predictions`); words cut off by max_len are predicted "O"."""
-        from minilm.collate import word_predictions
-
-        pred: list[list[str]] = [[] for _ in range(source.n)]
-        loss_sum, n_labels = 0.0, 0
-        for idx, batch, out in predict_batches(model, source):
-            words = [source.words[i] for i in idx]
-            for i, tags in zip(idx, word_predictions(out.logits, words, source.tokenizer, source.max_len,
-                                                     self.label_names)):
-                pred[i] = tags
-            n = int((batch["labels"] != -100).sum())
-            loss_sum += float(out.loss) * n
-            n_labels += n
-        s = metrics.entity_scores(source.tags, pred)
-        return {"f1": s["f1"], "precision": s["precision"], "recall": s["recall"],
-                "loss": loss_sum / max(n_labels, 1), "per_type": s["per_type"], "predictions": pred}
-
-    def report(self, source: TaggedSource, scored: dict, picture: Path | None = None) -> str:
-        """The seqeval-style per-type table."""
-        return metrics.classification_report(source.tags, scored["predictions"])
-
-
-TASKS = {"classify": ClassifyTask, "ner": NERTask}
-
-
-def with_subset(task, split: str, n: int, seed: int):
-    """A copy of `task` whose `split` is a seeded random subset of n examples (order kept)."""
-    records = getattr(task.data, split)
-    available = task.split_size(split)
-    if not 1 <= n <= available:
-        flag = "--train-size" if split == "train" else "--eval-size"
-        raise ValueError(f"{flag}={n} is invalid: the {split} split has {available} examples")
-    idx = sorted(random.Random(seed).sample(range(available), n))
-    picked = {f.name: [getattr(records, f.name)[i] for i in idx] for f in dataclasses.fields(records)}
-    clone = copy.copy(task)
-    clone.data = dataclasses.replace(task.data, **{split: type(records)(**picked)})
-    return clone
-
-
 # ---------------------------------------------------------------- model and tokenizer
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder from a checkpoint or a run folder (final/, then best/, then the last step)."""
-    path = Path(path)
-    if (path / "config.json").is_file():
-        return path
-    for name in ("final", "best"):
-        if (path / name / "config.json").is_file():
-            return path / name
-    steps = sorted((path / "checkpoints").glob("step_*")) if (path / "checkpoints").is_dir() else []
-    if steps:
-        return steps[-1]
-    raise FileNotFoundError(f"--init {path}: not a checkpoint folder (no config.json) and not a run folder with "
-                            f"final/, best/ or checkpoints/step_*; pass a checkpoint, a run folder or 'scratch'")
 
 
 def check_tokenizer(tokenizer, config, where: str) -> None:
@@ -394,7 +105,7 @@ def build_model(task, init: str, *, arch: str | None = None, tokenizer_path: str
 
     torch.manual_seed(seed)  # the head's (and, from scratch, the body's) initialisation
     if init != "scratch":
-        base = resolve_checkpoint(init)
+        base = run_folder.resolve(init, flag="--init")
         meta = read_config(base)
         pretrained, tokenizer = load_model(base)
         if tokenizer_path is not None:
@@ -419,7 +130,7 @@ def build_model(task, init: str, *, arch: str | None = None, tokenizer_path: str
         config = ModelConfig.preset(arch, vocab_size=tokenizer.vocab_size)
         config = _with_dropout(config.to_dict(), dropout)
     else:
-        arch_dir = resolve_checkpoint(arch)
+        arch_dir = run_folder.resolve(arch, flag="--arch")
         config = _with_dropout(read_config(arch_dir)["model_config"], dropout)
         tokenizer = load_tokenizer(tokenizer_path or arch_dir)
     check_tokenizer(tokenizer, config, f"--arch {arch}")
@@ -427,25 +138,6 @@ def build_model(task, init: str, *, arch: str | None = None, tokenizer_path: str
 
 
 # ---------------------------------------------------------------- training
-
-
-class FinetuneTrainer(Trainer):
-    """The Trainer with the task's validation score as its evaluation; keeps the best epoch in memory."""
-
-    def __init__(self, model, config, train_source, task, val_source, out_dir=None):
-        super().__init__(model, config, train_source, eval_data=val_source, out_dir=out_dir)
-        self.task = task
-        self.best = (-math.inf, 0, None)  # (validation score, step, trainable weights)
-
-    def evaluate(self) -> dict:
-        scored = self.task.score(self.model, self.eval_data)
-        value = scored[self.task.metric]
-        if value > self.best[0]:
-            self.best = (value, self.step, peft.trainable_state_dict(self.model))
-        return {"eval_loss": scored["loss"], f"eval_{self.task.metric}": value}
-
-    def save(self, name=None, *, resumable=True):
-        return None  # fine-tuning writes the selected weights itself (run_finetune), not every checkpoint
 
 
 @dataclass
@@ -459,6 +151,7 @@ class FinetuneConfig:
     train_size: int | None = None  # subsample the training split (seeded)
     eval_size: int | None = None  # score a fixed subset of validation and test (quick lessons); None = all
     allow_unseen_labels: bool = False  # score validation/test labels absent from train as misses (ATIS needs it)
+    allow_rare_labels: bool = False  # accept labels that look like typos (see data.suspect_labels)
     seed: int = 0
     epochs: int = 4
     batch_size: int = 32
@@ -475,7 +168,8 @@ class FinetuneConfig:
     bottleneck: int = 64
     n_prefix: int = 16
     device: str = "auto"
-    out: str | None = None
+    out: str | None = None  # None: no run folder (the results row is returned only)
+    overwrite: bool = False  # replace a run already in `out`
     progress: bool = True
 
     def __post_init__(self):
@@ -521,7 +215,11 @@ def run_finetune(cfg: FinetuneConfig, task=None) -> dict:
     from minilm.trainer import TrainConfig
 
     t0 = time.perf_counter()
-    task = task or TASKS[cfg.task](cfg.data, allow_unseen=cfg.allow_unseen_labels)
+    # Under torchrun every rank trains; only rank 0 writes (the trainer follows the same rule).
+    out = Path(cfg.out) if cfg.out and int(os.environ.get("RANK", "0")) == 0 else None
+    if out is not None:  # before any data is loaded
+        run_folder.prepare(out, overwrite=cfg.overwrite)
+    task = task or TASKS[cfg.task](cfg.data, allow_unseen=cfg.allow_unseen_labels, allow_rare=cfg.allow_rare_labels)
     if cfg.train_size is not None:
         task = with_subset(task, "train", cfg.train_size, cfg.seed)
     for split in ("validation", "test") if cfg.eval_size is not None else ():
@@ -532,8 +230,6 @@ def run_finetune(cfg: FinetuneConfig, task=None) -> dict:
     max_len = cfg.max_len or min(128, model.config.max_seq_len)
     if max_len > model.config.max_seq_len:
         raise ValueError(f"--max-len={max_len} exceeds the model's max_seq_len={model.config.max_seq_len}")
-    # Under torchrun every rank trains; only rank 0 writes (the trainer follows the same rule).
-    out = Path(cfg.out) if cfg.out and int(os.environ.get("RANK", "0")) == 0 else None
     if out is not None and base is None and cfg.method != "full":
         # A random base cannot be fetched again: keep it, so the adapter file can be reloaded.
         save_checkpoint(out / BASE_DIR, model, tokenizer)
@@ -549,11 +245,21 @@ def run_finetune(cfg: FinetuneConfig, task=None) -> dict:
                      min_lr_ratio=0.0, weight_decay=cfg.weight_decay, beta2=0.999, eps=1e-8, device=cfg.device,
                      precision="auto", eval_every=train.steps_per_epoch, log_every=max(1, min(50, steps // 20)),
                      seed=cfg.seed, progress=cfg.progress)
-    trainer = FinetuneTrainer(model, tc, train, task, val, out)
+    best = {}  # the best epoch so far: step and trainable weights, kept in memory
+
+    def validate(model) -> dict:
+        scored = task.score(model, val)
+        return {"eval_loss": scored["loss"], f"eval_{task.metric}": scored[task.metric]}
+
+    def keep(trainer, metrics) -> None:
+        best.update(step=trainer.step, state=peft.trainable_state_dict(trainer.model))
+
+    trainer = Trainer(model, tc, train, val, out, evaluate=validate, select=(f"eval_{task.metric}", "max"),
+                      on_best=keep, checkpoints=False)
     trainer.fit()
-    if trainer.best[2] is None:  # stopped (Ctrl-C) before the first evaluation: score what there is
-        trainer.evaluate()
-    best_score, best_step, best_state = trainer.best
+    if not best:  # stopped (Ctrl-C) before the first evaluation: keep what there is
+        keep(trainer, {})
+    best_step, best_state = best["step"], best["state"]
     model = trainer.model
     with torch.no_grad():  # restore the selected epoch
         params = dict(model.named_parameters())
@@ -579,9 +285,9 @@ def run_finetune(cfg: FinetuneConfig, task=None) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         _save_finetuned(out, cfg, task, model, tokenizer, base, settings, row, max_len)
         report = task.report(test, test_scored, out / "confusion_test.png")
-        (out / "report_test.txt").write_text(report)
-        (out / "results.json").write_text(json.dumps(row, indent=2) + "\n")
-        (out / "results.md").write_text(results_table([row]))
+        atomic_write_text(out / "report_test.txt", report)
+        atomic_write_text(out / "results.json", json.dumps(row, indent=2) + "\n")
+        atomic_write_text(out / "results.md", results_table([row]))
         print(report)
     print(results_table([row]))
     return row
@@ -602,26 +308,35 @@ def _save_finetuned(out: Path, cfg: FinetuneConfig, task, model, tokenizer, base
         info["model"] = MODEL_DIR
     else:
         peft.save_adapter(out / ADAPTER, model, cfg.method, settings)
+        tokenizer.save(out / "tokenizer.json")
         base = Path(base).resolve()
         # A base inside the run folder (from scratch) is named relative to it, so the folder can move.
         where = str(base.relative_to(out.resolve())) if base.is_relative_to(out.resolve()) else str(base)
         info.update(adapter=ADAPTER, base=where, base_sha256=read_config(base)["files"]["model.safetensors"],
                     model_class=type(model).__name__, model_config=model.config.to_dict(),
-                    model_kwargs=constructor_kwargs(model))  # num_labels, pooling
-        tokenizer.save(out / "tokenizer.json")
-    (out / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")
+                    model_kwargs=constructor_kwargs(model),  # num_labels, pooling
+                    files={name: sha256_file(out / name) for name in (ADAPTER, "tokenizer.json")})
+    atomic_write_text(out / RUN_INFO, json.dumps(info, indent=2) + "\n")
 
 
 def load_finetuned(run_dir: str | Path):
     """Rebuild a fine-tuned model from its run folder -> (model, tokenizer, info)."""
-    from minilm.checkpoint import load_model, read_config
+    from minilm.checkpoint import CheckpointError, _resolve_class, load_model, read_config
     from minilm.config import ModelConfig
 
     run_dir = Path(run_dir)
     path = run_dir / RUN_INFO
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a fine-tuning run folder: {RUN_INFO} is missing")
-    info = json.loads(path.read_text())
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is corrupt or truncated ({e})") from None
+    for name, digest in info.get("files", {}).items():  # the adapter and its tokenizer, checked like checkpoints
+        f = run_dir / name
+        if not f.is_file() or sha256_file(f) != digest:
+            raise CheckpointError(f"{f} is {'missing' if not f.is_file() else 'corrupt or changed'}: its sha256 does "
+                                  f"not match the one in {RUN_INFO}; fine-tune again to rebuild it")
     if "model" in info:
         model, tokenizer = load_model(run_dir / info["model"])
         return model.eval(), tokenizer, info
@@ -632,11 +347,9 @@ def load_finetuned(run_dir: str | Path):
         raise ValueError(f"{run_dir}: the base checkpoint {base} changed since fine-tuning (its weights' sha256 "
                          f"differs); the adapter only fits the weights it was trained on")
     pretrained, _ = load_model(base)
-    import minilm.model as model_module
-
     config = ModelConfig.from_dict(info["model_config"])
     kwargs = info.get("model_kwargs", {"num_labels": len(info["label_names"])})
-    model = getattr(model_module, info["model_class"])(config, **kwargs)
+    model = _resolve_class(info["model_class"])(config, **kwargs)  # minilm's own classes only
     model.body.load_state_dict(pretrained.body.state_dict())
     peft.load_adapter(run_dir / info["adapter"], model)
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
@@ -678,6 +391,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
       help="score a fixed random subset of N validation and N test examples (quick runs); default: all")
     a("--allow-unseen-labels", action="store_true",
       help="score validation/test labels that train lacks as misses instead of refusing (ATIS's test set has some)")
+    a("--allow-rare-labels", action="store_true",
+      help="accept labels that occur in only a few rows or look like a typo of another label")
     a("--seed", type=int, default=d.seed)
     a("--epochs", type=int, default=d.epochs)
     a("--batch-size", type=int, default=d.batch_size)
@@ -695,7 +410,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--bottleneck", type=int, default=d.bottleneck, help="adapter width")
     a("--n-prefix", type=int, default=d.n_prefix, help="prefix length per layer")
     a("--device", default=d.device)
-    a("--out", default=None, help="run folder (default runs/finetune-TASK-METHOD-INIT-sSEED)")
+    a("--out", default=None, help="run folder (default runs/finetune-TASK-DATA-METHOD-INIT-sSEED)")
+    a("--overwrite", action="store_true", help="replace the run already in --out")
     a("--no-progress", dest="progress", action="store_false")
 
 
@@ -706,7 +422,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = FinetuneConfig(**values)
     if cfg.out is None:
         init = "scratch" if cfg.init == "scratch" else "pretrained"
-        cfg.out = f"runs/finetune-{cfg.task}-{cfg.method}-{init}-s{cfg.seed}"
+        data = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(cfg.data).stem if os.sep in cfg.data else cfg.data)
+        cfg.out = f"runs/finetune-{cfg.task}-{data}-{cfg.method}-{init}-s{cfg.seed}"
     run_finetune(cfg)
     print(f"wrote {cfg.out}/results.md, results.json, {RUN_INFO}", file=sys.stderr)
     return 0

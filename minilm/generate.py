@@ -17,7 +17,8 @@ import torch
 
 def configure(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
-    a("checkpoint", help="a checkpoint folder holding a CausalLM and its tokenizer")
+    a("checkpoint", help="a checkpoint or run folder holding a CausalLM and its tokenizer, or a Hugging Face GPT-2 "
+                         "folder")
     a("--prompt", default="", help="text to continue (default: start a new document)")
     a("--max-new-tokens", type=int, default=50)
     a("--temperature", type=float, default=1.0, help="0 = greedy")
@@ -25,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--top-p", type=float, default=None)
     a("--num-samples", type=int, default=1)
     a("--seed", type=int, default=0)
-    a("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a("--device", default="auto", help="auto, cpu, cuda, cuda:N")
 
 
 def generate_text(model, tokenizer, prompt: str, *, max_new_tokens: int, temperature: float = 1.0,
@@ -46,15 +47,15 @@ def generate_text(model, tokenizer, prompt: str, *, max_new_tokens: int, tempera
 
 
 def run(args) -> int:
-    from minilm.checkpoint import load_model
+    from minilm import run_folder
     from minilm.model import CausalLM
+    from minilm.trainer import resolve_device
 
-    model, tokenizer = load_model(args.checkpoint, device=args.device)
-    if not isinstance(model, CausalLM):
-        raise SystemExit(f"{args.checkpoint} holds a {type(model).__name__}, not a CausalLM; "
-                         "for a masked LM use `minilm fill-mask`")
-    if tokenizer is None:
-        raise SystemExit(f"{args.checkpoint} has no tokenizer.json; generation needs one to encode the prompt")
+    if args.max_new_tokens < 1 or args.num_samples < 1:  # before the model is loaded
+        generate_text(None, None, "", max_new_tokens=args.max_new_tokens, num_samples=args.num_samples)
+    device = resolve_device(args.device)
+    model, tokenizer = run_folder.load(args.checkpoint, CausalLM, device=device,
+                                       hint="; for a masked LM use `minilm fill-mask`")
     texts = generate_text(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                           num_samples=args.num_samples, seed=args.seed)

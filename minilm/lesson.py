@@ -34,7 +34,7 @@ matplotlib.use("Agg")  # lessons run headless (CI, ssh, `minilm course`)
 
 MODES = ("smoke", "quick", "full")
 RESULTS_FILE = "results.json"
-PRETRAINED_DIR = Path(__file__).resolve().parent / "assets" / "pretrained"
+from minilm.config import PRETRAINED_DIR  # noqa: E402  (one home for the asset's path)
 
 
 def lesson_title(path: str | Path) -> str:

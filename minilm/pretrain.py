@@ -41,7 +41,9 @@ Design choices:
 - The tokenizer is `Tokenizer.for_corpus(data, vocab, lowercase=True)`, cached under
   $MINILM_CACHE with the tokenized corpus, so a copied cache folder lets an offline machine
   start training at once, and fine-tuning on lower-cased rt-polarity sees the same pieces.
-- The run folder's `final/` (and `best/`) is a checkpoint `minilm finetune --init` reads.
+- The run folder's `final/` (and `best/`) is a checkpoint `minilm finetune --init` reads, and
+  `minilm pretrain --init` continues (fresh optimiser and warmup, same tokenizer and shape).
+- The recipe's settings and defaults live in one dataclass, `PretrainRecipe`.
 """
 from __future__ import annotations
 
@@ -50,17 +52,14 @@ import dataclasses
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from minilm.atomic import atomic_write_text
+
 OBJECTIVES = {"mlm": "token", "whole_word": "whole_word", "span": "span", "sequence": "sequence", "clm": None}
-
-# The recipe (Cramming-style choices, see the docstring).
-DEFAULTS = dict(preset="bert-mini", objective="mlm", data="imdb", vocab_size=8192, seq_len=128, batch_size=16,
-                steps=None, time_budget=10.0, lr=1e-3, warmup=50, mask_prob=0.3, mask_count="exact",
-                dropout=0.0, weight_decay=0.01, eval_rows=256, position="rope")
-
 
 def _mix(seed: int, *values: int) -> int:
     """A 63-bit seed from a tuple of integers (splitmix-style), so (seed, step) streams never collide."""
@@ -178,34 +177,123 @@ class CausalLMBatches:
         return (torch.bincount(labels).max() / max(1, labels.numel())).item()
 
 
+@dataclass
+class PretrainRecipe:
+    """Every setting of `minilm pretrain` and its default: the one home of the recipe.
+
+    The command line, its validation and the lessons read it. `None` means "decided later":
+    preset, vocab_size and position come from the `init` checkpoint when there is one (else
+    bert-mini, 8,192, rope); mask_prob is the recipe's 30%, or half the row for `sequence`
+    (MASS); with neither steps nor time_budget the run lasts 10 minutes.
+    """
+    preset: str | None = None
+    objective: str = "mlm"
+    data: str = "imdb"
+    init: str | None = None  # a checkpoint or run folder to continue from (its weights, tokenizer and shape)
+    vocab_size: int | None = None
+    seq_len: int = 128
+    batch_size: int = 16
+    accumulation: int = 1
+    steps: int | None = None
+    time_budget: float | None = None  # minutes
+    lr: float = 1e-3
+    warmup: int = 50
+    schedule: str = "cosine"
+    weight_decay: float = 0.01
+    mask_prob: float | None = None
+    mask_count: str = "exact"
+    dropout: float = 0.0
+    position: str | None = None
+    eval_rows: int = 256
+    seed: int = 0
+
+    DEFAULT_MINUTES = 10.0
+    RECIPE_MASK_PROB = 0.3
+
+    def __post_init__(self):
+        from minilm.config import PRESETS
+        from minilm.optim import SCHEDULES
+
+        def need(ok: bool, field: str, accepted: str):
+            if not ok:
+                raise ValueError(f"--{field.replace('_', '-')}={getattr(self, field)!r} is invalid: expected {accepted}")
+
+        need(self.preset is None or self.preset in PRESETS, "preset", f"one of {sorted(PRESETS)}")
+        need(self.objective in OBJECTIVES, "objective", f"one of {sorted(OBJECTIVES)}")
+        need(self.vocab_size is None or self.vocab_size >= 300, "vocab_size",
+             "an integer >= 300 (256 bytes + specials + merges)")
+        need(self.seq_len >= 8, "seq_len", "an integer >= 8")
+        need(self.batch_size >= 1, "batch_size", "a positive integer")
+        need(self.accumulation >= 1 and self.batch_size % self.accumulation == 0, "accumulation",
+             f"a positive integer that divides --batch-size {self.batch_size}")
+        need(self.steps is None or self.steps >= 1, "steps", "a positive integer")
+        need(self.time_budget is None or self.time_budget > 0, "time_budget", "minutes > 0")
+        need(self.steps is None or self.time_budget is None, "time_budget", "either --steps or --time-budget, not both")
+        need(self.lr > 0, "lr", "a positive float")
+        need(self.warmup >= (10 if self.steps is None else 0), "warmup",
+             "at least 10 steps with a time budget (they are timed to fix the number of steps)")
+        need(self.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}")
+        need(self.mask_prob is None or 0.0 < self.mask_prob < 1.0, "mask_prob", "a fraction in (0, 1)")
+        need(self.mask_count in ("exact", "bernoulli"), "mask_count", "'exact' or 'bernoulli'")
+        need(0.0 <= self.dropout < 1.0, "dropout", "a probability in [0, 1)")
+        need(self.position in (None, "rope", "learned"), "position", "'rope' or 'learned'")
+        need(self.eval_rows >= 1, "eval_rows", "a positive integer")
+        if self.steps is None and self.time_budget is None:
+            self.time_budget = self.DEFAULT_MINUTES
+        if self.init is None:
+            self.preset = self.preset or "bert-mini"
+            self.vocab_size = self.vocab_size or 8192
+            self.position = self.position or "rope"
+
+    def masking(self):
+        from minilm.masking import DEFAULT_MASK_PROB, MaskingConfig
+
+        prob = self.mask_prob or (DEFAULT_MASK_PROB["sequence"] if self.objective == "sequence" else
+                                  self.RECIPE_MASK_PROB)
+        return MaskingConfig(strategy=OBJECTIVES[self.objective], mask_prob=prob, count=self.mask_count)
+
+    def settings(self) -> dict:
+        """What shapes the data and the model: a resume must keep all of these."""
+        keep = ("preset", "objective", "data", "init", "vocab_size", "seq_len", "batch_size", "mask_prob", "mask_count",
+                "dropout", "position", "eval_rows")
+        return {k: getattr(self, k) for k in keep}
+
+
+RECIPE = PretrainRecipe()
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    d = DEFAULTS
+    d = RECIPE
     a = parser.add_argument
-    a("--preset", default=d["preset"], help="model shape (ModelConfig preset), default %(default)s")
-    a("--objective", default=d["objective"], choices=sorted(OBJECTIVES),
+    a("--preset", default=None, help="model shape (ModelConfig preset); default bert-mini, or the --init checkpoint's")
+    a("--objective", default=d.objective, choices=sorted(OBJECTIVES),
       help="mlm (token masking), whole_word, span, sequence, or clm (causal); default %(default)s")
-    a("--data", default=d["data"], help="'imdb' or a path to a text file / folder of .txt files; default %(default)s")
-    a("--vocab-size", type=int, default=d["vocab_size"], help="BPE vocabulary of the corpus tokenizer")
-    a("--seq-len", type=int, default=d["seq_len"], help="tokens per row, [CLS] and [SEP] included")
-    a("--batch-size", type=int, default=d["batch_size"], help="global rows per optimiser step (all ranks)")
-    a("--accumulation", type=int, default=1, help="micro-batches per step (splits each rank's batch)")
-    a("--steps", type=int, default=d["steps"], help="optimiser steps (default: fill --time-budget)")
+    a("--data", default=d.data, help="'imdb' or a path to a text file / folder of .txt files; default %(default)s")
+    a("--init", default=None, metavar="CHECKPOINT",
+      help="start from a checkpoint's weights, tokenizer and shape (a checkpoint or run folder) with a fresh "
+           "optimiser and warmup: continued, domain- or task-adaptive pretraining")
+    a("--vocab-size", type=int, default=None, help="BPE vocabulary of the corpus tokenizer (default 8192)")
+    a("--seq-len", type=int, default=d.seq_len, help="tokens per row, [CLS] and [SEP] included")
+    a("--batch-size", type=int, default=d.batch_size, help="global rows per optimiser step (all ranks)")
+    a("--accumulation", type=int, default=d.accumulation, help="micro-batches per step (splits each rank's batch)")
+    a("--steps", type=int, default=d.steps, help="optimiser steps (default: fill --time-budget)")
     a("--time-budget", type=float, default=None, metavar="MINUTES",
       help=f"train for about this long instead of a fixed --steps: the warmup steps are timed, then the number of "
-           f"steps is fixed (default {d['time_budget']:g} minutes when --steps is not given)")
-    a("--lr", type=float, default=d["lr"], help="peak learning rate")
-    a("--warmup", type=int, default=d["warmup"], help="linear warmup steps")
-    a("--schedule", default="cosine", choices=["cosine", "linear", "constant"], help="decay after warmup")
-    a("--weight-decay", type=float, default=d["weight_decay"])
+           f"steps is fixed (default {d.DEFAULT_MINUTES:g} minutes when --steps is not given)")
+    a("--lr", type=float, default=d.lr, help="peak learning rate")
+    a("--warmup", type=int, default=d.warmup, help="linear warmup steps")
+    a("--schedule", default=d.schedule, choices=["cosine", "linear", "constant"], help="decay after warmup")
+    a("--weight-decay", type=float, default=d.weight_decay)
     a("--mask-prob", type=float, default=None,
-      help=f"fraction of maskable tokens to predict (default {d['mask_prob']}; 0.5 for --objective sequence, as in MASS)")
-    a("--mask-count", default=d["mask_count"], choices=["exact", "bernoulli"],
+      help=f"fraction of maskable tokens to predict (default {d.RECIPE_MASK_PROB}; 0.5 for --objective sequence, "
+           f"as in MASS)")
+    a("--mask-count", default=d.mask_count, choices=["exact", "bernoulli"],
       help="exact: the same number masked in every row; bernoulli: each token independently")
-    a("--dropout", type=float, default=d["dropout"], help="dropout while pretraining (the recipe: 0)")
-    a("--position", default=d["position"], choices=["rope", "learned"],
-      help="rotary positions (the recipe: they leave the unigram plateau in a few hundred steps) or BERT's "
-           "learned table (needed to export to Hugging Face BERT); default %(default)s")
-    a("--eval-rows", type=int, default=d["eval_rows"], help="rows held out at the end of the corpus for evaluation")
+    a("--dropout", type=float, default=d.dropout, help="dropout while pretraining (the recipe: 0)")
+    a("--position", default=None, choices=["rope", "learned"],
+      help="rotary positions (the default: they leave the unigram plateau in a few hundred steps) or BERT's "
+           "learned table (needed to export to Hugging Face BERT)")
+    a("--eval-rows", type=int, default=d.eval_rows, help="rows held out at the end of the corpus for evaluation")
     a("--eval-every", type=int, default=0, help="steps between evaluations (0: ~8 per run; 250 with a time budget)")
     a("--save-every", type=int, default=0,
       help="steps between resumable checkpoints (0: ~4 per run; 1000 with a time budget)")
@@ -213,121 +301,142 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     a("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="auto: bf16 on cuda, fp32 on cpu")
     a("--compile", action="store_true", help="torch.compile the model")
-    a("--seed", type=int, default=0)
+    a("--seed", type=int, default=d.seed)
     a("--out", default="runs/pretrain", help="run folder: metrics.jsonl, curves.png, checkpoints, final/")
-    a("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    group.add_argument("--overwrite", action="store_true", help="empty --out first (it holds an earlier run)")
     a("--no-progress", action="store_true", help="no progress bar (logs only)")
 
 
-def _validate(args) -> None:
-    def need(ok: bool, flag: str, accepted: str):
-        if not ok:
-            raise SystemExit(f"minilm pretrain: {flag}={getattr(args, flag[2:].replace('-', '_'))!r} is invalid: "
-                             f"expected {accepted}")
-
-    need(args.vocab_size >= 300, "--vocab-size", "an integer >= 300 (256 bytes + specials + merges)")
-    need(args.seq_len >= 8, "--seq-len", "an integer >= 8")
-    need(args.batch_size >= 1, "--batch-size", "a positive integer")
-    need(args.steps >= 1, "--steps", "a positive integer")
-    need(args.time_budget >= 0, "--time-budget", "minutes >= 0")
-    need(not args.time_budget or args.warmup >= 10, "--warmup", "at least 10 steps with --time-budget")
-    if args.mask_prob is None:  # MASS hides about half of the row; the other objectives use the recipe's rate
-        args.mask_prob = 0.5 if args.objective == "sequence" else DEFAULTS["mask_prob"]
-    need(0.0 < args.mask_prob < 1.0, "--mask-prob", "a fraction in (0, 1)")
-    need(0.0 <= args.dropout < 1.0, "--dropout", "a probability in [0, 1)")
-    need(args.eval_rows >= 1, "--eval-rows", "a positive integer")
+def recipe_from(args) -> PretrainRecipe:
+    names = {f.name for f in dataclasses.fields(PretrainRecipe)}
+    return PretrainRecipe(**{k: v for k, v in vars(args).items() if k in names})
 
 
-def build(args, device: torch.device, verbose: bool = True):
-    """Tokenizer, model, train and eval batch sources for `args` -> (tokenizer, model, train, eval)."""
+def _from_checkpoint(recipe: PretrainRecipe, causal: bool):
+    """The --init model and tokenizer, after checking that the flags given agree with it."""
+    from minilm.checkpoint import load_model
+    from minilm.config import ModelConfig
+    from minilm.model import CausalLM, MaskedLM
+    from minilm.run_folder import resolve
+
+    base = resolve(recipe.init, flag="--init")
+    model, tokenizer = load_model(base)
+    want = CausalLM if causal else MaskedLM
+    if not isinstance(model, want) or tokenizer is None:
+        raise ValueError(f"--init {recipe.init}: a {type(model).__name__} checkpoint"
+                         f"{'' if tokenizer is not None else ' without a tokenizer'}; --objective {recipe.objective} "
+                         f"continues a {want.__name__} saved with its tokenizer")
+    config = model.config
+    clashes = []
+    if recipe.preset is not None:
+        shape = ModelConfig.preset(recipe.preset)
+        clashes += [f"--preset {recipe.preset} has {k}={getattr(shape, k)}, the checkpoint {getattr(config, k)}"
+                    for k in ("d_model", "n_layers", "n_heads", "d_ff") if getattr(shape, k) != getattr(config, k)]
+    if recipe.vocab_size is not None and recipe.vocab_size != tokenizer.vocab_size:
+        clashes.append(f"--vocab-size {recipe.vocab_size}, the checkpoint's tokenizer {tokenizer.vocab_size}")
+    if recipe.position is not None and recipe.position != config.position:
+        clashes.append(f"--position {recipe.position}, the checkpoint {config.position}")
+    if recipe.seq_len > config.max_seq_len:
+        clashes.append(f"--seq-len {recipe.seq_len} is longer than the checkpoint's max_seq_len {config.max_seq_len}")
+    if clashes:
+        raise ValueError(f"--init {base}: " + "; ".join(clashes) + " (the shape and tokenizer come from the "
+                         f"checkpoint: leave these flags out)")
+    fresh = type(model)(dataclasses.replace(config, dropout=recipe.dropout, attention_dropout=recipe.dropout))
+    fresh.load_state_dict(model.state_dict())
+    return fresh, tokenizer, base
+
+
+def build(recipe: PretrainRecipe, device: torch.device, verbose: bool = True):
+    """Tokenizer, model, train and eval batch sources for `recipe` -> (tokenizer, model, train, eval)."""
     from minilm.config import ModelConfig
     from minilm.corpus import decoder_rows, encoder_rows, tokenize_corpus
     from minilm.data import load_corpus
     from minilm.model import CausalLM, MaskedLM
     from minilm.tokenizer import Tokenizer
 
-    causal = args.objective == "clm"
+    causal = recipe.objective == "clm"
     t0 = time.perf_counter()
-    tokenizer = Tokenizer.for_corpus(args.data, args.vocab_size, lowercase=True)
-    docs = load_corpus(args.data)
-    corpus = tokenize_corpus(docs, tokenizer, str(args.data))
-    if causal:
-        rows = decoder_rows(corpus, args.seq_len, tokenizer)  # (N, T+1)
+    torch.manual_seed(recipe.seed)
+    if recipe.init is not None:
+        model, tokenizer, base = _from_checkpoint(recipe, causal)
     else:
-        rows, word_ids = encoder_rows(corpus, args.seq_len, tokenizer)  # (N, T), (N, T)
-    n_eval = min(args.eval_rows, len(rows) // 10)
+        tokenizer = Tokenizer.for_corpus(recipe.data, recipe.vocab_size, lowercase=True)
+        preset = ModelConfig.preset(recipe.preset)
+        config = ModelConfig.preset(recipe.preset, vocab_size=tokenizer.vocab_size,
+                                    max_seq_len=max(recipe.seq_len, min(preset.max_seq_len, 512)),
+                                    dropout=recipe.dropout, attention_dropout=recipe.dropout, position=recipe.position)
+        model = CausalLM(config) if causal else MaskedLM(config)
+    docs = load_corpus(recipe.data)
+    corpus = tokenize_corpus(docs, tokenizer, str(recipe.data))
+    if causal:
+        rows = decoder_rows(corpus, recipe.seq_len, tokenizer)  # (N, T+1)
+    else:
+        rows, word_ids = encoder_rows(corpus, recipe.seq_len, tokenizer)  # (N, T), (N, T)
+    n_eval = min(recipe.eval_rows, len(rows) // 10)
     if n_eval < 1:
-        raise SystemExit(f"minilm pretrain: --data {args.data} gave only {len(rows)} rows of {args.seq_len} "
-                         f"tokens: too few to hold out an eval set")
+        raise ValueError(f"--data {recipe.data} gave only {len(rows)} rows of {recipe.seq_len} tokens: too few to "
+                         f"hold out an eval set")
     if verbose:
-        print(f"data: {len(docs):,} documents -> {len(rows):,} rows of {args.seq_len} tokens "
+        print(f"data: {len(docs):,} documents -> {len(rows):,} rows of {recipe.seq_len} tokens "
               f"({len(rows) - n_eval:,} train, {n_eval:,} held out), tokenizer vocab {tokenizer.vocab_size:,} "
-              f"[{time.perf_counter() - t0:.1f}s]", flush=True)
-
-    preset = ModelConfig.preset(args.preset)
-    config = ModelConfig.preset(args.preset, vocab_size=tokenizer.vocab_size,
-                                max_seq_len=max(args.seq_len, min(preset.max_seq_len, 512)),
-                                dropout=args.dropout, attention_dropout=args.dropout, position=args.position)
-    torch.manual_seed(args.seed)
+              f"[{time.perf_counter() - t0:.1f}s]" + (f"; weights from {base}" if recipe.init else ""), flush=True)
     if causal:
-        model = CausalLM(config)
-        train = CausalLMBatches(rows[:-n_eval], tokenizer, args.batch_size, args.seed, device)
-        held = CausalLMBatches(rows[-n_eval:], tokenizer, args.batch_size, args.seed, device)
+        train = CausalLMBatches(rows[:-n_eval], tokenizer, recipe.batch_size, recipe.seed, device)
+        held = CausalLMBatches(rows[-n_eval:], tokenizer, recipe.batch_size, recipe.seed, device)
     else:
-        from minilm.masking import MaskingConfig
-
-        model = MaskedLM(config)
-        masking = MaskingConfig(strategy=OBJECTIVES[args.objective], mask_prob=args.mask_prob, count=args.mask_count)
-        train = MaskedLMBatches(rows[:-n_eval], word_ids[:-n_eval], tokenizer, masking, args.batch_size, args.seed,
-                                device)
-        held = MaskedLMBatches(rows[-n_eval:], word_ids[-n_eval:], tokenizer, masking, args.batch_size, args.seed,
-                               device)
+        masking = recipe.masking()
+        train = MaskedLMBatches(rows[:-n_eval], word_ids[:-n_eval], tokenizer, masking, recipe.batch_size,
+                                recipe.seed, device)
+        held = MaskedLMBatches(rows[-n_eval:], word_ids[-n_eval:], tokenizer, masking, recipe.batch_size,
+                               recipe.seed, device)
     return tokenizer, model, train, held
 
 
 def run(args) -> int:
-    from minilm.trainer import TrainConfig, Trainer, resolve_device, setup_distributed
+    from minilm import run_folder
+    from minilm.trainer import TrainConfig, Trainer, resolve_device, resolve_precision, setup_distributed
 
-    if args.time_budget is None and args.steps is None:
-        args.time_budget = DEFAULTS["time_budget"]
-    args.time_budget = args.time_budget or 0.0
-    if args.steps is None:
-        args.steps = 1  # unused: the budget fixes the steps
-    _validate(args)
+    recipe = recipe_from(args)  # every check that needs no data runs before any is loaded
     rank, _, device = setup_distributed(resolve_device(args.device))  # under torchrun: this rank's GPU
-    tokenizer, model, train, held = build(args, device, verbose=rank == 0)
-    budget = args.time_budget * 60
-    steps = 10**9 if budget else args.steps  # with a budget, the trainer fixes the steps after the warmup
+    budget = 60 * recipe.time_budget if recipe.time_budget else 0.0
+    steps = recipe.steps
     config = TrainConfig(
-        steps=steps, lr=args.lr, warmup_steps=min(args.warmup, steps), schedule=args.schedule,
-        weight_decay=args.weight_decay, accumulation=args.accumulation, device=args.device,
-        precision=args.precision, compile=args.compile, log_every=args.log_every,
+        steps=steps, lr=recipe.lr, warmup_steps=min(recipe.warmup, steps) if steps else recipe.warmup,
+        schedule=recipe.schedule, weight_decay=recipe.weight_decay, accumulation=recipe.accumulation,
+        device=args.device, precision=args.precision, compile=args.compile, log_every=args.log_every,
         eval_every=args.eval_every or (250 if budget else max(1, steps // 8)),
         save_every=args.save_every or (1000 if budget else max(1, steps // 4)),
-        seed=args.seed, resume=args.resume, progress=not args.no_progress, time_budget_s=budget)
+        seed=recipe.seed, resume=args.resume, progress=not args.no_progress, time_budget_s=budget)
+    resolve_precision(config.precision, device)
+    if rank == 0:
+        run_folder.prepare(args.out, resume=args.resume, overwrite=args.overwrite)
+    tokenizer, model, train, held = build(recipe, device, verbose=rank == 0)
     metadata = {"command": "minilm pretrain " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["pretrain"] else []),
-                "objective": args.objective, "data": str(args.data), "seq_len": args.seq_len}
+                "objective": recipe.objective, "data": str(recipe.data), "seq_len": recipe.seq_len,
+                "settings": recipe.settings()}
     trainer = Trainer(model, config, train, held, args.out, tokenizer=tokenizer, metadata=metadata)
     baseline = held.constant_guess_accuracy()
-    info = model.describe() if hasattr(model, "describe") else {}
+    info = model.describe()
     if trainer.is_main:
-        print(f"model: {args.preset} ({model.config.norm}-norm, {args.position} positions, dropout {args.dropout}), "
-              f"{info.get('params', sum(p.numel() for p in model.parameters())):,} parameters; "
-              f"{args.objective} on {args.data}; {'?' if budget else args.steps} steps x {args.batch_size} x "
-              f"{args.seq_len} tokens on "
-              f"{trainer.device} ({trainer.precision}); world size {trainer.world_size}"
-              + (f"; time budget {args.time_budget:g} min" if budget else ""), flush=True)
+        print(f"model: {model.config.d_model}-wide x {model.config.n_layers} layers ({model.config.norm}-norm, "
+              f"{model.config.position} positions, dropout {recipe.dropout}), {info['params']:,} parameters; "
+              f"{recipe.objective} on {recipe.data}; {steps or '?'} steps x {recipe.batch_size} x {recipe.seq_len} "
+              f"tokens on {trainer.device} ({trainer.precision}); world size {trainer.world_size}"
+              + (f"; time budget {recipe.time_budget:g} min" if budget else ""), flush=True)
         print(f"best constant guess on the held-out set: {100 * baseline:.2f}% token accuracy", flush=True)
     t0 = time.perf_counter()
     summary = trainer.fit()
-    summary.update(constant_guess_accuracy=baseline, wall_s=time.perf_counter() - t0)
+    summary.update(constant_guess_accuracy=baseline, wall_s=time.perf_counter() - t0,
+                   tokens_seen=trainer.step * recipe.batch_size * recipe.seq_len)
     if trainer.is_main:
         if "eval_accuracy" in summary:
             print(f"held-out token accuracy {100 * summary['eval_accuracy']:.2f}% vs constant guess "
                   f"{100 * baseline:.2f}% ({100 * (summary['eval_accuracy'] - baseline):+.2f} points); "
                   f"eval loss {summary['eval_loss']:.3f}, perplexity {summary['eval_perplexity']:.1f}")
-        Path(args.out, "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(Path(args.out, "summary.json"), json.dumps(summary, indent=2) + "\n")
         if not summary["interrupted"]:
             print(f"saved {Path(args.out) / 'final'} (load with minilm.checkpoint.load_model or "
                   f"`minilm finetune --init {Path(args.out) / 'final'}`)")
-    return 0
+    return 130 if summary["interrupted"] else 0

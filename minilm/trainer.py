@@ -6,15 +6,16 @@ Design choices:
 - The data is a *batch source*: `train_data.batch(step, rank, world_size) -> dict` returns this
   rank's share of the global batch of `step`, as a pure function of (seed, step). Resuming is
   then exact without saving any data-loader state, and sharding needs no sampler.
-- Accumulation splits the rank's batch into `accumulation` micro-batches. Each micro-loss is
-  weighted by its share of the *global* count of labelled tokens, so 4 x 8 gives exactly the
-  gradient of 1 x 32, and N ranks give exactly the gradient of one rank with the same global
-  batch (DDP averages over ranks, hence the factor world_size). Micro-steps that do not step
-  run under `no_sync`, so gradients are all-reduced once per optimiser step.
-- AdamW with weight decay only on matrices: biases, norms and embeddings are not decayed
-  (found by module type, not by name). Fused on CUDA.
-- The learning rate is a pure function of the step (`learning_rate`), set before each step:
-  no scheduler state to save.
+- The optimisation pieces live in `optim.py`: AdamW's parameter groups, the learning rate as a
+  pure function of the step (no scheduler state to save), and the accumulation weights (4 x 8
+  gives exactly the gradient of 1 x 32, and N ranks that of one rank with the same global
+  batch). Micro-steps that do not step run under `no_sync`, so gradients are all-reduced once
+  per optimiser step. `torch.optim.AdamW` steps (fused on CUDA).
+- `fit` is the loop (train step, log, evaluate, save); its collaborators are small:
+  `TimeBudget` fixes the number of steps, `RunLog` keeps the bar, the console and
+  metrics.jsonl, `run_folder` lays out and guards the folder. The config never changes
+  during `fit`; what a caller customises is passed as hooks (`evaluate`, `select`,
+  `on_best`, `checkpoints`), not by overriding methods.
 - bf16 autocast on CUDA (fp16 with a gradient scaler as an option), fp32 on the CPU.
 - No host sync per step on the GPU: losses are accumulated on the device and read at log
   points only. A non-finite loss is recorded on the device with its step; the run stops at the
@@ -27,9 +28,11 @@ Design choices:
   and gather the weights for `save_checkpoint` with
   `torch.distributed.checkpoint.state_dict.get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))`;
   the loss weighting, no_sync (FSDP2's `set_requires_gradient_sync`) and batch sharding stay as they are.
-- A time budget (`time_budget_s`) fixes `steps` once the speed is known: the steps of the
-  warmup are timed (the schedule does not depend on `steps` until warmup ends) and the
-  decay is fitted into the remaining time, so a "4-minute run" anneals properly.
+- A time budget (`time_budget_s`, with `steps=None`) fixes the number of steps once the speed
+  is known: the steps of the warmup are timed (the schedule does not depend on the total until
+  warmup ends) and the decay is fitted into the remaining time, so a "4-minute run" anneals.
+- Resume is one method: it restores weights, optimiser, RNG, step and total from the latest
+  checkpoint, and refuses one whose run was shaped by other settings.
 - Ctrl-C sets a flag; the current step finishes, a checkpoint is saved and `fit` returns.
 """
 from __future__ import annotations
@@ -41,7 +44,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -52,9 +54,14 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from minilm import checkpoint as ckpt
+from minilm import run_folder
+from minilm.atomic import atomic_write_text
+from minilm.optim import SCHEDULES, learning_rate, micro_batch_weights, micro_batches, parameter_groups
 
-SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# The TrainConfig fields that shape a run: a resume that changes one of them is refused.
+RUN_SHAPING = ("lr", "min_lr_ratio", "warmup_steps", "schedule", "weight_decay", "beta1", "beta2", "eps", "grad_clip",
+               "accumulation", "seed", "time_budget_s")
 
 # Dense bf16/fp16 tensor-core peak FLOP/s by device-name substring, for MFU.
 PEAK_FLOPS = {
@@ -66,7 +73,7 @@ PEAK_FLOPS = {
 
 @dataclass
 class TrainConfig:
-    steps: int = 1000  # optimiser steps
+    steps: int | None = 1000  # optimiser steps; None with a time budget (it fixes them after the warmup)
     lr: float = 1e-3  # peak learning rate
     min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio
     warmup_steps: int = 100
@@ -86,7 +93,8 @@ class TrainConfig:
     keep_last: int = 2  # resumable checkpoints kept
     seed: int = 0
     resume: bool = False  # continue from the latest checkpoint in out_dir
-    time_budget_s: float = 0.0  # > 0: set `steps` after timing the warmup so the run lasts about this long
+    overwrite: bool = False  # replace a run already in out_dir (else a folder holding a run is refused)
+    time_budget_s: float = 0.0  # > 0 (with steps=None): fix the steps after timing the warmup to last this long
     progress: bool = True  # show the tqdm bar
 
     def __post_init__(self):
@@ -94,8 +102,12 @@ class TrainConfig:
             if not ok:
                 raise ValueError(f"TrainConfig.{field}={getattr(self, field)!r} is invalid: expected {accepted}")
 
-        for field in ("steps", "accumulation", "log_every"):
+        for field in ("accumulation", "log_every"):
             need(isinstance(getattr(self, field), int) and getattr(self, field) >= 1, field, "an integer >= 1")
+        if self.time_budget_s:
+            need(self.steps is None, "steps", "None with a time budget (the budget fixes the number of steps)")
+        else:
+            need(isinstance(self.steps, int) and self.steps >= 1, "steps", "an integer >= 1 (or a time budget)")
         for field in ("warmup_steps", "eval_every", "save_every", "seed"):
             need(isinstance(getattr(self, field), int) and getattr(self, field) >= 0, field, "an integer >= 0")
         need(isinstance(self.keep_last, int) and self.keep_last >= 1, "keep_last", "an integer >= 1")
@@ -115,43 +127,15 @@ class TrainConfig:
              "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
 
 
-def learning_rate(step: int, config: TrainConfig) -> float:
-    """The learning rate for optimiser step `step` (0-based): linear warmup from lr/warmup to lr
-    over `warmup_steps`, then cosine or linear decay to lr * min_lr_ratio at the last step."""
-    peak, floor = config.lr, config.lr * config.min_lr_ratio
-    if step < config.warmup_steps:
-        return peak * (step + 1) / config.warmup_steps
-    if config.schedule == "constant":
-        return peak
-    decay_steps = max(1, config.steps - 1 - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / decay_steps)
-    shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if config.schedule == "cosine" else 1.0 - progress
-    return floor + (peak - floor) * shape
-
-
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: decay on weight matrices; none on biases, norms and embeddings.
-
-    Decided by module type (Embedding, any *Norm) and rank (1-D = bias or gain), so the rule
-    holds for any model. A tied output matrix is the embedding's parameter: not decayed.
-    """
-    no_decay = set()
-    for module in model.modules():
-        if isinstance(module, torch.nn.Embedding) or "Norm" in type(module).__name__:
-            no_decay.update(id(p) for p in module.parameters(recurse=False))
-    decay, plain = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (plain if id(p) in no_decay or p.ndim < 2 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
-
-
 def resolve_device(name: str) -> torch.device:
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps' -> a device that exists here, else a ValueError naming --device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if re.fullmatch(r"cpu|cuda(:\d+)?|mps", name) is None:
+        raise ValueError(f"--device={name!r} is invalid: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"TrainConfig.device={name!r} but no CUDA device is available: use 'cpu' or 'auto'")
+        raise ValueError(f"--device={name!r} but no CUDA device is available: use 'cpu' or 'auto'")
     return device
 
 
@@ -188,34 +172,153 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; training stopped."""
 
 
+@dataclass
+class StepResult:
+    """What one optimiser step reports (tensors stay on the device: no host sync per step)."""
+    loss: torch.Tensor  # global mean loss over the labelled tokens of the step
+    grad_norm: torch.Tensor  # before clipping
+    tokens: int  # tokens this rank processed
+    seq_len: int
+
+
+class TimeBudget:
+    """Fix the number of steps so the run lasts about `seconds`, from the measured speed of the warmup.
+
+    The schedule does not depend on the total until warmup ends, so the steps from `probe_step`
+    to the end of warmup are timed first (the first few are skipped: they pay for allocation).
+    """
+
+    def __init__(self, seconds: float, start_step: int, warmup_steps: int, sync):
+        self.seconds, self.end_step, self.sync = seconds, warmup_steps, sync
+        self.start = time.perf_counter()
+        self.probe_step = start_step + min(5, max(1, (warmup_steps - start_step) // 2))
+        self._probe: tuple[int, float] | None = None
+
+    def observe(self, step: int) -> int | None:
+        """Call after each step (`step` steps done); returns the total number of steps once known."""
+        if step not in (self.probe_step, self.end_step):
+            return None
+        self.sync()
+        now = time.perf_counter()
+        if self._probe is None:
+            self._probe = (step, now)
+            return None
+        first, t_first = self._probe
+        per_step = (now - t_first) / max(1, step - first)
+        total = step + max(1, int((self.seconds - (now - self.start)) / per_step))
+        print(f"time budget {self.seconds:.0f}s at {per_step * 1e3:.1f} ms/step: training for {total} steps",
+              flush=True)
+        return total
+
+
+class RunLog:
+    """The progress bar, console lines and metrics.jsonl of a run; tokens/s and MFU per log window."""
+
+    def __init__(self, out_dir: Path | None, *, main: bool, progress: bool, total: int | None, initial: int,
+                 peak_flops: float | None, world_size: int):
+        self.path = out_dir / run_folder.METRICS if out_dir is not None and main else None
+        self.main, self.progress, self.peak, self.world_size = main, progress, peak_flops, world_size
+        self.bar = tqdm(total=total, initial=initial, disable=not (progress and main), desc="train",
+                        dynamic_ncols=True)
+        self.history: list[dict] = []
+        self.flops_per_token: float | None = None
+        self.new_window()
+
+    def new_window(self) -> None:
+        """Start timing a new log window (after a log point, and after an evaluation)."""
+        self.t0, self.tokens, self.steps = time.perf_counter(), 0, 0
+        self.loss_sum = None
+
+    def add(self, result: StepResult) -> None:
+        loss = torch.nan_to_num(result.loss.detach(), nan=0.0, posinf=0.0, neginf=0.0)
+        self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
+        self.tokens += result.tokens * self.world_size
+        self.steps += 1
+        self.bar.update(1)
+
+    def set_total(self, total: int) -> None:
+        self.bar.total = total
+        self.bar.refresh()
+
+    def train_point(self, step: int, lr: float, grad_norm: torch.Tensor, total: int | None) -> dict:
+        elapsed = time.perf_counter() - self.t0
+        loss = self.loss_sum.item() / self.steps
+        record = {"step": step, "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
+                  "tokens_per_s": self.tokens / elapsed, "time_s": elapsed}
+        postfix = {"loss": f"{loss:.3f}", "lr": f"{lr:.2e}", "tok/s": f"{record['tokens_per_s']:,.0f}"}
+        if self.flops_per_token and self.peak:
+            record["mfu"] = record["tokens_per_s"] * self.flops_per_token / self.peak / self.world_size
+            postfix["mfu"] = f"{100 * record['mfu']:.1f}%"
+        self.bar.set_postfix(postfix)
+        if not self.progress and self.main:
+            print(f"step {step}/{total or '?'}: " + ", ".join(f"{k} {v}" for k, v in postfix.items()), flush=True)
+        self.write(record)
+        self.new_window()
+        return record
+
+    def eval_point(self, step: int, metrics: dict) -> None:
+        self.write({"step": step, **metrics})
+        if self.main:
+            self.bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        self.new_window()
+
+    def write(self, record: dict) -> None:
+        self.history.append(record)
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def truncate(self, step: int) -> None:
+        """Drop the records an interrupted run wrote after the checkpoint it resumes from."""
+        if self.path is not None and self.path.is_file():
+            lines = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
+            atomic_write_text(self.path, "".join(l + "\n" for l in lines))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 class Trainer:
     """Trains `model` on `train_data` (a batch source, see the module docstring).
 
-    `fit()` returns a summary dict (steps, final train loss, last eval metrics, tokens/s,
-    out_dir). With `out_dir`, it writes `metrics.jsonl`, `curves.png`, resumable checkpoints under
-    `checkpoints/step_NNNNNNN/`, the best (lowest eval loss) under `best/` and the final weights
-    under `final/`, with `tokenizer` saved beside them so every folder loads with `load_model`.
+    `fit()` returns a summary dict (steps, final train loss, last eval metrics, out_dir). With
+    `out_dir` it writes a run folder (see `run_folder`): metrics.jsonl, curves.png, resumable
+    checkpoints, the best and the final weights, each with `tokenizer` beside it so every
+    folder loads with `load_model`.
+
+    Hooks, for callers that train something other than a language model:
+    - `evaluate(model) -> dict` computes the held-out metrics (default: loss, perplexity and
+      token accuracy over `eval_data.eval_batches()`).
+    - `select=(metric, "min" | "max")` names the metric that decides which evaluation is best.
+    - `on_best(trainer, metrics)` is what to do with a new best (default: write `best/`).
+    - `checkpoints=False` writes no checkpoints at all (metrics and curves only).
     """
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, train_data, eval_data=None, out_dir=None, *,
-                 tokenizer=None, metadata: dict | None = None):
+                 tokenizer=None, metadata: dict | None = None, evaluate=None, select: tuple[str, str] = (
+                     "eval_loss", "min"), on_best=None, checkpoints: bool = True):
+        if select[1] not in ("min", "max"):
+            raise ValueError(f"Trainer select={select!r}: the second item must be 'min' or 'max'")
         self.config = config
         self.train_data, self.eval_data = train_data, eval_data
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.tokenizer, self.metadata = tokenizer, metadata or {}
+        self._evaluate, self.select, self.checkpoints = evaluate, select, checkpoints
+        self.on_best = on_best or (lambda trainer, metrics: trainer.save_weights(run_folder.BEST))
         self.rank, self.world_size, self.device = setup_distributed(resolve_device(config.device))
         self.precision = resolve_precision(config.precision, self.device)
         self.model = model.to(self.device)  # the plain module: saved, evaluated
         self.train_model = self._wrap(self.model)  # what the training step calls
-        groups = parameter_groups(self.model, config.weight_decay)
         fused = {"fused": True} if self.device.type == "cuda" else {}
-        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps,
-                                           **fused)
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config.weight_decay), lr=config.lr,
+                                           betas=(config.beta1, config.beta2), eps=config.eps, **fused)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.step = 0
-        self.best_eval_loss = math.inf
+        self.steps = config.steps  # the run's total; None until a time budget fixes it
+        self.best_value = math.inf if select[1] == "min" else -math.inf
         self.history: list[dict] = []
         self._stop_requested = False
+        self._bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
 
     # ---- setup -------------------------------------------------------------------------------
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -236,6 +339,10 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=dtype)
         return contextlib.nullcontext()
 
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def _flops_per_token(self, seq_len: int) -> float | None:
         """Training (forward + backward) FLOPs per token from `model.describe()`, for MFU."""
         describe = getattr(self.model, "describe", None)
@@ -245,14 +352,13 @@ class Trainer:
         info = describe(seq_len=seq_len) if takes_len else describe()
         return float(info["flops_per_token"]) if "flops_per_token" in info else None
 
-    # ---- one optimiser step ------------------------------------------------------------------
-    def _micro_batches(self, batch: dict) -> list[dict]:
-        n = self.config.accumulation
-        size = next(iter(batch.values())).shape[0]
-        if size % n:
-            raise ValueError(f"TrainConfig.accumulation={n} does not divide this rank's batch of {size} rows")
-        return [{k: v[i * size // n:(i + 1) * size // n] for k, v in batch.items()} for i in range(n)]
+    def learning_rate(self, step: int) -> float:
+        cfg = self.config
+        total = self.steps if self.steps is not None else step + 1  # only warmup runs before a budget fixes it
+        return learning_rate(step, peak=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=total,
+                             schedule=cfg.schedule, min_lr_ratio=cfg.min_lr_ratio)
 
+    # ---- one optimiser step ------------------------------------------------------------------
     @staticmethod
     def _count(micro: dict) -> torch.Tensor:
         """Labelled tokens of a micro-batch: the weight of its mean loss in the global mean."""
@@ -261,29 +367,24 @@ class Trainer:
             return torch.tensor(1.0)
         return (labels != -100).sum().to(torch.float32)
 
-    def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Forward/backward over the micro-batches and one optimiser step.
-
-        Returns (global mean loss, gradient norm, tokens this rank processed), tensors on the device.
-        """
+    def train_step(self, step: int) -> StepResult:
+        """Forward and backward over the micro-batches of `step`, then one optimiser step."""
         cfg = self.config
         batch = {k: v.to(self.device, non_blocking=True) for k, v in self.train_data.batch(
             step, rank=self.rank, world_size=self.world_size).items()}
-        micros = self._micro_batches(batch)
+        micros = micro_batches(batch, cfg.accumulation)
         counts = torch.stack([self._count(m) for m in micros]).to(self.device)  # (accumulation,)
         total = counts.sum()
         if self.world_size > 1:
             total = total.clone()
             dist.all_reduce(total)
-        # Each micro-loss is a mean over its own tokens; weight it to a mean over the global batch.
-        # DDP averages gradients over ranks, so multiply back by world_size.
-        weights = counts * self.world_size / total.clamp_min(1)
-        lr = learning_rate(step, cfg)
+        weights = micro_batch_weights(counts, total, self.world_size)  # (accumulation,)
         for g in self.optimizer.param_groups:
-            g["lr"] = lr
+            g["lr"] = self.learning_rate(step)
         loss_sum = torch.zeros((), device=self.device)
         for i, micro in enumerate(micros):
             last = i == len(micros) - 1
+            # Gradients are all-reduced once per optimiser step, on the last micro-batch.
             sync = contextlib.nullcontext() if last or self.world_size == 1 else self.train_model.no_sync()
             with sync:
                 with self._autocast():
@@ -305,17 +406,32 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.world_size > 1:
             dist.all_reduce(loss_sum)
-        loss = loss_sum / self.world_size
         first = batch["input_ids"] if "input_ids" in batch else next(iter(batch.values()))
-        self._seq_len = first.shape[1] if first.dim() > 1 else 1
-        tokens = first.numel()
-        return loss, grad_norm, tokens
+        return StepResult(loss_sum / self.world_size, grad_norm, first.numel(), first.shape[1] if first.dim() > 1 else 1)
+
+    def _watch_finite(self, loss: torch.Tensor) -> None:
+        """Remember the first non-finite step on the device: no host sync here."""
+        self._bad_step = torch.where((self._bad_step < 0) & ~torch.isfinite(loss), self.step, self._bad_step)
+
+    def _check_finite(self) -> None:
+        bad = self._bad_step.item()
+        if bad >= 0:
+            raise NonFiniteLoss(
+                f"loss became non-finite at step {bad} (lr {self.learning_rate(bad):.3g}); stopped without saving, "
+                f"so the last good checkpoint is left intact. Lower --lr, lengthen the warmup, or train in fp32/bf16.")
 
     # ---- evaluation --------------------------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self) -> dict:
-        """Mean loss, perplexity and token accuracy over `eval_data.eval_batches()`."""
+        """The held-out metrics: the `evaluate` hook's, or loss, perplexity and token accuracy."""
         self.model.eval()
+        try:
+            return self._evaluate(self.model) if self._evaluate else self.token_metrics()
+        finally:
+            self.model.train()
+
+    @torch.no_grad()
+    def token_metrics(self) -> dict:
+        """Mean loss, perplexity and token accuracy over `eval_data.eval_batches()`."""
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.float64)
         count = torch.zeros((), device=self.device, dtype=torch.float64)
@@ -328,19 +444,26 @@ class Trainer:
             loss_sum += out.loss.double() * n
             correct += ((out.logits.argmax(-1) == out.labels) & valid).sum()
             count += n
-        self.model.train()
         n = max(count.item(), 1.0)
         loss = loss_sum.item() / n
         return {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0)), "eval_accuracy": correct.item() / n,
                 "eval_tokens": int(count.item())}
 
+    def _keep_if_best(self, metrics: dict) -> None:
+        name, mode = self.select
+        value = metrics[name]
+        if value < self.best_value if mode == "min" else value > self.best_value:
+            self.best_value = value
+            self.on_best(self, metrics)
+
     # ---- checkpoints -------------------------------------------------------------------------
     def _state(self) -> dict:
         state = {
             "step": self.step,
+            "total_steps": self.steps,
             "optimizer": self.optimizer.state_dict(),
             "rng_cpu": torch.get_rng_state(),
-            "best_eval_loss": self.best_eval_loss,
+            "best_value": self.best_value,
             "train_config": dataclasses.asdict(self.config),
         }
         if self.device.type == "cuda":
@@ -349,29 +472,35 @@ class Trainer:
             state["scaler"] = self.scaler.state_dict()
         return state
 
-    def _checkpoint_dirs(self) -> list[Path]:
-        root = self.out_dir / "checkpoints"
-        return sorted(root.glob("step_*[0-9]")) if root.is_dir() else []
-
-    def save(self, name: str | None = None, *, resumable: bool = True) -> Path | None:
-        """Write a checkpoint (rank 0 only): `checkpoints/step_N` by default, keeping the last K."""
-        if self.out_dir is None or not self.is_main:
+    def save_weights(self, name: str) -> Path | None:
+        """Write the weights (no trainer state) to `out_dir/name` (rank 0 only)."""
+        if self.out_dir is None or not self.is_main or not self.checkpoints:
             return None
-        path = self.out_dir / (name or f"checkpoints/step_{self.step:07d}")
-        ckpt.save_checkpoint(path, self.model, self.tokenizer, trainer_state=self._state() if resumable else None,
-                             step=self.step, **self.metadata)
-        if name is None:
-            for old in self._checkpoint_dirs()[:-self.config.keep_last]:
-                shutil.rmtree(old)
+        return ckpt.save_checkpoint(self.out_dir / name, self.model, self.tokenizer, step=self.step, **self.metadata)
+
+    def save_checkpoint(self) -> Path | None:
+        """Write a resumable checkpoint `checkpoints/step_N` (rank 0 only), keeping the last K."""
+        if self.out_dir is None or not self.is_main or not self.checkpoints:
+            return None
+        path = ckpt.save_checkpoint(run_folder.checkpoint_path(self.out_dir, self.step), self.model, self.tokenizer,
+                                    trainer_state=self._state(), step=self.step, **self.metadata)
+        run_folder.rotate(self.out_dir, self.config.keep_last)
         return path
 
-    def _resume(self) -> None:
-        dirs = self._checkpoint_dirs() if self.out_dir is not None else []
-        if not dirs:
-            raise FileNotFoundError(f"--resume: no checkpoint under {self.out_dir}/checkpoints to resume from")
-        path = dirs[-1]
-        ckpt.load_weights(path, self.model)
+    def resume(self, log: RunLog) -> None:
+        """Continue from the latest checkpoint in out_dir: weights, optimiser, RNG, step, total, best.
+
+        Refuses a checkpoint whose run was shaped differently (learning rate, schedule, seed, the
+        metadata's `settings` such as batch size and sequence length): the result would be
+        neither the old run nor a new one.
+        """
+        found = run_folder.step_checkpoints(self.out_dir) if self.out_dir is not None else []
+        if not found:
+            raise run_folder.RunFolderError(f"--resume: no checkpoint under {self.out_dir}/checkpoints to resume from")
+        path = found[-1]
         state = ckpt.load_trainer_state(path)
+        self._check_same_run(path, state)
+        ckpt.load_weights(path, self.model)
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and self.device.type == "cuda":
@@ -379,42 +508,38 @@ class Trainer:
         if self.scaler and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
-        if self.config.time_budget_s and self.step >= self.config.warmup_steps:  # steps were fixed before
-            self.config = dataclasses.replace(self.config, steps=state["train_config"]["steps"], time_budget_s=0.0)
-        self.best_eval_loss = float(state["best_eval_loss"])
-        metrics = self.out_dir / "metrics.jsonl"
-        if self.is_main and metrics.is_file():  # drop records the interrupted run wrote after this checkpoint
-            lines = [l for l in metrics.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= self.step]
-            metrics.write_text("".join(l + "\n" for l in lines))
+        self.steps = state["total_steps"] if state["total_steps"] is not None else self.steps
+        self.best_value = float(state["best_value"])
         if self.is_main:
+            log.truncate(self.step)
             print(f"resumed from {path} at step {self.step}")
 
-    def _fit_budget(self, probe_start: int, fit_start: float) -> TrainConfig:
-        """At `probe_start` start the clock; at the end of warmup set `steps` to fill the time budget."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        now = time.perf_counter()
-        if self.step == probe_start:
-            self._probe = (self.step, now)
-            return self.config
-        first, t_first = self._probe
-        per_step = (now - t_first) / max(1, self.step - first)
-        left = self.config.time_budget_s - (now - fit_start)
-        steps = torch.tensor([self.step + max(1, int(left / per_step))], device=self.device)
-        if self.world_size > 1:
-            dist.broadcast(steps, 0)  # every rank must agree on the schedule
-        if self.is_main:
-            print(f"time budget {self.config.time_budget_s:.0f}s at {per_step * 1e3:.1f} ms/step: training for "
-                  f"{int(steps.item())} steps", flush=True)
-        self.config = dataclasses.replace(self.config, steps=int(steps.item()), time_budget_s=0.0)
-        return self.config
+    def _check_same_run(self, path: Path, state: dict) -> None:
+        saved, now = state["train_config"], dataclasses.asdict(self.config)
+        diff = [f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}" for k in RUN_SHAPING if saved.get(k) != now[k]]
+        if self.config.steps is not None and state["total_steps"] not in (None, self.config.steps):
+            diff.append(f"steps: checkpoint {state['total_steps']!r}, now {self.config.steps!r}")
+        old = ckpt.read_config(path)["extra"].get("settings", {})
+        new = self.metadata.get("settings", {})
+        diff += [f"{k}: checkpoint {old.get(k)!r}, now {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                 if old.get(k) != new.get(k)]
+        if diff:
+            raise ValueError(f"--resume: {path} comes from a run with other settings ({'; '.join(diff)}); resume with "
+                             f"the same settings, or start a new run with another --out (or --overwrite)")
 
-    # ---- logging -----------------------------------------------------------------------------
-    def _log(self, record: dict) -> None:
-        self.history.append(record)
-        if self.out_dir is not None and self.is_main:
-            with open(self.out_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+    # ---- the loop ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _catch_ctrl_c(self):
+        """Ctrl-C sets a flag: the step finishes, a checkpoint is written, fit returns."""
+        try:
+            previous = signal.signal(signal.SIGINT, lambda *_: setattr(self, "_stop_requested", True))
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def _stop_flag(self) -> bool:
         """Ctrl-C on any rank stops every rank at the same step."""
@@ -424,106 +549,59 @@ class Trainer:
         dist.all_reduce(flag)
         return bool(flag.item())
 
-    # ---- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict:
         cfg = self.config
         torch.manual_seed(cfg.seed)
         if self.out_dir is not None and self.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            if not cfg.resume and (self.out_dir / "metrics.jsonl").exists():
-                (self.out_dir / "metrics.jsonl").unlink()
+            run_folder.prepare(self.out_dir, resume=cfg.resume, overwrite=cfg.overwrite)  # never clobber a run
+        log = RunLog(self.out_dir, main=self.is_main, progress=cfg.progress, total=self.steps, initial=0,
+                     peak_flops=peak_flops(self.device), world_size=self.world_size)
+        self.history = log.history
         if cfg.resume:
-            self._resume()
+            self.resume(log)
+        if self.steps is not None and self.step > self.steps:
+            raise ValueError(f"TrainConfig.steps={self.steps} is below the checkpoint's step {self.step}")
+        budget = TimeBudget(cfg.time_budget_s, self.step, cfg.warmup_steps, self._sync) if self.steps is None else None
+        log.bar.n = self.step
         self.model.train()
-        peak = peak_flops(self.device)
-        flops_per_token = None
-
-        def check_finite():
-            if bad_step.item() >= 0:
-                bad = bad_step.item()
-                raise NonFiniteLoss(
-                    f"loss became non-finite at step {bad} (lr {learning_rate(bad, cfg):.3g}); stopped without "
-                    f"saving, so the last good checkpoint is left intact. Lower --lr, lengthen the warmup, or "
-                    f"train in fp32/bf16.")
-
-        previous = signal.getsignal(signal.SIGINT)
+        last_eval, interrupted = {}, False
         try:
-            signal.signal(signal.SIGINT, lambda *_: setattr(self, "_stop_requested", True))
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            previous = None
-        # With a time budget the number of steps is unknown until the warmup is timed: no total yet.
-        bar = tqdm(total=None if cfg.time_budget_s else cfg.steps, initial=self.step,
-                   disable=not (cfg.progress and self.is_main), desc="train", dynamic_ncols=True)
-        loss_acc = torch.zeros((), device=self.device)
-        bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
-        t0, tokens, logged_steps, last_eval, interrupted = time.perf_counter(), 0, 0, {}, False
-        fit_start, probe_start = t0, self.step + min(5, max(1, (cfg.warmup_steps - self.step) // 2))
-        last_loss = math.nan
-        try:
-            while self.step < cfg.steps:
-                loss, grad_norm, n_tokens = self.train_step(self.step)
-                if flops_per_token is None and peak:
-                    flops_per_token = self._flops_per_token(self._seq_len)
-                # Remember the first non-finite step on the device: no host sync here.
-                bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), self.step, bad_step)
-                loss_acc += torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0)
-                tokens += n_tokens * self.world_size
-                logged_steps += 1
-                self.step += 1
-                bar.update(1)
-                if cfg.time_budget_s and self.step in (probe_start, cfg.warmup_steps):
-                    cfg = self._fit_budget(probe_start, fit_start)
-                    bar.total = None if cfg.time_budget_s else cfg.steps
-                    bar.refresh()
-                done = self.step == cfg.steps
-                if self.world_size == 1:
-                    interrupted = self._stop_requested
-                if self.step % cfg.log_every == 0 or done or interrupted:
-                    check_finite()
-                    elapsed = time.perf_counter() - t0
-                    last_loss = loss_acc.item() / logged_steps
-                    loss_acc.zero_()
-                    record = {"step": self.step, "loss": last_loss, "lr": learning_rate(self.step - 1, cfg),
-                              "grad_norm": float(grad_norm), "tokens_per_s": tokens / elapsed, "time_s": elapsed}
-                    postfix = {"loss": f"{last_loss:.3f}", "lr": f"{record['lr']:.2e}",
-                               "tok/s": f"{record['tokens_per_s']:,.0f}"}
-                    if flops_per_token and peak:
-                        record["mfu"] = record["tokens_per_s"] * flops_per_token / peak / self.world_size
-                        postfix["mfu"] = f"{100 * record['mfu']:.1f}%"
-                    bar.set_postfix(postfix)
-                    if not cfg.progress and self.is_main:
-                        total = "?" if cfg.time_budget_s else cfg.steps  # not known until the warmup is timed
-                        print(f"step {self.step}/{total}: " + ", ".join(f"{k} {v}" for k, v in postfix.items()),
-                              flush=True)
-                    self._log(record)
-                    t0, tokens, logged_steps = time.perf_counter(), 0, 0
-                    interrupted = self._stop_flag()
-                evaluate = self.eval_data is not None and (done or cfg.eval_every and self.step % cfg.eval_every == 0)
-                if evaluate:
-                    check_finite()
-                    last_eval = self.evaluate()
-                    self._log({"step": self.step, **last_eval})
-                    if self.is_main:
-                        bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in last_eval.items()))
-                    if last_eval["eval_loss"] < self.best_eval_loss:
-                        self.best_eval_loss = last_eval["eval_loss"]
-                        self.save("best", resumable=False)
-                    t0 = time.perf_counter()
-                if (cfg.save_every and self.step % cfg.save_every == 0) or done or interrupted:
-                    check_finite()
-                    self.save()
-                if interrupted:
-                    if self.is_main:
-                        bar.write(f"interrupted: saved a checkpoint at step {self.step}; continue with --resume")
-                    break
+            with self._catch_ctrl_c():
+                while self.steps is None or self.step < self.steps:
+                    result = self.train_step(self.step)
+                    if log.flops_per_token is None and log.peak:
+                        log.flops_per_token = self._flops_per_token(result.seq_len)
+                    self._watch_finite(result.loss)
+                    log.add(result)
+                    self.step += 1
+                    if budget is not None and (total := budget.observe(self.step)) is not None:
+                        self.steps = total
+                        log.set_total(total)
+                    done = self.step == self.steps
+                    interrupted = self._stop_requested if self.world_size == 1 else False
+                    if self.step % cfg.log_every == 0 or done or interrupted:
+                        self._check_finite()
+                        log.train_point(self.step, self.learning_rate(self.step - 1), result.grad_norm, self.steps)
+                        interrupted = self._stop_flag()
+                    if self.eval_data is not None and (done or cfg.eval_every and self.step % cfg.eval_every == 0):
+                        self._check_finite()
+                        last_eval = self.evaluate()
+                        log.eval_point(self.step, last_eval)
+                        self._keep_if_best(last_eval)
+                    if (cfg.save_every and self.step % cfg.save_every == 0) or done or interrupted:
+                        self._check_finite()
+                        self.save_checkpoint()
+                    if interrupted:
+                        if self.is_main:
+                            log.bar.write(f"interrupted: saved a checkpoint at step {self.step}; continue with --resume")
+                        break
         finally:
-            bar.close()
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            log.close()
         if not interrupted:
-            self.save("final", resumable=False)
+            self.save_weights(run_folder.FINAL)
         if self.out_dir is not None and self.is_main:
             plot_metrics(self.out_dir)
+        last_loss = next((r["loss"] for r in reversed(log.history) if "loss" in r), math.nan)
         return {"step": self.step, "loss": last_loss, **last_eval, "interrupted": interrupted,
                 "out_dir": str(self.out_dir) if self.out_dir else None}
 

@@ -11,8 +11,9 @@ from minilm.checkpoint import save_checkpoint
 from minilm.cli import main as cli
 from minilm.config import ModelConfig
 from minilm.evaluate import evaluate_run
-from minilm.finetune import (ClassifyTask, FinetuneConfig, NERTask, build_model, load_finetuned, results_table,
-                             run_finetune)
+from minilm.checkpoint import CheckpointError
+from minilm.finetune import FinetuneConfig, build_model, load_finetuned, results_table, run_finetune
+from minilm.tasks import ClassifyTask, NERTask
 from minilm.model import MaskedLM
 from minilm.tokenizer import Tokenizer
 
@@ -112,6 +113,19 @@ def test_classify_lora_cli_round_trip_is_exact(world, tmp_path):
     assert merged["accuracy"] == row["test"]["accuracy"] and merged["loss"] == pytest.approx(row["test"]["loss"], 1e-5)
     assert cli(["evaluate", str(out), "--split", "test"]) == 0
     assert json.loads((out / "eval_test.json").read_text())["accuracy"] == row["test"]["accuracy"]
+    # The run is never overwritten by accident; --overwrite replaces it, stale files and all.
+    before = (out / "results.json").read_bytes()
+    again = ["finetune", "--task", "classify", "--data", str(world / "sent.tsv"), "--init", str(world / "pre"),
+             "--method", "full", "--epochs", "1", "--batch-size", "16", "--out", str(out), "--no-progress"]
+    assert cli(again) == 2 and (out / "results.json").read_bytes() == before
+    # A flipped byte in the adapter file is caught by its sha256, not scored as a model.
+    adapter = bytearray((out / "adapter.safetensors").read_bytes())
+    adapter[-3] ^= 0xFF
+    (out / "adapter.safetensors").write_bytes(bytes(adapter))
+    with pytest.raises(CheckpointError, match=r"adapter.safetensors is corrupt or changed"):
+        load_finetuned(out)
+    assert cli([*again, "--overwrite"]) == 0
+    assert not (out / "adapter.safetensors").exists() and (out / "model" / "config.json").is_file()
 
 
 @pytest.mark.slow
@@ -171,7 +185,7 @@ def test_bad_input_fails_early_and_clearly(world, tmp_path):
                                     train_size=10_000, progress=False))
     with pytest.raises(ValueError, match="--method='bitfit'"):
         FinetuneConfig(method="bitfit")
-    with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
+    with pytest.raises(ValueError, match="not a checkpoint folder"):
         build_model(task, str(tmp_path))
 
 

@@ -129,7 +129,21 @@ def test_cli_generate_and_fill_mask(tmp_path, tokenizer, capsys):
     assert main(["fill-mask", str(tmp_path / "bert"), "the [MASK] sat", "--top-k", "3", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "[MASK] #1:" in out and "best: the" in out
-    with pytest.raises(SystemExit, match="fill-mask"):
-        main(["generate", str(tmp_path / "bert"), "--device", "cpu"])
-    with pytest.raises(SystemExit, match="generate"):
-        main(["fill-mask", str(tmp_path / "gpt"), "a [MASK]", "--device", "cpu"])
+    assert main(["generate", str(tmp_path / "bert"), "--device", "cpu"]) == 2
+    assert "holds a MaskedLM, not a CausalLM; for a masked LM use `minilm fill-mask`" in capsys.readouterr().err
+    assert main(["fill-mask", str(tmp_path / "gpt"), "a [MASK]", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minilm: error: ") and "use `minilm generate`" in err and "Traceback" not in err
+    # A run folder works where a checkpoint does (its final/); a device that is not there is one line, early.
+    run = tmp_path / "run"
+    save_checkpoint(run / "final", MaskedLM(ModelConfig.preset("bert-tiny", **small)), tokenizer)
+    assert main(["fill-mask", str(run), "the [MASK] sat", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["fill-mask", str(run), "the [MASK] sat", "--device", "gpu"]) == 2
+    assert capsys.readouterr().err == ("minilm: error: --device='gpu' is invalid: expected 'auto', 'cpu', 'cuda', "
+                                       "'cuda:N' or 'mps'\n")
+    if not torch.cuda.is_available():
+        assert main(["generate", str(tmp_path / "gpt"), "--device", "cuda"]) == 2
+        assert "no CUDA device is available" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--device='gpu'"):  # --debug: the traceback, for bug reports
+        main(["fill-mask", str(run), "the [MASK] sat", "--device", "gpu", "--debug"])

@@ -102,8 +102,9 @@ def test_clm_batches(tokenizer):
 def _args(out, corpus, *extra):
     parser = argparse.ArgumentParser()
     configure(parser)
-    return parser.parse_args(["--data", str(corpus), "--preset", "bert-tiny", "--vocab-size", "320", "--seq-len", "32",
-                              "--batch-size", "8", "--eval-rows", "8", "--no-progress", "--out", str(out), *extra])
+    shape = [] if "--init" in extra else ["--preset", "bert-tiny", "--vocab-size", "320"]
+    return parser.parse_args(["--data", str(corpus), *shape, "--seq-len", "32", "--batch-size", "8", "--eval-rows", "8",
+                              "--no-progress", "--out", str(out), *extra])
 
 
 @pytest.mark.slow
@@ -130,10 +131,46 @@ def test_cli_pretrain_resume_and_finetune_ready(tmp_path, corpus_file, monkeypat
 
 
 def test_cli_rejects_bad_values(tmp_path, corpus_file):
-    with pytest.raises(SystemExit, match=r"--mask-prob=1.5 is invalid"):
+    with pytest.raises(ValueError, match=r"--mask-prob=1.5 is invalid"):
         run(_args(tmp_path, corpus_file, "--mask-prob", "1.5"))
-    with pytest.raises(SystemExit, match=r"--warmup=2 is invalid: expected at least 10 steps with --time-budget"):
+    with pytest.raises(ValueError, match=r"--warmup=2 is invalid: expected at least 10 steps with a time budget"):
         run(_args(tmp_path, corpus_file, "--time-budget", "1", "--warmup", "2"))
+    with pytest.raises(ValueError, match=r"--device='gpu' is invalid: expected 'auto', 'cpu'"):
+        run(_args(tmp_path, corpus_file, "--steps", "2", "--device", "gpu"))
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+@pytest.mark.slow
+def test_cli_guards_the_run_folder_and_init_continues_a_checkpoint(tmp_path, corpus_file, monkeypatch, capsys):
+    monkeypatch.setenv("MINILM_CACHE", str(tmp_path / "cache"))
+    common = ("--steps", "4", "--warmup", "1", "--save-every", "2")
+    first = tmp_path / "first"
+    run(_args(first, corpus_file, *common))
+    def losses(folder):
+        return [r.get("loss", r.get("eval_loss")) for r in map(json.loads, open(folder / "metrics.jsonl"))]
+
+    before = losses(first)
+    with pytest.raises(ValueError, match=r"already holds a run: continue it with --resume, replace it with --overwrite"):
+        run(_args(first, corpus_file, *common))
+    assert losses(first) == before  # the earlier run is intact
+    with pytest.raises(ValueError, match=r"--resume: .* other settings \(.*seq_len: checkpoint 32, now 16"):
+        run(_args(first, corpus_file, "--steps", "4", "--warmup", "1", "--resume", "--seq-len", "16"))
+    run(_args(first, corpus_file, *common, "--overwrite"))
+    assert losses(first) == before  # replaced by the same (seeded) run, not appended to
+
+    # --init: the model starts from the checkpoint's weights, tokenizer and shape.
+    from minilm.pretrain import build, recipe_from
+
+    args = _args(tmp_path / "next", corpus_file, "--steps", "2", "--init", str(first))
+    tok, model, _, _ = build(recipe_from(args), torch.device("cpu"), verbose=False)
+    saved, saved_tok = load_model(first / "final")
+    assert tok.fingerprint() == saved_tok.fingerprint()
+    for k, v in saved.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    with pytest.raises(ValueError, match=r"--vocab-size 512, the checkpoint's tokenizer 320"):
+        run(_args(tmp_path / "bad", corpus_file, "--steps", "2", "--init", str(first), "--vocab-size", "512"))
+    with pytest.raises(ValueError, match=r"--preset bert-mini has d_model=256, the checkpoint 128"):
+        run(_args(tmp_path / "bad", corpus_file, "--steps", "2", "--init", str(first), "--preset", "bert-mini"))
 
 
 def test_pretraining_model_memorises_one_batch_of_real_text():
@@ -146,13 +183,13 @@ def test_pretraining_model_memorises_one_batch_of_real_text():
     from minilm.corpus import encoder_rows, tokenize_corpus
     from minilm.data import load_corpus
     from minilm.model import MaskedLM
-    from minilm.pretrain import DEFAULTS
+    from minilm.pretrain import RECIPE
     from minilm.tokenizer import Tokenizer
 
     docs = load_corpus("imdb")[:2000]
     tok = Tokenizer.train(docs, 8192, lowercase=True)  # a full-size vocabulary: the failure above needs one
     ids, word_ids = encoder_rows(tokenize_corpus(docs, tok, "imdb-first-2000"), 64, tok)
-    batch = mlm_batch(ids[:16], word_ids[:16], tok, MaskingConfig("token", mask_prob=DEFAULTS["mask_prob"],
+    batch = mlm_batch(ids[:16], word_ids[:16], tok, MaskingConfig("token", mask_prob=RECIPE.masking().mask_prob,
                                                                   count="exact"), torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     model = MaskedLM(ModelConfig.preset("bert-tiny", vocab_size=tok.vocab_size, dropout=0.0, attention_dropout=0.0))

@@ -14,9 +14,11 @@ import pytest
 import torch
 from torch import nn
 
-from minilm.checkpoint import load_model
+from minilm import checkpoint
 from minilm.config import ModelConfig
-from minilm.trainer import NonFiniteLoss, TrainConfig, Trainer, learning_rate, parameter_groups
+from minilm.optim import AdamW, adamw_update, learning_rate, micro_batch_weights, micro_batches, parameter_groups
+from minilm.run_folder import RunFolderError
+from minilm.trainer import NonFiniteLoss, TrainConfig, Trainer
 
 V, T = 50, 12
 
@@ -93,15 +95,53 @@ def losses(out_dir):
     return [r["loss"] for r in map(json.loads, open(out_dir / "metrics.jsonl")) if "loss" in r]
 
 
+def load_model(path):
+    return checkpoint.load_model(path, model_class=TinyLM)
+
+
 def test_schedule_warmup_then_decay_to_floor():
-    cfg = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
-    lrs = [learning_rate(s, cfg) for s in range(100)]
+    lrs = [learning_rate(s, peak=1.0, warmup_steps=10, total_steps=100, min_lr_ratio=0.1) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))  # monotone decay after warmup
     assert lrs[-1] == pytest.approx(0.1)
-    lin = TrainConfig(steps=100, lr=1.0, warmup_steps=0, min_lr_ratio=0.0, schedule="linear")
-    assert learning_rate(0, lin) == pytest.approx(1.0) and learning_rate(99, lin) == pytest.approx(0.0)
-    assert learning_rate(50, TrainConfig(steps=100, lr=0.5, warmup_steps=0, schedule="constant")) == 0.5
+    lin = dict(peak=1.0, warmup_steps=0, total_steps=100, min_lr_ratio=0.0, schedule="linear")
+    assert learning_rate(0, **lin) == pytest.approx(1.0) and learning_rate(99, **lin) == pytest.approx(0.0)
+    assert learning_rate(50, peak=0.5, warmup_steps=0, total_steps=100, schedule="constant") == 0.5
+
+
+def test_adamw_update_equals_torch_adamw():
+    torch.manual_seed(0)
+    ours, theirs = tiny_model(dropout=0.0), tiny_model(dropout=0.0)
+    kw = dict(lr=1e-2, betas=(0.9, 0.98), eps=1e-6)
+    opt_ours = AdamW(parameter_groups(ours, 0.1), **kw)
+    opt_theirs = torch.optim.AdamW(parameter_groups(theirs, 0.1), **kw)
+    data = ToyData(8)
+    for step in range(5):
+        for model, opt in ((ours, opt_ours), (theirs, opt_theirs)):
+            model(**data.batch(step)).loss.backward()
+            opt.step()
+            opt.zero_grad()
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=f"{name} differs from torch.optim.AdamW")
+
+
+def test_adamw_update_first_step_moves_by_lr_times_sign():
+    # With bias correction, step 1 moves every weight by lr (times the sign of its gradient), whatever the scale.
+    p, g = torch.zeros(4), torch.tensor([1e-3, -5.0, 2.0, -1e-6])
+    adamw_update(p, g, torch.zeros(4), torch.zeros(4), 1, lr=0.1, eps=1e-12)
+    torch.testing.assert_close(p, -0.1 * torch.sign(g))
+
+
+def test_micro_batch_weights_give_the_global_mean():
+    losses_per_token = [torch.rand(n) for n in (3, 7, 1, 5)]
+    counts = torch.tensor([float(len(x)) for x in losses_per_token])
+    weights = micro_batch_weights(counts, counts.sum())
+    weighted = sum(w * x.mean() for w, x in zip(weights, losses_per_token))
+    torch.testing.assert_close(weighted, torch.cat(losses_per_token).mean())
+    parts = micro_batches({"a": torch.arange(8)}, 4)
+    assert [p["a"].tolist() for p in parts] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    with pytest.raises(ValueError, match="accumulation=3 does not divide"):
+        micro_batches({"a": torch.arange(8)}, 3)
 
 
 def test_config_errors_name_field_and_value():
@@ -126,7 +166,7 @@ def _grads_after_one_step(accumulation, batch_size=32):
     model = tiny_model(dropout=0.0)
     trainer = Trainer(model, config(steps=1, accumulation=accumulation, grad_clip=0.0), ToyData(batch_size))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    loss, _, _ = trainer.train_step(0)
+    loss = trainer.train_step(0).loss
     return loss, {k: model.state_dict()[k] - before[k] for k in before}
 
 
@@ -176,7 +216,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
         trainer.fit()
     saved = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert saved == ["step_0000004", "step_0000008"]
-    good, _ = load_model(tmp_path / "checkpoints" / "step_0000008")
+    good, _ = checkpoint.load_model(tmp_path / "checkpoints" / "step_0000008", model_class=NaNModel)
     assert all(torch.isfinite(v).all() for v in good.state_dict().values())
 
 
@@ -214,14 +254,16 @@ def test_metrics_eval_best_and_plot(tmp_path):
 
 
 def test_time_budget_fixes_steps_after_warmup(tmp_path):
-    t = Trainer(tiny_model(), config(steps=10**9, warmup_steps=10, time_budget_s=3.0, log_every=5), ToyData(8),
+    t = Trainer(tiny_model(), config(steps=None, warmup_steps=10, time_budget_s=3.0, log_every=5), ToyData(8),
                 None, tmp_path)
     start = time.perf_counter()
     summary = t.fit()
-    assert 10 < summary["step"] == t.config.steps < 10**9  # fixed once the warmup was timed
+    assert 10 < summary["step"] == t.steps and t.config.steps is None  # fixed once the warmup was timed
     assert time.perf_counter() - start < 30
     with pytest.raises(ValueError, match=r"warmup_steps.*>= 10 with a time budget"):
-        TrainConfig(time_budget_s=60, warmup_steps=2)
+        TrainConfig(steps=None, time_budget_s=60, warmup_steps=2)
+    with pytest.raises(ValueError, match=r"TrainConfig.steps=1000.*None with a time budget"):
+        TrainConfig(time_budget_s=60)
 
 
 def test_precision_and_device_checked_early():
@@ -232,3 +274,41 @@ def test_precision_and_device_checked_early():
             Trainer(tiny_model(), config(device="cuda"), ToyData())
     with pytest.raises(ValueError, match=r"TrainConfig.device='tpu'"):
         TrainConfig(device="tpu")
+
+
+def test_a_folder_holding_a_run_is_never_overwritten(tmp_path):
+    Trainer(tiny_model(), config(save_every=4), ToyData(), ToyData(), tmp_path).fit()
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(RunFolderError, match=r"already holds a run: continue it with --resume.*--overwrite"):
+        Trainer(tiny_model(), config(steps=2), ToyData(), ToyData(), tmp_path).fit()
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing touched
+
+
+def test_rotation_orders_checkpoints_by_step(tmp_path):
+    from minilm import run_folder
+
+    for name in ("step_900", "step_0000004", "step_0000008", "step_0000012"):  # step_900 sorts last by name
+        (tmp_path / "checkpoints" / name).mkdir(parents=True)
+    run_folder.rotate(tmp_path, 2)
+    assert [p.name for p in run_folder.step_checkpoints(tmp_path)] == ["step_0000012", "step_900"]
+
+
+def test_resume_refuses_other_settings_and_a_total_below_the_step(tmp_path):
+    t = Trainer(tiny_model(), config(save_every=4), ToyData(), None, tmp_path, metadata={"settings": {"seq_len": 12}})
+    original = t.train_step
+
+    def step_then_stop(step):
+        out = original(step)
+        if step == 5:
+            t._stop_requested = True
+        return out
+
+    t.train_step = step_then_stop
+    t.fit()
+    with pytest.raises(ValueError, match=r"other settings \(lr: checkpoint 0.01, now 0.02.*seq_len: checkpoint 12, now 64"):
+        Trainer(tiny_model(), config(lr=2e-2, resume=True), ToyData(), None, tmp_path,
+                metadata={"settings": {"seq_len": 64}}).fit()
+    with pytest.raises(ValueError, match=r"steps: checkpoint 8, now 4"):
+        Trainer(tiny_model(), config(steps=4, resume=True), ToyData(), None, tmp_path,
+                metadata={"settings": {"seq_len": 12}}).fit()
+    assert not (tmp_path / "final").exists()  # nothing was written by the refused resumes

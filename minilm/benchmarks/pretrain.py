@@ -25,15 +25,15 @@ import time
 
 import torch
 
-from minilm.pretrain import DEFAULTS
+from minilm.pretrain import RECIPE
 
 
 def configure(parser):
     parser.add_argument("--preset", default="bert-mini", help="ModelConfig preset for both models")
     parser.add_argument("--data", default="imdb", help="corpus (default imdb)")
-    parser.add_argument("--vocab-size", type=int, default=DEFAULTS["vocab_size"])
+    parser.add_argument("--vocab-size", type=int, default=RECIPE.vocab_size)
     parser.add_argument("--batch-size", type=int, default=None, help="rows per step (default 32 on cpu, 256 on cuda)")
-    parser.add_argument("--seq-len", type=int, default=DEFAULTS["seq_len"])
+    parser.add_argument("--seq-len", type=int, default=RECIPE.seq_len)
     parser.add_argument("--mask-prob", type=float, default=0.15,
                         help="masking rate for both (default 0.15, the collator's; minilm pretrain uses 0.3)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per repeat (default 3 cpu, 30 cuda)")
