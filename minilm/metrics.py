@@ -12,6 +12,8 @@ Design choices:
   entity counts only if its type, start and end all match a gold one. This is exactly
   seqeval's default mode (tests prove it on random tag sequences); seqeval itself is a
   test-only dependency.
+- Scores over seeds are summarised as mean ± sample standard deviation (`mean_std`), one
+  definition for every lesson and comparison.
 - Undefined ratios (no predicted entities, no gold entities) are 0, as in seqeval.
 - Inputs that are not what they claim (lengths differ, a tag outside IOB2) fail with a
   message naming the sentence and the tag.
@@ -19,6 +21,7 @@ Design choices:
 from __future__ import annotations
 
 import math
+import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Sequence
@@ -61,6 +64,19 @@ def accuracy(gold: Sequence[int], pred: Sequence[int]) -> float:
 def perplexity(mean_loss: float) -> float:
     """exp(mean token cross-entropy in nats); the language-model score."""
     return math.exp(min(mean_loss, 700.0))  # past exp(700) a float overflows: report a huge number
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1 in the denominator) of repeated runs' scores.
+
+    This is how the lessons and `minilm.compare` summarise one arm over seeds: the spread is
+    the seed-to-seed noise, so a gap between two arms smaller than it says nothing. One value
+    has no spread to estimate and gets 0.0; no values at all is an error.
+    """
+    values = [float(v) for v in _as_list(values)]
+    if not values:
+        raise ValueError("mean_std of no values is undefined: pass at least one score")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def per_class_scores(gold: Sequence[int], pred: Sequence[int]) -> dict[int, dict]:

@@ -111,3 +111,18 @@ def test_label_report_and_plot(tmp_path):
     with pytest.raises(ValueError, match="empty"):
         metrics.accuracy([], [])
     assert metrics.perplexity(np.log(7.0)) == pytest.approx(7.0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(-1e3, 1e3), min_size=2, max_size=12))
+def test_mean_std_is_numpy_mean_and_sample_std(values):
+    m, s = metrics.mean_std(values)
+    assert m == pytest.approx(np.mean(values), abs=1e-9)
+    assert s == pytest.approx(np.std(values, ddof=1), rel=1e-9, abs=1e-9)  # n - 1, not n
+
+
+def test_mean_std_edge_cases():
+    assert metrics.mean_std([0.25]) == (0.25, 0.0)  # one seed: no spread to estimate
+    assert metrics.mean_std(np.array([1.0, 3.0])) == (2.0, pytest.approx(2 ** 0.5))
+    with pytest.raises(ValueError, match="no values"):
+        metrics.mean_std([])
