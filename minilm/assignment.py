@@ -360,7 +360,7 @@ def handout_text(assignment: Assignment, regions: list[Region], root: Path = REP
             "```", "",
             "Until you are done, other tests that need your functions are skipped with a reason naming "
             f"`{a.name}`, and a lesson that needs them stops with one line saying so. The rest of the "
-            "suite (`pytest`) passes.", ""]
+            "suite (`pytest`) passes or skips.", ""]
     if a.notes:
         out += ["## Hints", "", a.notes, ""]
     out += ["## Files you edit", "", *[f"- `{f}`" for f in files], ""]
@@ -435,8 +435,8 @@ def run_tests(directory: Path, args: list[str], *, grading: bool = True, timeout
             # from another folder are graded alongside.
             config = ["--rootdir", str(directory)] + (["-c", str(directory / "pytest.ini")]
                                                       if (directory / "pytest.ini").is_file() else [])
-            cmd = [sys.executable, "-m", "pytest", *args, *config, "-p", "minilm_grader_plugin", "-p", "no:cacheprovider",
-                   "-q", "-rN", "--tb=short", "--continue-on-collection-errors", "-o", f"timeout={timeout:g}",
+            cmd = [sys.executable, "-m", "pytest", *args, *config, "-p", "minilm_grader_plugin",
+                   "-p", "no:cacheprovider", "-q", "-rN", "--tb=short", "--continue-on-collection-errors", "-o", f"timeout={timeout:g}",
                    *[f"--deselect={n}" for n in sorted(done)]]
             with open(output, "wb") as sink:
                 proc = subprocess.Popen(cmd, cwd=directory, env={**base_env, "MINILM_GRADER_LOG": str(log)},
