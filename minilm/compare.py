@@ -30,6 +30,7 @@ from pathlib import Path
 
 from minilm.checkpoint import PRETRAINED_DIR
 from minilm.finetune import FinetuneConfig, run_finetune
+from minilm.metrics import mean_std
 from minilm.tasks import TASKS
 
 
@@ -66,12 +67,8 @@ def central_arms(quick: bool = False) -> list[Arm]:
     return arms
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def _fmt(values: list[float]) -> str:
-    m, s = _mean_std([100 * v for v in values])
+    m, s = mean_std([100 * v for v in values])
     return f"{m:.2f} ± {s:.2f}"
 
 

@@ -33,7 +33,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-LINEAR_NAMES = ("q", "k", "v", "o", "up", "down")  # the body's Linear layers, per CONTRACTS.md
+from minilm.atomic import atomic_path, atomic_write_text
+
+LINEAR_NAMES = ("q", "k", "v", "o", "up", "down")  # the body's Linear layers, by attribute name
 
 
 # ---------------------------------------------------------------- freezing and counting
@@ -174,9 +176,6 @@ def unmerge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
-unmerge = unmerge_lora  # the name CONTRACTS.md uses
-
-
 # ---------------------------------------------------------------- bottleneck adapters
 
 
@@ -288,13 +287,10 @@ def save_adapter(path: str | Path, model: nn.Module, method: str, settings: dict
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.cpu().contiguous() for k, v in trainable_state_dict(model).items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp))
-    tmp.replace(path)  # atomic: a reader never sees half a file
-    meta = path.with_suffix(".json")
-    tmp = meta.with_name(meta.name + ".tmp")
-    tmp.write_text(json.dumps({"method": method, "settings": settings, **extra}, indent=2) + "\n")
-    tmp.replace(meta)
+    with atomic_path(path) as tmp:  # a reader never sees half a file
+        save_file(tensors, str(tmp))
+    atomic_write_text(path.with_suffix(".json"), json.dumps({"method": method, "settings": settings, **extra},
+                                                            indent=2) + "\n")
     return path
 
 

@@ -43,7 +43,6 @@ import itertools
 import json
 import os
 import sys
-import tempfile
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -53,6 +52,8 @@ import numpy as np
 import regex
 import tiktoken
 from tqdm.auto import tqdm
+
+from minilm.atomic import atomic_write_text
 
 # GPT-2's pre-tokenisation pattern (tiktoken's r50k_base): contractions, letter runs,
 # digit runs and punctuation runs each with an optional leading space, then whitespace.
@@ -155,14 +156,6 @@ def bpe_merges(word_counts: dict[bytes, int], n_tokens: int) -> list[tuple[bytes
         bar.set_postfix(count=-neg, refresh=False)
     bar.close()
     return merges
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 class Tokenizer:
@@ -270,7 +263,7 @@ class Tokenizer:
 
     def save(self, path) -> None:
         """Write the tokenizer as one JSON file (atomically)."""
-        _atomic_write_text(Path(path), json.dumps(self.to_dict()))
+        atomic_write_text(Path(path), json.dumps(self.to_dict()))
 
     @classmethod
     def load(cls, path) -> "Tokenizer":

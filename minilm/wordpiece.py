@@ -45,6 +45,8 @@ from typing import Mapping, Sequence
 
 import regex
 
+from minilm.atomic import atomic_write_text
+
 FORMAT = "minilm-wordpiece/1"
 SPECIAL_NAMES = ("pad", "unk", "cls", "sep", "mask")
 BERT_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
@@ -236,9 +238,7 @@ class WordPiece:
 
     def save(self, path) -> None:
         """One JSON file (atomically), read back by `Tokenizer.load` or `WordPiece.load`."""
-        from minilm.tokenizer import _atomic_write_text
-
-        _atomic_write_text(Path(path), json.dumps(self.to_dict()))
+        atomic_write_text(Path(path), json.dumps(self.to_dict()))
 
     @classmethod
     def load(cls, path) -> "WordPiece":
