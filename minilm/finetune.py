@@ -84,6 +84,31 @@ def load_tokenizer(path: str | Path):
     return Tokenizer.load(path)
 
 
+def _base_digest(base: Path) -> str:
+    """The sha256 of a base checkpoint's weights: recorded by a minilm checkpoint (and checked on read),
+    hashed here for a Hugging Face folder."""
+    from minilm import hf
+    from minilm.checkpoint import read_config
+
+    if hf.is_hf_folder(base):
+        return sha256_file(next(base / n for n in hf.WEIGHT_FILES if (base / n).is_file()))
+    return read_config(base)["files"]["model.safetensors"]  # read_config checks every file's integrity
+
+
+def _load_base(base: Path):
+    """(the Transformer body, tokenizer or None) of a minilm checkpoint or a Hugging Face folder."""
+    from minilm import hf
+    from minilm.checkpoint import load_model
+    from minilm.model import Transformer
+
+    if hf.is_hf_folder(base):
+        return hf.load_pretrained(base, Transformer)
+    model, tokenizer = load_model(base)
+    if not hasattr(model, "body"):
+        raise ValueError(f"--init {base}: {type(model).__name__} has no .body to fine-tune")
+    return model.body, tokenizer
+
+
 def _with_dropout(config_dict: dict, dropout: float | None):
     from minilm.config import ModelConfig
 
@@ -96,18 +121,20 @@ def build_model(task, init: str, *, arch: str | None = None, tokenizer_path: str
                 dropout: float | None = 0.1, seed: int = 0):
     """-> (task model, tokenizer, base checkpoint Path or None for scratch).
 
-    `init` is a checkpoint or run folder (the body is copied from it) or "scratch" (same
-    architecture and tokenizer as `arch`, random weights). `arch` is a checkpoint folder or a
-    preset name; by default the committed pretrained checkpoint, else "bert-mini".
+    `init` is a checkpoint or run folder, or a Hugging Face BERT-family folder (the body is
+    copied from it, the tokenizer comes with it), or "scratch" (same architecture and tokenizer
+    as `arch`, random weights). `arch` is a checkpoint folder or a preset name; by default the
+    committed pretrained checkpoint, else "bert-mini".
     """
-    from minilm.checkpoint import load_model, read_config
+    from minilm import hf
+    from minilm.checkpoint import read_config
     from minilm.config import PRESETS, ModelConfig
+    from minilm.tokenizer import Tokenizer
 
     torch.manual_seed(seed)  # the head's (and, from scratch, the body's) initialisation
     if init != "scratch":
-        base = run_folder.resolve(init, flag="--init")
-        meta = read_config(base)
-        pretrained, tokenizer = load_model(base)
+        base = Path(init) if hf.is_hf_folder(init) else run_folder.resolve(init, flag="--init")
+        body, tokenizer = _load_base(base)
         if tokenizer_path is not None:
             own, tokenizer = tokenizer, load_tokenizer(tokenizer_path)
             if own is not None and own.fingerprint() != tokenizer.fingerprint():
@@ -115,17 +142,13 @@ def build_model(task, init: str, *, arch: str | None = None, tokenizer_path: str
                                  f"or settings differ): the pretrained embeddings only fit their own tokenizer")
         if tokenizer is None:
             raise ValueError(f"--init {init}: the checkpoint has no tokenizer.json; pass --tokenizer")
-        config = _with_dropout(meta["model_config"], dropout)
+        config = _with_dropout(body.config.to_dict(), dropout)
         check_tokenizer(tokenizer, config, f"--init {init}")
         model = task.model(config)
-        if not hasattr(pretrained, "body"):
-            raise ValueError(f"--init {init}: {type(pretrained).__name__} has no .body to fine-tune")
-        model.body.load_state_dict(pretrained.body.state_dict())
+        model.body.load_state_dict(body.state_dict())
         return model, tokenizer, base
     arch = arch or (str(PRETRAINED_DIR) if (PRETRAINED_DIR / "config.json").is_file() else "bert-mini")
     if arch in PRESETS:
-        from minilm.tokenizer import Tokenizer
-
         tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else Tokenizer.for_corpus("imdb", 8192)
         config = ModelConfig.preset(arch, vocab_size=tokenizer.vocab_size)
         config = _with_dropout(config.to_dict(), dropout)
@@ -217,7 +240,10 @@ def run_finetune(cfg: FinetuneConfig, task=None) -> dict:
     t0 = time.perf_counter()
     # Under torchrun every rank trains; only rank 0 writes (the trainer follows the same rule).
     out = Path(cfg.out) if cfg.out and int(os.environ.get("RANK", "0")) == 0 else None
-    if out is not None:  # before any data is loaded
+    from minilm.trainer import resolve_device
+
+    resolve_device(cfg.device)  # every check that needs no data runs before any is loaded
+    if out is not None:
         run_folder.prepare(out, overwrite=cfg.overwrite)
     task = task or TASKS[cfg.task](cfg.data, allow_unseen=cfg.allow_unseen_labels, allow_rare=cfg.allow_rare_labels)
     if cfg.train_size is not None:
@@ -256,7 +282,7 @@ def run_finetune(cfg: FinetuneConfig, task=None) -> dict:
 
     trainer = Trainer(model, tc, train, val, out, evaluate=validate, select=(f"eval_{task.metric}", "max"),
                       on_best=keep, checkpoints=False)
-    trainer.fit()
+    interrupted = trainer.fit()["interrupted"]
     if not best:  # stopped (Ctrl-C) before the first evaluation: keep what there is
         keep(trainer, {})
     best_step, best_state = best["step"], best["state"]
@@ -277,7 +303,7 @@ def run_finetune(cfg: FinetuneConfig, task=None) -> dict:
         "trainable_params": trainable, "total_params": total, "trainable_pct": 100.0 * trainable / total,
         "metric": task.metric, "validation": _public(val_scored), "test": _public(test_scored),
         "best_epoch": best_step // train.steps_per_epoch, "epochs": cfg.epochs, "lr": cfg.peak_lr,
-        "time_s": seconds, "settings": settings,
+        "time_s": seconds, "settings": settings, "interrupted": interrupted,
     }
     if task.unseen:
         row["unseen_labels"] = task.unseen
@@ -312,7 +338,7 @@ def _save_finetuned(out: Path, cfg: FinetuneConfig, task, model, tokenizer, base
         base = Path(base).resolve()
         # A base inside the run folder (from scratch) is named relative to it, so the folder can move.
         where = str(base.relative_to(out.resolve())) if base.is_relative_to(out.resolve()) else str(base)
-        info.update(adapter=ADAPTER, base=where, base_sha256=read_config(base)["files"]["model.safetensors"],
+        info.update(adapter=ADAPTER, base=where, base_sha256=_base_digest(base),
                     model_class=type(model).__name__, model_config=model.config.to_dict(),
                     model_kwargs=constructor_kwargs(model),  # num_labels, pooling
                     files={name: sha256_file(out / name) for name in (ADAPTER, "tokenizer.json")})
@@ -343,14 +369,14 @@ def load_finetuned(run_dir: str | Path):
     base = run_dir / info["base"]  # an absolute path stays absolute
     if not (base / "config.json").is_file():
         raise FileNotFoundError(f"{run_dir}: the adapter's base checkpoint {base} is missing")
-    if read_config(base)["files"]["model.safetensors"] != info["base_sha256"]:  # read_config checks integrity
+    if _base_digest(base) != info["base_sha256"]:
         raise ValueError(f"{run_dir}: the base checkpoint {base} changed since fine-tuning (its weights' sha256 "
                          f"differs); the adapter only fits the weights it was trained on")
-    pretrained, _ = load_model(base)
+    body, _ = _load_base(base)
     config = ModelConfig.from_dict(info["model_config"])
     kwargs = info.get("model_kwargs", {"num_labels": len(info["label_names"])})
     model = _resolve_class(info["model_class"])(config, **kwargs)  # minilm's own classes only
-    model.body.load_state_dict(pretrained.body.state_dict())
+    model.body.load_state_dict(body.state_dict())
     peft.load_adapter(run_dir / info["adapter"], model)
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
     check_tokenizer(tokenizer, config, str(run_dir))
@@ -424,6 +450,6 @@ def run(args: argparse.Namespace) -> int:
         init = "scratch" if cfg.init == "scratch" else "pretrained"
         data = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(cfg.data).stem if os.sep in cfg.data else cfg.data)
         cfg.out = f"runs/finetune-{cfg.task}-{data}-{cfg.method}-{init}-s{cfg.seed}"
-    run_finetune(cfg)
+    row = run_finetune(cfg)
     print(f"wrote {cfg.out}/results.md, results.json, {RUN_INFO}", file=sys.stderr)
-    return 0
+    return 130 if row["interrupted"] else 0  # interrupted: the best epoch so far was still scored and saved

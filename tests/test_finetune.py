@@ -214,3 +214,25 @@ def test_comparison_grid_runs_resumes_and_summarizes(world, tmp_path):
     again = run_comparison(world / "pre", tmp_path / "grid", arms=arms, seeds=(0, 1), batch_size=32, eval_size=16)
     assert again == summary  # everything was already done: nothing re-ran
     assert len((tmp_path / "grid" / "runs.jsonl").read_text().splitlines()) == 6
+
+
+def test_a_hugging_face_folder_fine_tunes_and_reloads(world, tmp_path):
+    """`--init` takes a Hugging Face BERT folder: its body and WordPiece tokenizer; the run reloads exactly."""
+    from minilm import hf
+    from minilm.model import Transformer
+    from minilm.wordpiece import WordPiece
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(FILLER + POS + NEG + NAMES + PLACES + ["smith"]))
+    tok = WordPiece(vocab, lowercase=True)
+    torch.manual_seed(0)
+    body = Transformer(ModelConfig(vocab_size=len(vocab), max_seq_len=64, d_model=32, n_layers=2, n_heads=2, d_ff=64,
+                                   norm="post", position="learned"), causal=False)
+    hf.save_hf(body, tok, tmp_path / "bert")
+    assert hf.is_hf_folder(tmp_path / "bert")
+    for method in ("full", "lora"):
+        out = tmp_path / method
+        row = run_finetune(FinetuneConfig(task="classify", data=str(world / "sent.tsv"), init=str(tmp_path / "bert"),
+                                          method=method, epochs=1, batch_size=16, out=str(out), progress=False))
+        assert evaluate_run(out, "test")["accuracy"] == row["test"]["accuracy"]
+    model, tokenizer, info = load_finetuned(tmp_path / "lora")
+    assert isinstance(tokenizer, WordPiece) and info["base"] == str((tmp_path / "bert").resolve())
