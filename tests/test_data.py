@@ -31,6 +31,14 @@ def test_rt_polarity_split():
     assert load_classification("rt-polarity").test.texts == d.test.texts  # fixed split
 
 
+def test_rt_polarity_train_text_is_the_training_split_unlabelled():
+    # Task-adaptive pretraining may read the task's training text, never what it is scored on.
+    d = load_classification("rt-polarity")
+    docs = load_corpus("rt-polarity:train-text")
+    assert docs == d.train.texts
+    assert not set(docs) & (set(d.validation.texts) | set(d.test.texts))
+
+
 def test_conll2003_counts():
     d = load_ner("conll2003")
     assert (len(d.train), len(d.validation), len(d.test)) == (14041, 3250, 3453)
