@@ -14,20 +14,21 @@ Run: python lessons/09_prompts.py [--quick | --full | --smoke]
 """
 from __future__ import annotations
 
-import statistics
-
 import matplotlib.pyplot as plt
 import torch
 
 from minilm import ModelConfig, Trainer, TrainConfig
-from minilm.checkpoint import load_model
+from minilm.checkpoint import load_model, read_config
 from minilm.collate import pad
 from minilm.finetune import DEFAULT_LR, FinetuneConfig, run_finetune
-from minilm.tasks import ClassifyTask, with_subset
 from minilm.lesson import pretrained_checkpoint, start
+from minilm.metrics import mean_std
 from minilm.model import MaskedLM
+from minilm.tasks import ClassifyTask, with_subset
 
 VERBALIZERS = [(" terrible", " great"), (" bad", " good"), (" awful", " wonderful")]  # (negative, positive)
+NEAR_CHANCE = 0.05  # a zero-shot accuracy within this of chance: the masked-LM head knows no sentiment yet
+PLATEAU = 0.02  # a held-out masked-token accuracy within this of the constant guess: frequencies, not context
 
 
 def cloze_batch(texts, tokenizer, answers=None, max_len=128) -> dict:
@@ -76,18 +77,17 @@ class ClozeBatches:
         return cloze_batch([self.texts[i] for i in idx], self.tok, [self.word_ids[self.labels[i]] for i in idx])
 
 
-def mean_std(values):
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def main(argv=None):
     lesson = start(__file__, argv)
-    shots = lesson.pick(smoke=[16], quick=[16, 64, 256], full=[16, 64, 256, 1024])
-    seeds = lesson.pick(smoke=[0], quick=[0, 1], full=[0, 1, 2, 3, 4])
-    batch_size, steps_for = 16, {16: 16, 64: 32, 256: 48, 1024: 256}
-    if lesson.smoke:
-        steps_for = {16: 2}
+    checkpoint, mlm, tok, task, words = section_1_cloze(lesson)
+    zero, pair = section_2_zero_shot(lesson, mlm, tok, task.data.test, words)
+    prompt_acc, head_acc = section_3_few_shot(lesson, checkpoint, mlm, tok, task, pair)
+    section_4_labels_worth(lesson, checkpoint, mlm, task, pair, zero[pair][0], prompt_acc, head_acc)
+    lesson.finish()
 
+
+def section_1_cloze(lesson):
+    """The task as a cloze prompt; returns (checkpoint, masked LM, tokenizer, task, single-token label words)."""
     lesson.section("1. Classification as fill-in-the-blank")
     checkpoint, where = pretrained_checkpoint(lesson)
     mlm, tok = load_model(checkpoint)
@@ -106,8 +106,14 @@ def main(argv=None):
         "{example}" and compare the probability the model gives to " great" and to
         " terrible" at the blank: no new parameters, no labels. The model is {where}; the
         label-word pairs that are single tokens in its vocabulary: {words}.""")
+    return checkpoint, mlm, tok, task, words
 
+
+def section_2_zero_shot(lesson, mlm, tok, test, words):
+    """Zero-shot accuracy per label-word pair, raw and calibrated; returns ({pair: (raw, calibrated)}, the pair
+    the few-shot runs use)."""
     lesson.section("2. Zero-shot")
+    chance = 1 / len(set(test.labels))
     log_probs = mask_log_probs(mlm, tok, test.texts)  # (N, V)
     empty = mask_log_probs(mlm, tok, [""])  # (1, V): the prompt with no review in it
     zero = {}
@@ -119,16 +125,26 @@ def main(argv=None):
         print(f"  {neg.strip():>9} / {pos.strip():<9}: {plain:.1%}   calibrated: {calibrated:.1%}")
     best_pair = max(zero, key=lambda k: zero[k][1])
     lesson.say(f"""
-        Test accuracy on {len(test.texts)} sentences (chance 50%), for each pair of label words.
+        Test accuracy on {len(test.texts)} sentences (chance {chance:.0%}), for each pair of label words.
         Raw scores inherit the model's taste for one word over the other regardless of the
         review; "calibrated" subtracts each word's log-probability for the empty prompt
         " it was [MASK]." (contextual calibration, Zhao et al. 2021), a free correction.
         The choice of words alone moves zero-shot accuracy: prompts are a hyperparameter.""")
     lesson.record("zero-shot cloze accuracy (best pair, calibrated)",
                   f"{zero[best_pair][1]:.1%} ({best_pair[0].strip()}/{best_pair[1].strip()})", headline=True)
+    return zero, (VERBALIZERS[0] if VERBALIZERS[0] in words else best_pair)
 
+
+def section_3_few_shot(lesson, checkpoint, mlm, tok, task, pair):
+    """k labelled sentences, two ways: prompt-based fine-tuning and a new head; returns their test accuracies
+    as ({k: [one per seed]}, {k: [one per seed]})."""
     lesson.section("3. Few-shot: prompt-based fine-tuning vs a new head")
-    neg, pos = VERBALIZERS[0] if VERBALIZERS[0] in words else best_pair
+    shots = lesson.pick(smoke=[16], quick=[16, 64, 256], full=[16, 64, 256, 1024])
+    seeds = lesson.pick(smoke=[0], quick=[0, 1], full=[0, 1, 2, 3, 4])
+    batch_size, steps_for = 16, lesson.pick(smoke={16: 2}, quick={16: 16, 64: 32, 256: 48},
+                                            full={16: 16, 64: 32, 256: 48, 1024: 256})
+    test = task.data.test
+    neg, pos = pair
     word_ids = [tok.encode(neg)[0], tok.encode(pos)[0]]
     lesson.say(f"""
         With k labelled sentences (k = {shots}), two ways to fine-tune the same pretrained
@@ -138,7 +154,8 @@ def main(argv=None):
         "{neg.strip()}" at the blank (the same loss as pretraining, answers taken from the
         labels; the Trainer does it); (b) a SequenceClassifier with a freshly initialised
         pooler and classifier, fine-tuned by `minilm.finetune` (which also picks its best epoch
-        on {val_size} validation sentences, a small advantage). Seeds {seeds} draw different k examples.""")
+        on {len(task.data.validation.texts)} validation sentences, a small advantage). Seeds {seeds} draw
+        different k examples.""")
     prompt_acc, head_acc = {}, {}
     for k in shots:
         for seed in seeds:
@@ -159,52 +176,76 @@ def main(argv=None):
             row = run_finetune(cfg, shot_task)
             head_acc.setdefault(k, []).append(row["test"]["accuracy"])
             print(f"  [k={k:4d} seed {seed}] prompt {prompt_acc[k][-1]:.1%}   head {head_acc[k][-1]:.1%}", flush=True)
+    return prompt_acc, head_acc
 
+
+def why_the_prompt_lost(checkpoint, pair, zero_shot: float, chance: float) -> str:
+    """The explanation of a lost few-shot race, conditional on what was measured about this encoder."""
+    neg, pos = (w.strip() for w in pair)
+    text = (f"Here the prompt lost. The argument above needs an encoder whose masked-LM head already prefers "
+            f'"{pos}" after praise and "{neg}" after scorn. Zero-shot, this one scored {zero_shot:.1%} against '
+            f"{chance:.0%} for chance: ")
+    if zero_shot - chance < NEAR_CHANCE:
+        text += (f"within {100 * NEAR_CHANCE:.0f} points of chance, so its head has not put sentiment into those "
+                 f"two words. ")
+    else:
+        text += "above chance, so the head knows some sentiment, yet too little for a few labels to build on. "
+    extra = read_config(checkpoint)["extra"]
+    if "eval_accuracy" in extra and "constant_guess_accuracy" in extra:
+        acc, guess = extra["eval_accuracy"], extra["constant_guess_accuracy"]
+        text += (f"Its checkpoint records a held-out masked-token accuracy of {acc:.1%} against {guess:.1%} for "
+                 f"the constant guess: ")
+        text += ("still the plateau of frequent words (lesson 05), so it cannot yet fill a blank from context, "
+                 "let alone with a sentiment. " if acc - guess < PLATEAU else
+                 "it does fill blanks from context (lesson 05), but a word that fits the sentence is not yet a "
+                 "word that fits its sentiment. ")
+    return text + ("The new head, trained end to end with the encoder, can still find the sentiment in the labels. "
+                   "Prompting pays off once pretraining is long enough to put the task into the masked-LM head, "
+                   "which is why it arrived with large models.")
+
+
+def section_4_labels_worth(lesson, checkpoint, mlm, task, pair, zero_shot, prompt_acc, head_acc) -> None:
+    """The few-shot curves side by side: mean ± std over seeds per k, the gap at the ends, the picture."""
     lesson.section("4. How many labels is a prompt worth?")
+    neg, pos = pair
+    shots = sorted(prompt_acc)
+    n_seeds = len(prompt_acc[shots[0]])
+    chance = 1 / len(set(task.data.test.labels))
     print(f"  {'k':>5} | {'prompt (cloze)':>16} | {'new head':>16}")
-    print(f"  {0:5d} | {zero[(neg, pos)][0]:>16.1%} | {'(chance) 50.0%':>16}")
+    print(f"  {0:5d} | {zero_shot:>16.1%} | {f'(chance) {chance:.1%}':>16}")
     for k in shots:
         (pm, ps), (hm, hs) = mean_std(prompt_acc[k]), mean_std(head_acc[k])
         print(f"  {k:5d} | {pm:9.1%} ± {ps:4.1%} | {hm:9.1%} ± {hs:4.1%}")
-        lesson.record(f"{k} labels: prompt vs head test accuracy (mean ± std, {len(seeds)} seeds)",
+        lesson.record(f"{k} labels: prompt vs head test accuracy (mean ± std, {n_seeds} seeds)",
                       f"{pm:.1%} ± {ps:.1%} vs {hm:.1%} ± {hs:.1%}", headline=True)
     k0, k1 = shots[0], shots[-1]
-    gap0 = statistics.mean(prompt_acc[k0]) - statistics.mean(head_acc[k0])
-    gap1 = statistics.mean(prompt_acc[k1]) - statistics.mean(head_acc[k1])
+    p0, h0 = mean_std(prompt_acc[k0])[0], mean_std(head_acc[k0])[0]
+    gap0 = p0 - h0
+    gap1 = mean_std(prompt_acc[k1])[0] - mean_std(head_acc[k1])[0]
     lesson.say(f"""
-        With {k0} labels the prompt scores {statistics.mean(prompt_acc[k0]):.1%} and the new head
-        {statistics.mean(head_acc[k0]):.1%} ({100 * gap0:+.1f} points for the prompt); with {k1} labels
-        the difference is {100 * gap1:+.1f} points. The prompt starts from zero-shot: the masked-LM
-        head and the embeddings of "{pos.strip()}" and "{neg.strip()}" were trained on millions of
-        blanks, so a few examples only have to nudge them. A new head starts from random
-        numbers and must learn, from the labelled examples alone, which direction in a
-        {mlm.config.d_model}-dimensional space means "positive". As labels grow, the way the task
-        is asked matters less and what the encoder knows matters more, so the two curves are
-        expected to meet.""")
+        With {k0} labels the prompt scores {p0:.1%} and the new head {h0:.1%} ({100 * gap0:+.1f}
+        points for the prompt); with {k1} labels the difference is {100 * gap1:+.1f} points. The
+        argument for the prompt: it starts from zero-shot, with the masked-LM head and the
+        embeddings of "{pos.strip()}" and "{neg.strip()}" trained on every blank of pretraining, so a
+        few examples only have to nudge them. A new head starts from random numbers and must
+        learn, from the labelled examples alone, which direction in a {mlm.config.d_model}-dimensional
+        space means "positive". As labels grow, the way the task is asked matters less and what
+        the encoder knows matters more, so the two curves are expected to meet.""")
     if gap0 < 0:
-        lesson.say(f"""
-            Here the prompt lost. That argument needs an encoder whose masked-LM head already
-            prefers "{pos.strip()}" after praise and "{neg.strip()}" after scorn: zero-shot, this
-            one scored {zero[(neg, pos)][0]:.1%}, about chance. A small encoder pretrained for
-            minutes has learned which words are frequent, not yet to fill a blank from context
-            (lesson 05 measured it), let alone with sentiment; the new head, trained end to end with the encoder, can still find it in
-            the labels. Prompting pays off once pretraining is long enough to put the task into
-            the masked-LM head, which is why it arrived with large models.""")
+        lesson.say(why_the_prompt_lost(checkpoint, pair, zero_shot, chance))
     lesson.record("prompt minus head at the fewest / most labels (points)", f"{100 * gap0:+.1f} / {100 * gap1:+.1f}")
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    xs = [k for k in shots]
     for name, acc, color in (("prompt-based (cloze)", prompt_acc, "C0"), ("new classification head", head_acc, "C3")):
-        ms = [mean_std(acc[k]) for k in xs]
-        ax.errorbar(xs, [100 * m for m, _ in ms], yerr=[100 * s for _, s in ms], fmt="o-", capsize=4, color=color,
-                    label=f"{name} (mean ± std)")
-    ax.axhline(100 * zero[(neg, pos)][0], color="C0", ls="--", alpha=0.6, label="zero-shot cloze")
-    ax.axhline(50, color="0.6", ls=":", label="chance")
+        ms = [mean_std(acc[k]) for k in shots]
+        ax.errorbar(shots, [100 * m for m, _ in ms], yerr=[100 * s for _, s in ms], fmt="o-", capsize=4,
+                    color=color, label=f"{name} (mean ± std)")
+    ax.axhline(100 * zero_shot, color="C0", ls="--", alpha=0.6, label="zero-shot cloze")
+    ax.axhline(100 * chance, color="0.6", ls=":", label="chance")
     ax.set_xscale("log", base=2)
     ax.set(xlabel="labelled examples (k)", ylabel="test accuracy (%)", title="rt-polarity: few-shot with prompts")
     ax.legend(fontsize=8)
     lesson.save_figure(fig, "few_shot_curve")
-    lesson.finish()
 
 
 if __name__ == "__main__":
