@@ -211,6 +211,37 @@ ASSIGNMENTS: tuple[Assignment, ...] = (
               "random number with `_uniform` / `_randint` so the generator drives everything.",
     ),
     Assignment(
+        name="optim", number=5, title="AdamW, the warmup-and-cosine schedule, gradient accumulation",
+        lesson="lessons/04_language_modelling.py", hours="4-6",
+        goals=(
+            "write AdamW's update: running moments, bias correction, weight decay applied to the weights",
+            "write the learning-rate schedule as a pure function of the step: linear warmup, cosine decay",
+            "split a batch into micro-batches and weight their losses so 4 x 8 rows give the gradient of 32",
+        ),
+        tests=(
+            T("tests/test_trainer.py::test_adamw_update_equals_torch_adamw", 5,
+              "an optimiser built on your update trains a model exactly as torch.optim.AdamW does"),
+            T("tests/assignments/test_optim.py::test_adamw_update_matches_torch_on_any_settings", 3,
+              "weights and both moments equal torch's, step by step, for random lr, betas, eps, decay"),
+            T("tests/test_trainer.py::test_adamw_update_first_step_moves_by_lr_times_sign", 2,
+              "bias correction: the first step moves every weight by lr, whatever the gradient's scale"),
+            T("tests/test_trainer.py::test_schedule_warmup_then_decay_to_floor", 3,
+              "warmup reaches the peak, cosine and linear decay to the floor, constant stays"),
+            T("tests/assignments/test_optim.py::test_learning_rate_follows_its_contract", 3,
+              "for any peak, warmup, length and floor: bounds, monotone decay, the floor held after the end"),
+            T("tests/test_trainer.py::test_micro_batch_weights_give_the_global_mean", 2,
+              "weighted micro-batch means give the mean over every labelled token; micro-batches in order"),
+            T("tests/test_trainer.py::test_accumulation_4x8_equals_1x32", 2,
+              "one training step with 4 micro-batches of 8 equals one with a batch of 32"),
+        ),
+        neighbours=("tests/test_trainer.py::test_resume_is_bit_exact",
+                    "tests/test_lessons.py::test_lesson_smoke[04_language_modelling]"),
+        notes="The trainer steps with `torch.optim.AdamW` (fast) and calls your `learning_rate`, "
+              "`micro_batches` and `micro_batch_weights` on every step; `minilm.optim.AdamW` wraps your "
+              "`adamw_update` as an optimiser, which is how the tests compare the two. Lesson 12 shows "
+              "accumulation at work.",
+    ),
+    Assignment(
         name="peft", number=6, title="LoRA and adapters: fine-tuning a few parameters, and merging them away",
         lesson="lessons/08_peft.py", hours="3-5",
         goals=(

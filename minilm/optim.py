@@ -40,12 +40,14 @@ def adamw_update(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
     with m_hat = exp_avg / (1 - beta1^step) and v_hat = exp_avg_sq / (1 - beta2^step), the
     bias-corrected moments. Matches `torch.optim.AdamW` (amsgrad off) to float rounding.
     """
+    # BEGIN SOLUTION optim
     exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)  # m = b1 m + (1 - b1) g
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # v = b2 v + (1 - b2) g^2
     m_hat = exp_avg / (1 - beta1 ** step)
     v_hat = exp_avg_sq / (1 - beta2 ** step)
     param.mul_(1 - lr * weight_decay)  # decay the weights themselves, not the gradient
     param.sub_(lr * m_hat / (v_hat.sqrt() + eps))
+    # END SOLUTION optim
 
 
 class AdamW(torch.optim.Optimizer):
@@ -82,6 +84,7 @@ def learning_rate(step: int, *, peak: float, warmup_steps: int, total_steps: int
     then `constant` stays at peak, `cosine` and `linear` decay to peak * min_lr_ratio, reached
     exactly at the last step (total_steps - 1) and held after it. Never negative, never above peak.
     """
+    # BEGIN SOLUTION optim
     floor = peak * min_lr_ratio
     if step < warmup_steps:
         return peak * (step + 1) / warmup_steps
@@ -91,6 +94,7 @@ def learning_rate(step: int, *, peak: float, warmup_steps: int, total_steps: int
     progress = min(1.0, (step - warmup_steps) / decay_steps)
     shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
     return floor + (peak - floor) * shape
+    # END SOLUTION optim
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -112,10 +116,12 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 def micro_batches(batch: dict[str, torch.Tensor], n: int) -> list[dict[str, torch.Tensor]]:
     """Split a batch (every tensor with the same leading size B) into `n` equal micro-batches, in order."""
+    # BEGIN SOLUTION optim
     size = next(iter(batch.values())).shape[0]
     if size % n:
         raise ValueError(f"TrainConfig.accumulation={n} does not divide this rank's batch of {size} rows")
     return [{k: v[i * size // n:(i + 1) * size // n] for k, v in batch.items()} for i in range(n)]
+    # END SOLUTION optim
 
 
 def micro_batch_weights(counts: torch.Tensor, global_count: torch.Tensor, world_size: int = 1) -> torch.Tensor:
@@ -126,4 +132,6 @@ def micro_batch_weights(counts: torch.Tensor, global_count: torch.Tensor, world_
     weight_i * mean_loss_i over micro-batches (and averaging over ranks, as DistributedDataParallel
     does with gradients) gives the mean loss over all labelled tokens of the global batch.
     """
+    # BEGIN SOLUTION optim
     return counts * world_size / global_count.clamp_min(1)  # DDP averages over ranks: multiply back
+    # END SOLUTION optim

@@ -291,19 +291,28 @@ def digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def solution_lines(name: str) -> set[str]:
-    """The lines of `name`'s regions that give something away: not short, not a comment, and not
-    also a line of the same file that the handout keeps (`device = input_ids.device`, say). A copy
-    of the solution in any other file is caught."""
-    regions = [r for r in A.scan(ROOT) if r.name == name]
-    lines = set()
-    for path in {r.path for r in regions}:
-        text = (ROOT / path).read_text().splitlines()
-        inside = {i for r in regions if r.path == path for i in range(r.begin - 1, r.end)}
+def solution_blocks(name: str) -> list[tuple[str, ...]]:
+    """What would give `name`'s solution away, as runs of stripped lines: each region's lines that
+    are not short, not comments and not also kept elsewhere in the same file, taken two at a time
+    (one at a time for a one-line region). A single line shared with other code (a shape unpacking,
+    say) is not a leak; two solution lines in a row are."""
+    blocks = []
+    for r in A.scan(ROOT):
+        if r.name != name:
+            continue
+        text = (ROOT / r.path).read_text().splitlines()
+        inside = set(range(r.begin - 1, r.end))
         kept = {ln.strip() for i, ln in enumerate(text) if i not in inside}
-        lines |= {text[i].strip() for i in inside
-                  if len(text[i].strip()) >= 20 and not text[i].strip().startswith("#") and text[i].strip() not in kept}
-    return lines
+        lines = [text[i].strip() for i in sorted(inside)
+                 if len(text[i].strip()) >= 20 and not text[i].strip().startswith("#") and text[i].strip() not in kept]
+        blocks += [tuple(lines)] if len(lines) == 1 else list(zip(lines, lines[1:]))
+    return blocks
+
+
+def leaked(text: str, blocks: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    singles, pairs = set(lines), set(zip(lines, lines[1:]))
+    return [b for b in blocks if (b[0] in singles if len(b) == 1 else b in pairs)]
 
 
 @pytest.fixture(scope="module")
@@ -311,6 +320,13 @@ def handouts(tmp_path_factory):
     """Every assignment's handout, built once for this module's tests."""
     base = tmp_path_factory.mktemp("handouts")
     return {name: (A.build(name, base / name), base / name) for name in NAMES}
+
+
+def test_the_leak_check_finds_a_copied_solution():
+    blocks = solution_blocks("masking")
+    source = (ROOT / "minilm" / "masking.py").read_text()
+    assert leaked(source, blocks), "the unhollowed file must count as a leak"
+    assert not leaked("device = input_ids.device\n", blocks)
 
 
 @solution_only
@@ -321,13 +337,12 @@ def test_handout_is_reproducible_and_hides_its_solution(name, handouts, tmp_path
     assert digest(folder) == digest(tmp_path / "again"), "building twice gave different files"
     assert (folder / "HANDOUT.md").is_file() and not (folder / ".git").exists()
     assert not [f for f in files if "__pycache__" in f or f.startswith("runs/") or f.endswith(".pyc")]
-    secret = solution_lines(name)
+    secret = solution_blocks(name)
     assert secret, f"{name}: no solution lines found"
     for path in folder.rglob("*"):
         if path.is_file() and path.suffix in (".py", ".md", ".txt", ".json", ""):
-            text = path.read_text(errors="replace")
-            leaked = [ln for ln in secret if ln in text]
-            assert not leaked, f"{path.relative_to(folder)} holds solution lines of {name}: {leaked[:3]}"
+            found = leaked(path.read_text(errors="replace"), secret)
+            assert not found, f"{path.relative_to(folder)} holds solution lines of {name}: {found[:2]}"
     handout = (folder / "HANDOUT.md").read_text()
     a = A.get(name)
     for heading in ("## What you will learn", "## What to implement", "## How it is graded", "## How to run it"):
