@@ -95,6 +95,20 @@ def losses(out_dir):
     return [r["loss"] for r in map(json.loads, open(out_dir / "metrics.jsonl")) if "loss" in r]
 
 
+def stop_after(trainer, steps):
+    """Make `trainer` stop after `steps` steps the way Ctrl-C does: the flag is raised during a step."""
+    original = trainer.train_step
+
+    def step_then_stop(step):
+        out = original(step)
+        if step == steps - 1:
+            trainer._stop_requested = True
+        return out
+
+    trainer.train_step = step_then_stop
+    return trainer
+
+
 def load_model(path):
     return checkpoint.load_model(path, model_class=TinyLM)
 
@@ -188,16 +202,7 @@ def test_resume_is_bit_exact(tmp_path):
     Trainer(tiny_model(), config(), ToyData(), ToyData(), full).fit()
     part = tmp_path / "part"
     # Interrupt after step 4 the way Ctrl-C does: the stop flag is raised during a step.
-    t = Trainer(tiny_model(), config(save_every=4), ToyData(), ToyData(), part)
-    original = t.train_step
-
-    def step_then_stop(step):
-        out = original(step)
-        if step == 3:
-            t._stop_requested = True
-        return out
-
-    t.train_step = step_then_stop
+    t = stop_after(Trainer(tiny_model(), config(save_every=4), ToyData(), ToyData(), part), 4)
     summary = t.fit()
     assert summary["interrupted"] and summary["step"] == 4
     assert not (part / "final").exists()
@@ -294,17 +299,8 @@ def test_rotation_orders_checkpoints_by_step(tmp_path):
 
 
 def test_resume_refuses_other_settings_and_a_total_below_the_step(tmp_path):
-    t = Trainer(tiny_model(), config(save_every=4), ToyData(), None, tmp_path, metadata={"settings": {"seq_len": 12}})
-    original = t.train_step
-
-    def step_then_stop(step):
-        out = original(step)
-        if step == 5:
-            t._stop_requested = True
-        return out
-
-    t.train_step = step_then_stop
-    t.fit()
+    stop_after(Trainer(tiny_model(), config(save_every=4), ToyData(), None, tmp_path,
+                       metadata={"settings": {"seq_len": 12}}), 6).fit()
     with pytest.raises(ValueError, match=r"other settings \(lr: checkpoint 0.01, now 0.02.*seq_len: checkpoint 12, now 64"):
         Trainer(tiny_model(), config(lr=2e-2, resume=True), ToyData(), None, tmp_path,
                 metadata={"settings": {"seq_len": 64}}).fit()
