@@ -26,6 +26,7 @@ from minilm.lesson import start
 from minilm.tokenizer import GPT2_PATTERN, bpe_merges, count_words
 
 SENTENCE = "The unbelievably charming Amélie rewatched it twice: 10/10, no regrets!"
+HELLO, GPT2_HELLO_IDS = "Hello world!", [15496, 995, 0]  # the ids GPT-2's own tokenizer gives: a check, not a claim
 
 
 def show(tok: Tokenizer, text: str) -> str:
@@ -40,9 +41,18 @@ def bytes_per_token(tok: Tokenizer, texts: list[str]) -> float:
 
 def main(argv=None):
     lesson = start(__file__, argv)
-    n_docs = lesson.pick(smoke=200, quick=3000, full=25000)
-    n_merges = lesson.pick(smoke=300, quick=2000, full=8000)
+    section_1_bytes(lesson)
+    section_2_pretokenisation(lesson)
+    ranks, docs = section_3_merges(lesson)
+    tok, gpt2, heldout = section_4_vocabulary_size(lesson, ranks, docs)
+    section_5_against_gpt2(lesson, tok, gpt2)
+    section_6_special_tokens(lesson, tok)
+    section_7_wordpiece(lesson, tok, heldout)
+    lesson.finish()
 
+
+def section_1_bytes(lesson) -> None:
+    """A string as UTF-8 bytes: the 256 starting tokens of a byte-level tokenizer."""
     lesson.section("1. Text is bytes")
     raw = SENTENCE.encode("utf-8")
     lesson.say(f"""
@@ -52,6 +62,9 @@ def main(argv=None):
         all, in any script, with emoji or typos, can be encoded: nothing is ever "unknown".
         The price is length: one token per byte is a long sequence. BPE fixes that.""")
 
+
+def section_2_pretokenisation(lesson) -> None:
+    """GPT-2's regex cuts the sentence into pre-tokens, the units merges never cross."""
     lesson.section("2. Pre-tokenisation")
     pieces = regex.findall(GPT2_PATTERN, SENTENCE.lower())
     lesson.say(f"""
@@ -62,18 +75,25 @@ def main(argv=None):
         the course's tokenizer is uncased to match the lower-cased rt-polarity data) cuts into
         {len(pieces)} pre-tokens: {" | ".join(p.replace(" ", "_") for p in pieces)}""")
 
+
+def section_3_merges(lesson):
+    """BPE merges learned from IMDB word counts, and one sentence as merges are added; returns (ranks, docs)."""
     lesson.section("3. Byte-pair encoding: watching merges form")
+    n_docs = lesson.pick(smoke=200, quick=3000, full=25000)
+    n_merges = lesson.pick(smoke=300, quick=2000, full=8000)
     docs = load_corpus("imdb")
     counts = count_words(docs[:n_docs], lowercase=True)
+    n_docs = min(n_docs, len(docs))
     word_counts = {w.encode("utf-8"): n for w, n in sorted(counts.items())}
     merges = bpe_merges(word_counts, 256 + n_merges)
     readable = [(a + b).decode("utf-8", "backslashreplace").replace(" ", "_") for a, b in merges]
+    first = 30
     lesson.say(f"""
         We count the {len(counts):,} distinct pre-tokens of {n_docs:,} IMDB reviews
         ({sum(counts.values()):,} pre-tokens in all). BPE then repeats one step: find the
         most frequent adjacent pair of tokens across all words (weighted by word count),
-        make it a new token, rewrite the words. The first 30 merges it learned:
-        {", ".join(readable[:30])}. Spaces glue onto the word that follows them (_ marks a
+        make it a new token, rewrite the words. The first {first} merges it learned:
+        {", ".join(readable[:first])}. Spaces glue onto the word that follows them (_ marks a
         space), so "_the" is a token and "the" inside a word is another. The last five of the
         {len(merges):,} merges are longer, rarer pieces: {", ".join(readable[-5:])}.""")
     ranks = [bytes([b]) for b in range(256)]
@@ -84,11 +104,17 @@ def main(argv=None):
     for n in sorted({0, 10, 100, 500, len(ranks) - 256} & set(range(len(ranks) - 255))):
         tok = Tokenizer(ranks[:256 + n], lowercase=True)
         print(f"  {n:5d} merges, {len(tok.encode(SENTENCE)):3d} tokens: {show(tok, SENTENCE)}")
+    return ranks, docs
 
+
+def section_4_vocabulary_size(lesson, ranks, docs):
+    """Bytes per token on unseen text against vocabulary size, ours and GPT-2's; returns (ours, GPT-2, the
+    held-out sentences)."""
     lesson.section("4. How big a vocabulary?")
     vocab_size = lesson.pick(smoke=512, quick=8192, full=8192)
     tok = Tokenizer.for_corpus("imdb", vocab_size) if not lesson.smoke else Tokenizer(ranks, lowercase=True)
     gpt2 = Tokenizer.gpt2()
+    gpt2_vocab = gpt2.eot_id + 1  # GPT-2's own ids end at <|endoftext|>; minilm's specials come after
     heldout = load_classification("rt-polarity").test.texts  # text none of the tokenizers trained on
     n_special = tok.vocab_size - len(tok.ranks)  # vocabulary sizes count the special tokens too
     sizes = [s for s in (256 + n_special, 300, 512, 1024, 2048, 4096, 8192) if s <= tok.vocab_size]
@@ -96,21 +122,24 @@ def main(argv=None):
     gpt2_bpt = bytes_per_token(gpt2, heldout)
     for s, bpt in ours:
         print(f"  ours, {s:5d} tokens: {bpt:.2f} bytes per token")
-    print(f"  GPT-2, {gpt2.eot_id + 1} tokens: {gpt2_bpt:.2f} bytes per token")
+    print(f"  GPT-2, {gpt2_vocab} tokens: {gpt2_bpt:.2f} bytes per token")
+    which = (f"the cached one trained on all {len(docs):,} IMDB reviews" if not lesson.smoke
+             else "the small one from above")
     lesson.say(f"""
         Compression measured on {len(heldout):,} Rotten Tomatoes sentences that no tokenizer
-        here was trained on. Our tokenizer is {"the cached one trained on all 25,000 IMDB reviews" if not lesson.smoke else "the small one from above"};
+        here was trained on. Our tokenizer is {which};
         the first N of its tokens form the tokenizer with vocabulary N, so one training run
         gives the whole curve. With only bytes a token carries 1 byte; at {ours[-1][0]:,}
-        tokens it carries {ours[-1][1]:.2f}; GPT-2's {gpt2.eot_id + 1:,} tokens, trained on a web
+        tokens it carries {ours[-1][1]:.2f}; GPT-2's {gpt2_vocab:,} tokens, trained on a web
         crawl, carry {gpt2_bpt:.2f}. A bigger vocabulary shortens sequences (attention costs grow
         with the square of the length) but costs an embedding row per token and sees each
-        rare token less often. For a CPU course, 8,192 is the sweet spot.""")
+        rare token less often. The course's tokenizer has {tok.vocab_size:,}, an embedding table a
+        CPU can afford.""")
     lesson.record("bytes/token, ours at vocab %d (rt-polarity)" % ours[-1][0], ours[-1][1], "{:.2f}", headline=True)
-    lesson.record("bytes/token, GPT-2 at vocab 50,257", gpt2_bpt, "{:.2f}")
+    lesson.record(f"bytes/token, GPT-2 at vocab {gpt2_vocab:,}", gpt2_bpt, "{:.2f}")
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([s for s, _ in ours], [b for _, b in ours], "o-", label="minilm BPE (IMDB, uncased)")
-    ax.plot([gpt2.eot_id + 1], [gpt2_bpt], "s", color="C3", label="GPT-2 (web text, cased)")
+    ax.plot([gpt2_vocab], [gpt2_bpt], "s", color="C3", label="GPT-2 (web text, cased)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("vocabulary size")
     ax.set_ylabel("bytes per token on unseen sentences")
@@ -118,16 +147,24 @@ def main(argv=None):
     ax.grid(alpha=0.3)
     ax.legend()
     lesson.save_figure(fig, "compression")
+    return tok, gpt2, heldout
 
+
+def section_5_against_gpt2(lesson, tok, gpt2) -> None:
+    """One sentence through both tokenizers; GPT-2's ids checked against its own tokenizer's."""
     lesson.section("5. Ours against GPT-2 on one sentence")
     print(f"  ours  ({len(tok.encode(SENTENCE))} tokens): {show(tok, SENTENCE)}")
     print(f"  GPT-2 ({len(gpt2.encode(SENTENCE))} tokens): {show(gpt2, SENTENCE)}")
-    print(f"  GPT-2 ids of 'Hello world!': {gpt2.encode('Hello world!')}  (GPT-2's own: [15496, 995, 0])")
+    ids = gpt2.encode(HELLO)
+    print(f"  GPT-2 ids of {HELLO!r}: {ids}  (the same as GPT-2's own tokenizer: {ids == GPT2_HELLO_IDS})")
     lesson.say(f"""
         GPT-2 is cased, so "The" and "the" are different tokens, and it round-trips text
         exactly: decode(encode(s)) == s is {gpt2.decode(gpt2.encode(SENTENCE)) == SENTENCE}. Ours
         lower-cases first (decode gives "{tok.decode(tok.encode('Amélie'))}" back for "Amélie").""")
 
+
+def section_6_special_tokens(lesson, tok) -> None:
+    """Special tokens are put in by id and cannot be forged from text; word ids tie tokens to words."""
     lesson.section("6. Special tokens and word ids")
     specials = {name: getattr(tok, f"{name}_id") for name in ("pad", "cls", "sep", "mask", "unk", "eot")}
     forged = tok.encode("[MASK]")
@@ -143,11 +180,8 @@ def main(argv=None):
         (lesson 05) uses them to mask "unwatchable" entirely or not at all.""")
     lesson.record("special ids", specials)
 
-    wordpiece_section(lesson, tok, heldout)
-    lesson.finish()
 
-
-def wordpiece_section(lesson, bpe: Tokenizer, heldout: list[str]) -> None:
+def section_7_wordpiece(lesson, bpe: Tokenizer, heldout: list[str]) -> None:
     """WordPiece from a real checkpoint against our BPE: vocabulary, pieces, unknowns, compression."""
     lesson.section("7. WordPiece: the vocabulary of a real BERT")
     try:  # smoke runs use the checkpoint only when it is already cached (it is an 83 MB download)
