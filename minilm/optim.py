@@ -90,8 +90,8 @@ def learning_rate(step: int, *, peak: float, warmup_steps: int, total_steps: int
         return peak * (step + 1) / warmup_steps
     if schedule == "constant":
         return peak
-    decay_steps = max(1, total_steps - 1 - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    decay_steps = total_steps - 1 - warmup_steps  # 0: the step after warmup is the last, at the floor
+    progress = 1.0 if decay_steps <= 0 else min(1.0, (step - warmup_steps) / decay_steps)
     shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
     return floor + (peak - floor) * shape
     # END SOLUTION optim

@@ -121,6 +121,8 @@ def test_schedule_warmup_then_decay_to_floor():
     lin = dict(peak=1.0, warmup_steps=0, total_steps=100, min_lr_ratio=0.0, schedule="linear")
     assert learning_rate(0, **lin) == pytest.approx(1.0) and learning_rate(99, **lin) == pytest.approx(0.0)
     assert learning_rate(50, peak=0.5, warmup_steps=0, total_steps=100, schedule="constant") == 0.5
+    # One step after warmup: it is the last step, so it is at the floor (the contract), not at the peak.
+    assert learning_rate(2, peak=1.0, warmup_steps=2, total_steps=3, min_lr_ratio=0.1) == pytest.approx(0.1)
 
 
 def test_adamw_update_equals_torch_adamw():
