@@ -14,6 +14,7 @@ Run: python lessons/04_language_modelling.py [--quick | --full | --smoke]
 from __future__ import annotations
 
 import math
+import time
 
 import matplotlib.pyplot as plt
 import torch
@@ -40,10 +41,15 @@ def samples(model, tokenizer, seed: int, n_new: int) -> list[str]:
 def main(argv=None):
     lesson = start(__file__, argv)
     seq_len = lesson.pick(smoke=32, quick=128, full=256)
-    steps = lesson.pick(smoke=4, quick=200, full=5000)
-    batch_size = lesson.pick(smoke=8, quick=16, full=128)
-    preset = lesson.pick(smoke="gpt-micro", quick="gpt-micro", full="gpt-mini")
+    tok, train_rows, eval_rows = section_1_data(lesson, seq_len)
+    model, train_data, eval_data, baseline = section_2_before_training(lesson, tok, train_rows, eval_rows, seq_len)
+    summary, history, seconds = section_3_training(lesson, model, tok, train_data, eval_data, seq_len)
+    section_4_after_training(lesson, model, tok, summary, history, baseline, seconds)
+    lesson.finish()
 
+
+def section_1_data(lesson, seq_len: int):
+    """IMDB as one token stream cut into rows of seq_len + 1; returns (tokenizer, train rows, held-out rows)."""
     lesson.section("1. The data: one long stream of tokens")
     docs, tok = lesson_corpus(lesson)
     corpus = tokenize_corpus(docs, tok, "imdb" if not lesson.smoke else "imdb-smoke")
@@ -58,8 +64,15 @@ def main(argv=None):
         {seq_len} examples at once: the input is tokens 0..{seq_len - 1}, the target tokens
         1..{seq_len}, i.e. the same row shifted by one. The first tokens of row 0:
         {[tok.token_str(i) for i in example]}.""")
+    return tok, train_rows, eval_rows
 
+
+def section_2_before_training(lesson, tok, train_rows, eval_rows, seq_len: int):
+    """An untrained GPT's loss against ln(V) and a unigram model, and its samples.
+    Returns (model, train batches, held-out batches, {"preset", "init": its eval metrics, "unigram_loss"})."""
     lesson.section("2. A small GPT, before training")
+    preset = lesson.pick(smoke="gpt-micro", quick="gpt-micro", full="gpt-mini")
+    batch_size = lesson.pick(smoke=8, quick=16, full=128)
     config = ModelConfig.preset(preset, vocab_size=tok.vocab_size, max_seq_len=seq_len, dropout=0.0,
                                 attention_dropout=0.0)
     model = CausalLM(config)
@@ -87,23 +100,35 @@ def main(argv=None):
     print("\n  Samples before training (temperature 0.8, top-k 40):")
     for s in before:
         print("   ", s)
+    return model, train_data, eval_data, {"preset": preset, "init": init_eval, "unigram_loss": unigram_loss}
 
+
+def section_3_training(lesson, model, tok, train_data, eval_data, seq_len: int):
+    """Train with the causal objective; returns (the fit's summary, the trainer's history, wall time in s)."""
     lesson.section("3. Training with the causal objective")
+    steps = lesson.pick(smoke=4, quick=200, full=5000)
     tcfg = TrainConfig(steps=steps, lr=lesson.pick(smoke=1e-3, quick=3e-3, full=1e-3), warmup_steps=max(1, steps // 10),
                        weight_decay=0.1, eval_every=lesson.pick(smoke=0, quick=50, full=500), log_every=max(1, steps // 30),
                        seed=lesson.seed, overwrite=True)  # the lesson's own run folder: replaced on every run
+    batch_size = train_data.batch_size
     lesson.say(f"""
         {steps} steps of {batch_size} rows x {seq_len} tokens = {steps * batch_size * seq_len:,} tokens,
         AdamW with peak learning rate {tcfg.lr} (linear warmup over {tcfg.warmup_steps} steps,
-        then cosine decay), gradient clipping at {tcfg.grad_clip}. The trainer calls the model,
+        then {tcfg.schedule} decay), gradient clipping at {tcfg.grad_clip}. The trainer calls the model,
         reads its loss and steps; it knows nothing else about it.""")
     trainer = Trainer(model, tcfg, train_data, eval_data, lesson.out / "run", tokenizer=tok)
+    t0 = time.perf_counter()
     summary = trainer.fit()
-    train_log = [r for r in trainer.history if "loss" in r]
-    eval_log = [r for r in trainer.history if "eval_loss" in r]
-    tokens_per_s = sum(r["tokens_per_s"] * r["time_s"] for r in train_log) / sum(r["time_s"] for r in train_log)
+    return summary, trainer.history, time.perf_counter() - t0
 
+
+def section_4_after_training(lesson, model, tok, summary: dict, history: list, baseline: dict, seconds: float) -> None:
+    """Perplexity and samples after training, against the untrained model and the unigram; the loss curve."""
     lesson.section("4. After training")
+    init_eval, unigram_loss = baseline["init"], baseline["unigram_loss"]
+    train_log = [r for r in history if "loss" in r]
+    eval_log = [r for r in history if "eval_loss" in r]
+    tokens_per_s = sum(r["tokens_per_s"] * r["time_s"] for r in train_log) / sum(r["time_s"] for r in train_log)
     after = samples(model, tok, lesson.seed, lesson.pick(smoke=5, quick=20, full=30))
     lesson.say(f"""
         Held-out perplexity went from {init_eval['eval_perplexity']:,.0f} to
@@ -113,13 +138,13 @@ def main(argv=None):
         random numbers:""")
     for s in after:
         print("   ", s)
-    lesson.say("""
+    lesson.say(f"""
         Sampling draws each token from the model's distribution: temperature below 1 sharpens
         it, top-k keeps only the k likeliest tokens. Generation reuses each layer's keys and
         values for the tokens already seen (the KV cache), so each new token costs one
-        position, not the whole prefix. A few CPU minutes buy the frequent words of reviews and
-        some local word order; grammar and coherence need far more tokens, width and steps
-        (`--full`, meant for a GPU).""")
+        position, not the whole prefix. {seconds:.0f} s of training here buy the frequent words of
+        reviews and some local word order at best; grammar and coherence need far more tokens,
+        width and steps (`--full`, meant for a GPU).""")
     lesson.record("held-out perplexity: untrained / unigram / trained",
                   f"{init_eval['eval_perplexity']:,.0f} / {math.exp(unigram_loss):,.0f} / "
                   f"{summary['eval_perplexity']:,.1f}", headline=True)
@@ -132,10 +157,9 @@ def main(argv=None):
     ax.plot([0] + [r["step"] for r in eval_log], [init_eval["eval_loss"]] + [r["eval_loss"] for r in eval_log],
             "o-", label="held-out loss")
     ax.axhline(unigram_loss, color="0.5", ls="--", label=f"unigram baseline (ppl {math.exp(unigram_loss):,.0f})")
-    ax.set(xlabel="step", ylabel="cross-entropy (nats)", title=f"{preset} on IMDB, next-token prediction")
+    ax.set(xlabel="step", ylabel="cross-entropy (nats)", title=f"{baseline['preset']} on IMDB, next-token prediction")
     ax.legend()
     lesson.save_figure(fig, "loss_curve")
-    lesson.finish()
 
 
 if __name__ == "__main__":
