@@ -40,6 +40,14 @@ GPU = torch.cuda.is_available()
 # from a small tensor, so it is not counted.
 EAGER_OPS = [("x * scale", 1, 1), ("+ mask", 1, 1), ("row max", 1, 0), ("- max", 1, 1), ("exp", 1, 1),
              ("row sum", 1, 0), ("/ sum", 1, 1)]
+# `torch.softmax(x * scale + mask)`: two eager operations, then PyTorch's own fused softmax.
+TORCH_OPS = [("x * scale", 1, 1), ("+ mask", 1, 1), ("torch.softmax", 1, 1)]
+SCALE = 0.125  # 1 / sqrt(64): an attention-like scale for the timings
+
+
+def passes(ops) -> int:
+    """Full-size trips through memory of a list of (operation, tensors read, tensors written)."""
+    return sum(r + w for _, r, w in ops)
 
 
 def eager_masked_softmax(x, scale, mask):
@@ -75,7 +83,17 @@ def python_source(kernel):
 def main(argv=None):
     lesson = start(__file__, argv)
     torch.manual_seed(lesson.seed)
+    x, mask, fused_passes = section_1_count_bytes(lesson)
+    section_2_online_softmax(lesson)
+    section_3_kernel(lesson)
+    section_4_checked(lesson)
+    section_5_fusion_measured(lesson, x, mask, fused_passes)
+    lesson.finish()
 
+
+def section_1_count_bytes(lesson):
+    """The memory traffic of an eager masked softmax against a fused one, counted before any kernel runs.
+    Returns (x (rows, cols), a padding-style additive mask (cols,), the fused kernel's passes)."""
     lesson.section("1. Count the bytes before writing a kernel")
     rows, cols = lesson.pick(smoke=(256, 256), quick=(2048, 2048), full=(8192, 8192))
     x = torch.randn(rows, cols)
@@ -85,24 +103,28 @@ def main(argv=None):
     print(f"  {'eager operation':16s} {'reads':>6s} {'writes':>7s}")
     for name, r, w in EAGER_OPS:
         print(f"  {name:16s} {r:6d} {w:7d}")
-    eager_passes = sum(r + w for _, r, w in EAGER_OPS)
+    eager_passes = passes(EAGER_OPS)
     fused_passes = softmax_bytes(x) // (x.numel() * x.element_size())
     lesson.say(f"""
-        Softmax does a handful of arithmetic operations per element (a multiply, an add, a
-        max, a subtraction, an exponential, a sum, a division), while a modern processor can
-        do hundreds of operations in the time it takes to fetch one element from main memory.
-        So the time is set by memory traffic, not arithmetic. Written as separate PyTorch
-        operations, each one reads its input from memory and writes its output back: {eager_passes}
-        full-size passes over the data. A fused kernel reads x once and writes y once:
-        {fused_passes} passes. The forecast, before any kernel exists, is a speed-up of about
-        {eager_passes / fused_passes:.1f}x wherever the eager version runs at the memory's speed.""")
+        Softmax does {len(EAGER_OPS)} arithmetic operations per element (a multiply, an add, a max, a
+        subtraction, an exponential, a sum, a division), while a modern processor can do far more
+        operations per second than it can fetch elements from main memory. So the time is set
+        by memory traffic, not arithmetic. Written as separate PyTorch operations, each one
+        reads its input from memory and writes its output back: {eager_passes} full-size passes over
+        the data. A fused kernel reads x once and writes y once: {fused_passes} passes. The forecast,
+        before any kernel exists, is a speed-up of about {eager_passes / fused_passes:.1f}x wherever the
+        eager version runs at the memory's speed.""")
     lesson.record("memory passes, eager vs fused", f"{eager_passes} vs {fused_passes}")
+    return x, mask, fused_passes
 
+
+def section_2_online_softmax(lesson) -> None:
+    """Why the max is subtracted, and the online softmax folding a row through `online_softmax_update`."""
     lesson.section("2. Safe softmax, and the online softmax")
     big = torch.tensor([1000.0, 999.0, 998.0])
     naive = torch.exp(big) / torch.exp(big).sum()
     safe = torch.exp(big - big.max()) / torch.exp(big - big.max()).sum()
-    print(f"  exp(x) / sum exp(x) for x = {big.tolist()}: {naive.tolist()}  (exp(1000) overflows)")
+    print(f"  exp(x) / sum exp(x) for x = {big.tolist()}: {naive.tolist()}  (exp({big.max():.0f}) overflows)")
     print(f"  subtract the max first:                      {[round(v, 4) for v in safe.tolist()]}")
     row = torch.randn(lesson.pick(smoke=40, quick=1000, full=100000), dtype=torch.float64) * 5
     chunk = lesson.pick(smoke=16, quick=128, full=8192)
@@ -124,6 +146,9 @@ def main(argv=None):
         than one block, and flash attention (lesson 11) is built on it.""")
     lesson.record("online softmax vs logsumexp (abs diff)", abs(float(m + torch.log(s) - exact)), "{:.1e}")
 
+
+def section_3_kernel(lesson) -> None:
+    """The forward kernel and its online-update helper, printed and read line by line."""
     lesson.section("3. The kernel, line by line")
     print(python_source(sm_module._fwd_kernel))
     lesson.say("""
@@ -144,8 +169,11 @@ def main(argv=None):
         one block, vectorised over the rows of a program, in base 2, and taking raw logits and
         their scale so that flash attention's hot loop (which calls this same function) pays
         one fused multiply-add per score. The backward kernel is shorter still:
-        dx = scale * y * (dy - sum(y * dy)), reading y and dy and writing dx, three passes.""")
+        dx = scale * y * (dy - sum(y * dy)), reading y and dy and writing dx.""")
 
+
+def section_4_checked(lesson) -> None:
+    """The kernel against float64, forward and backward, every mask kind, one-block and online paths."""
     lesson.section("4. Checked against float64" + ("" if GPU else ", through Triton's interpreter on the CPU"))
     shape = lesson.pick(smoke=(2, 3, 5, 24), quick=(2, 4, 9, 77), full=(4, 8, 64, 1000))
     dev = "cuda" if GPU else "cpu"
@@ -157,8 +185,8 @@ def main(argv=None):
     if lesson.smoke:  # the interpreter is slow: two cases are enough to prove the lesson runs
         cases = dict(list(cases.items())[1:3])
     worst = 0.0
-    saved_block = sm_module.MAX_BLOCK
-    for path, max_block in (("one block per row", saved_block), ("online, 16-column chunks", 16)):
+    saved_block, chunk = sm_module.MAX_BLOCK, 16
+    for path, max_block in (("one block per row", saved_block), (f"online, {chunk}-column chunks", chunk)):
         sm_module.MAX_BLOCK = max_block  # force the long-row kernels on these short rows
         try:
             for name, kw in cases.items():
@@ -180,34 +208,41 @@ def main(argv=None):
     print(f"  rows with every key masked: all zeros = {bool((y[0] == 0).all())}, any NaN = {bool(y.isnan().any())}")
     lesson.record("Triton softmax vs float64 (max abs error, fwd and bwd)", worst, "{:.1e}")
 
+
+def section_5_fusion_measured(lesson, x, mask, fused_passes: int) -> None:
+    """The eager chain, torch.softmax and a plain copy timed here (and the kernel on a GPU), against the
+    forecast of section 1."""
     lesson.section("5. What fusion buys, measured here")
     repeat = lesson.pick(smoke=2, quick=10, full=30)
+    dev = "cuda" if GPU else "cpu"
     xb = x.to(dev)
     maskb = mask.to(dev)
-    t_eager = best_time(lambda: eager_masked_softmax(xb, 0.125, maskb), repeat)
-    t_torch = best_time(lambda: torch.softmax(xb * 0.125 + maskb, -1), repeat)
+    t_eager = best_time(lambda: eager_masked_softmax(xb, SCALE, maskb), repeat)
+    t_torch = best_time(lambda: torch.softmax(xb * SCALE + maskb, -1), repeat)
     t_copy = best_time(lambda: xb.clone(), repeat)
     timings = {"copy (x.clone)": t_copy, "eager chain": t_eager, "torch.softmax": t_torch}
     if GPU:
-        timings["minilm kernel"] = best_time(lambda: softmax(xb, scale=0.125, mask=maskb), repeat)
+        timings["minilm kernel"] = best_time(lambda: softmax(xb, scale=SCALE, mask=maskb), repeat)
     for name, t in timings.items():
         gbps = 2 * xb.numel() * xb.element_size() / t / 1e9  # counted as the fused floor: read x, write y
         print(f"  {name:16s} {t * 1e3:8.2f} ms   {gbps:8.2f} GB/s of useful traffic (read x, write y)")
     speedup = t_eager / t_torch
+    eager_passes, torch_passes = passes(EAGER_OPS), passes(TORCH_OPS)
     lesson.say(f"""
-        Measured in units of a plain copy of x (which is itself 2 passes): the eager chain takes
-        {t_eager / t_copy:.1f}x, and `torch.softmax(x * scale + mask)` {t_torch / t_copy:.1f}x (it is
-        three operations: the multiply, the add, then PyTorch's own fused softmax). Counting
-        bytes forecast {eager_passes / 2:.0f}x for the chain ({eager_passes} passes) and 3x for torch
-        (6 passes). Where a measurement lands above its forecast, arithmetic (the
-        exponentials) or parallel overhead is also paying a share, as it does on a CPU; a GPU
-        has far more arithmetic per byte of memory bandwidth, and there the byte count is
-        close to the whole story. {'' if GPU else 'With a GPU, this section also times the Triton '
-        'kernel; the full sweep against torch is `python -m kernels.bench --quick`.'}""")
+        Measured in units of a plain copy of x (which is itself {fused_passes} passes): the eager chain
+        takes {t_eager / t_copy:.1f}x, and `torch.softmax(x * scale + mask)` {t_torch / t_copy:.1f}x (it is
+        {len(TORCH_OPS)} operations: the multiply, the add, then PyTorch's own fused softmax). Counting
+        bytes forecast {eager_passes / fused_passes:.1f}x for the chain ({eager_passes} passes) and
+        {torch_passes / fused_passes:.1f}x for torch ({torch_passes} passes). Where a measurement lands above its
+        forecast, arithmetic (the exponentials) or parallel overhead is also paying a share, as it
+        does on a CPU; a GPU has far more arithmetic per byte of memory bandwidth, and there the
+        byte count is close to the whole story. {'' if GPU else 'With a GPU, this section also times the '
+        'Triton kernel; the full sweep against torch is `python -m kernels.bench --quick`.'}""")
     lesson.record("eager chain / torch softmax time (" + ("GPU" if GPU else "CPU") + ")", speedup, "{:.2f}x")
     if GPU:
         lesson.record("Triton kernel vs eager chain (GPU)", t_eager / timings["minilm kernel"], "{:.2f}x")
 
+    rows, cols = x.shape
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     bottom = 0
     for (name, r, w), color in zip(EAGER_OPS, plt.cm.Oranges(torch.linspace(0.3, 0.9, len(EAGER_OPS)).tolist())):
@@ -224,7 +259,6 @@ def main(argv=None):
     ax2.set_title(f"softmax(scale*x + mask), {rows}x{cols} fp32, {'GPU' if GPU else 'CPU'}")
     ax2.tick_params(axis="x", rotation=20)
     lesson.save_figure(fig, "softmax_fusion")
-    lesson.finish()
 
 
 if __name__ == "__main__":
