@@ -223,7 +223,7 @@ def pretrained_checkpoint(lesson: Lesson) -> tuple[Path, str]:
     if not (directory / "READY").exists():
         from minilm.cli import main as minilm_main
 
-        args = [*FALLBACK_PRETRAIN, "--out", str(directory)]
+        args = [*FALLBACK_PRETRAIN, "--out", str(directory), "--overwrite"]  # no READY: an unfinished run
         print(f"No committed pretrained checkpoint: pretraining one on this CPU, once, into {directory}.\n"
               f"  minilm pretrain {' '.join(args)}", flush=True)
         if minilm_main(["pretrain", *args]):
