@@ -38,6 +38,7 @@ from minilm.lesson import start  # noqa: E402
 
 fa_module = importlib.import_module("kernels.flash_attention")
 GPU = torch.cuda.is_available()
+BATCH, HEADS, HEAD_DIM, BYTES = 8, 16, 64, 2  # the layer sized in section 1 (bf16: 2 bytes a number)
 
 
 def tiled_attention(q, k, v, block_n, causal=False):
@@ -87,43 +88,66 @@ def tile_schedule(T, block_m, block_n):
 def main(argv=None):
     lesson = start(__file__, argv)
     torch.manual_seed(lesson.seed)
+    section_1_naive_memory(lesson)
+    q, k, v = section_2_tiles(lesson)
+    section_3_backward(lesson, q, k, v)
+    schedule = section_4_inner_loop(lesson)
+    section_5_checked(lesson)
+    section_6_memory_and_speed(lesson, schedule)
+    lesson.finish()
 
+
+def section_1_naive_memory(lesson) -> None:
+    """What naive attention keeps in memory per head and per layer, against q, k, v and o."""
     lesson.section("1. What naive attention stores")
-    print(f"  {'T':>6s} {'scores per head (bf16)':>24s} {'whole layer, B=8 H=16':>24s} {'q, k, v, o per head':>22s}")
+    print(f"  {'T':>6s} {'scores per head (bf16)':>24s} {f'whole layer, B={BATCH} H={HEADS}':>24s} "
+          f"{'q, k, v, o per head':>22s}")
+    scores_mib = lambda T: T * T * BYTES / 2**20  # one (T, T) table per head
+    qkvo_mib = lambda T: 4 * T * HEAD_DIM * BYTES / 2**20
     sizes = [512, 1024, 4096, 16384]
     for T in sizes:
-        per_head = T * T * 2
-        print(f"  {T:6d} {per_head / 2**20:21.1f} MiB {8 * 16 * per_head / 2**30:21.2f} GiB "
-              f"{4 * T * 64 * 2 / 2**20:19.2f} MiB")
-    lesson.say("""
+        print(f"  {T:6d} {scores_mib(T):21.1f} MiB {BATCH * HEADS * scores_mib(T) / 2**10:21.2f} GiB "
+              f"{qkvo_mib(T):19.2f} MiB")
+    T = sizes[-1]
+    lesson.say(f"""
         Naive attention computes S = QK^T (a T x T table per head), P = softmax(S), then PV.
-        S and P are written to memory and read back, and the backward keeps P. At T = 16384
-        that is half a gigabyte per head, where Q, K, V and the output together are a few
-        megabytes. The arithmetic is 4*T^2*D operations per head either way; what flash
-        attention removes is the T^2 memory traffic, so that the matrix units, not memory,
-        set the speed.""")
+        S and P are written to memory and read back, and the backward keeps P. At T = {T:,} one
+        such table is {scores_mib(T):,.0f} MiB per head, where Q, K, V and the output together are
+        {qkvo_mib(T):,.0f} MiB (head size {HEAD_DIM}). The arithmetic is 4*T^2*D operations per head
+        either way; what flash attention removes is the T^2 memory traffic, so that the matrix
+        units, not memory, set the speed.""")
 
+
+def section_2_tiles(lesson):
+    """Tiled attention with the online softmax against the exact one, for several block sizes.
+    Returns the float64 q, k, v (T, D) that section 3 differentiates."""
     lesson.section("2. Tiles and the online softmax, in PyTorch")
     T, D = lesson.pick(smoke=(37, 16), quick=(300, 64), full=(2048, 64))
     q, k, v = (torch.randn(T, D, dtype=torch.float64) for _ in range(3))
     exact_w = torch.softmax(q @ k.T / math.sqrt(D), -1)
     exact = exact_w @ v
-    for block in (16, 64, T):
-        out, lse = tiled_attention(q, k, v, block)
-        print(f"  key blocks of {block:4d}: max |out - exact| = {(out - exact).abs().max():.1e}; "
+    block = 16
+    for b in (block, 64, T):
+        out, lse = tiled_attention(q, k, v, b)
+        print(f"  key blocks of {b:4d}: max |out - exact| = {(out - exact).abs().max():.1e}; "
               f"lse vs logsumexp: {(lse - torch.logsumexp(q @ k.T / math.sqrt(D), -1)).abs().max():.1e}")
-    out_c, _ = tiled_attention(q, k, v, 16, causal=True)
+    out_c, _ = tiled_attention(q, k, v, block, causal=True)
     exact_c = attention_reference(q[None, None], k[None, None], v[None, None], causal=True)[0, 0]
-    print(f"  causal, blocks of 16: max |out - exact| = {(out_c - exact_c).abs().max():.1e}")
+    print(f"  causal, blocks of {block}: max |out - exact| = {(out_c - exact_c).abs().max():.1e}")
     lesson.say("""
         The result does not depend on the block size: the rescaling by exp(m - m') makes every
         block's contribution exactly what it would have been had the final maximum been known
         from the start. This is not an approximation. Only the running (m, l, acc) per row
         lives between blocks, and on a GPU that fits in registers.""")
-    err = (tiled_attention(q, k, v, 16)[0] - exact).abs().max().item()
+    err = (tiled_attention(q, k, v, block)[0] - exact).abs().max().item()
     lesson.record("tiled (online softmax) vs exact attention, float64", err, "{:.1e}")
+    return q, k, v
 
+
+def section_3_backward(lesson, q, k, v) -> None:
+    """dQ, dK, dV recomputed from the saved log-sum-exp, without the stored matrix, against autograd."""
     lesson.section("3. The backward without the matrix")
+    D = q.shape[-1]
     qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
     o = torch.softmax(qg @ kg.T / math.sqrt(D), -1) @ vg
     do = torch.randn_like(o)
@@ -146,6 +170,10 @@ def main(argv=None):
         a dQ kernel owns a block of queries and walks the keys. Neither needs atomic adds.""")
     lesson.record("recomputed backward vs autograd, float64", worst, "{:.1e}")
 
+
+def section_4_inner_loop(lesson):
+    """The kernel's inner loop printed, and the causal tile schedule; returns (schedule grid, T, block_m,
+    block_n) for the picture."""
     lesson.section("4. The kernel's inner loop, line by line")
     print(python_source(fa_module._fwd_inner))
     lesson.say("""
@@ -167,7 +195,11 @@ def main(argv=None):
         and nothing to its right: those tiles are never loaded. Padding masks (BERT batches)
         add one load of a (BN,) flag vector per block; a row with no real key at all stores
         lse = +inf, which turns every recomputed probability into exactly 0 in the backward.""")
+    return grid, T_pic, bm, bn
 
+
+def section_5_checked(lesson) -> None:
+    """The Triton kernel's output and gradients against float64, causal and padded, odd lengths."""
     lesson.section("5. Checked against float64" + ("" if GPU else ", through Triton's interpreter on the CPU"))
     dev = "cuda" if GPU else "cpu"
     cases = lesson.pick(
@@ -195,13 +227,19 @@ def main(argv=None):
               f"o {errs[0]:.1e}  dq {errs[1]:.1e}  dk {errs[2]:.1e}  dv {errs[3]:.1e}")
     lesson.record(f"Triton flash attention vs float64 (worst relative error, {str(dtype)[6:]})", worst, "{:.1e}")
 
+
+def section_6_memory_and_speed(lesson, schedule) -> None:
+    """Memory against length for naive and flash attention, the tile schedule pictured, and on a GPU the
+    kernel timed against naive attention and SDPA."""
     lesson.section("6. Memory and speed")
+    grid, T_pic, bm, bn = schedule
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     ts = [256 * 2**i for i in range(8)]
-    ax1.loglog(ts, [2 * t * t * 2 / 2**20 for t in ts], "o-", label="naive: scores + probabilities per head")
-    ax1.loglog(ts, [4 * t * 64 * 2 / 2**20 + t * 4 / 2**20 for t in ts], "o-", label="flash: q, k, v, o + lse per head")
+    ax1.loglog(ts, [2 * t * t * BYTES / 2**20 for t in ts], "o-", label="naive: scores + probabilities per head")
+    ax1.loglog(ts, [4 * t * HEAD_DIM * BYTES / 2**20 + t * 4 / 2**20 for t in ts], "o-",
+               label="flash: q, k, v, o + lse per head")
     ax1.set_xlabel("sequence length T")
-    ax1.set_ylabel("MiB (bf16, head dim 64)")
+    ax1.set_ylabel(f"MiB (bf16, head dim {HEAD_DIM})")
     ax1.set_title("what attention keeps in memory")
     ax1.legend(fontsize=8)
     ax2.imshow(grid, cmap="viridis", vmin=0, vmax=2)
@@ -235,7 +273,6 @@ def main(argv=None):
             time in NumPy, which says nothing about speed. On a GPU this section times the kernel
             against naive attention and PyTorch's SDPA, and `python -m kernels.bench --quick`
             runs the full comparison (every SDPA backend, forward and backward).""")
-    lesson.finish()
 
 
 if __name__ == "__main__":
