@@ -98,36 +98,36 @@ def summarize(rows: list[dict]) -> str:
                                                                      r["init_kind"], r["method"]) ==
                 (task, data, size, init, method)}
 
+    combos = sorted({(r["task"], r["data"], r["train_size_arg"]) for r in rows}, key=str)
+
+    def paired(a: tuple[str, str], b: tuple[str, str]):
+        """Per (task, data, labels): arms a and b, each (init, method), on the seeds both ran:
+        (task, data, size, number of labels, a's test scores, b's test scores, a - b per seed)."""
+        for task, data, size in combos:
+            sa, sb = scores(task, data, size, *a), scores(task, data, size, *b)
+            seeds = sorted(set(sa) & set(sb))
+            if seeds:
+                n = next(r["train_size"] for r in rows
+                         if (r["task"], r["data"], r["train_size_arg"]) == (task, data, size))
+                yield (task, data, size, n, [sa[s] for s in seeds], [sb[s] for s in seeds],
+                       [sa[s] - sb[s] for s in seeds])
+
     lines += ["", "## Pretrained versus scratch (full fine-tuning, test)", "",
               "| task | labels | pretrained | scratch | gain (paired seeds) | target | met |",
               "|---|---:|---:|---:|---:|---:|---|"]
-    combos = sorted({(r["task"], r["data"], r["train_size_arg"]) for r in rows}, key=str)
-    for task, data, size in combos:
-        pre, scr = scores(task, data, size, "pretrained", "full"), scores(task, data, size, "scratch", "full")
-        seeds = sorted(set(pre) & set(scr))
-        if not seeds:
-            continue
-        gains = [pre[s] - scr[s] for s in seeds]
+    for task, data, size, n, pre, scr, gains in paired(("pretrained", "full"), ("scratch", "full")):
         target = TARGETS.get((task, data, size))
         met = "" if target is None else ("yes" if 100 * statistics.fmean(gains) >= target else "no")
-        n = next(r["train_size"] for r in rows if (r["task"], r["data"], r["train_size_arg"]) == (task, data, size))
-        lines.append(f"| {task} {data} | {n:,} | {_fmt([pre[s] for s in seeds])} | {_fmt([scr[s] for s in seeds])} "
+        lines.append(f"| {task} {data} | {n:,} | {_fmt(pre)} | {_fmt(scr)} "
                      f"| {_fmt(gains)} | {'' if target is None else f'+{target:g}'} | {met} |")
     lines += ["", "## LoRA versus full fine-tuning (pretrained, test)", "",
               f"| task | labels | full | LoRA | LoRA trainable | gap | within {LORA_TARGET['max_gap']:g} points |",
               "|---|---:|---:|---:|---:|---:|---|"]
-    for task, data, size in combos:
-        full, lora = scores(task, data, size, "pretrained", "full"), scores(task, data, size, "pretrained", "lora")
-        seeds = sorted(set(full) & set(lora))
-        if not seeds:
-            continue
-        gaps = [full[s] - lora[s] for s in seeds]
+    for task, data, size, n, full, lora, gaps in paired(("pretrained", "full"), ("pretrained", "lora")):
         pct = next(r["trainable_pct"] for r in rows if r["method"] == "lora" and r["task"] == task)
-        n = next(r["train_size"] for r in rows if (r["task"], r["data"], r["train_size_arg"]) == (task, data, size))
         ok = "yes" if (100 * statistics.fmean(gaps) <= LORA_TARGET["max_gap"]
                        and pct <= LORA_TARGET["max_trainable_pct"]) else "no"
-        lines.append(f"| {task} {data} | {n:,} | {_fmt([full[s] for s in seeds])} | {_fmt([lora[s] for s in seeds])} "
-                     f"| {pct:.2f}% | {_fmt(gaps)} | {ok} |")
+        lines.append(f"| {task} {data} | {n:,} | {_fmt(full)} | {_fmt(lora)} | {pct:.2f}% | {_fmt(gaps)} | {ok} |")
     return "\n".join(lines) + "\n"
 
 
