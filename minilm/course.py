@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from minilm.atomic import atomic_write_text
 from minilm.lesson import MODES, RESULTS_FILE, lesson_title
 
 LESSONS_DIR = Path(__file__).resolve().parent.parent / "lessons"
@@ -137,8 +138,7 @@ def write_report(runs_done: list[LessonRun], mode: str, runs: Path, total: float
             lines += [f"**{title}**", "", table, ""]
         for picture in r.results.get("pictures", []):
             lines += [f"![{picture}](../lessons/{r.path.stem}/{picture})", ""]
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text("\n".join(lines) + "\n")
+    atomic_write_text(report, "\n".join(lines) + "\n")
     return report
 
 
@@ -183,8 +183,7 @@ def _save(known: dict, args) -> Path:
     data = {"mode": args.mode, "lessons": {r.path.stem: {"path": str(r.path), "seconds": r.seconds,
                                                          "cpu_seconds": r.cpu_seconds, "returncode": r.returncode,
                                                          "log_tail": r.log_tail} for r in ordered}}
-    (args.runs / "course").mkdir(parents=True, exist_ok=True)
-    (args.runs / "course" / RUNS_FILE).write_text(json.dumps(data, indent=2) + "\n")
+    atomic_write_text(args.runs / "course" / RUNS_FILE, json.dumps(data, indent=2) + "\n")  # --only reads it back
     return write_report(ordered, args.mode, args.runs, sum(r.seconds for r in ordered))
 
 
