@@ -102,7 +102,7 @@ def section_1_ladder(lesson) -> Plan:
     plan = Plan(sizes=[min(s, n_train) for s in plan_sizes], seeds=[lesson.seed + i for i in range(n_seeds)],
                 rungs=rungs, epochs=lesson.pick(smoke=1, quick=4, full=4),
                 min_steps=lesson.pick(smoke=0, quick=MIN_STEPS, full=MIN_STEPS),
-                tapt_steps=lesson.pick(smoke=4, quick=250, full=1500), task=task, n_train=n_train,
+                tapt_steps=lesson.pick(smoke=4, quick=200, full=1500), task=task, n_train=n_train,
                 checkpoint=checkpoint, where=where, real=real)
     for r in rungs:
         print(f"  {r:>21}: {RUNGS[r]}")
@@ -244,6 +244,7 @@ def probe_features(plan: Plan) -> dict[str, torch.Tensor]:
 
     t0 = time.perf_counter()
     body, tokenizer = hf.load_pretrained(plan.real, Transformer)
+    body.to("cuda" if torch.cuda.is_available() else "cpu")  # --full on a GPU reads every sentence
     texts = set(plan.task.data.validation.texts) | set(plan.task.data.test.texts)
     for size in plan.sizes:
         for seed in plan.seeds:
