@@ -5,7 +5,7 @@ What you will learn:
 - pre-tokenisation: the regex that cuts text into words before any merge happens;
 - byte-pair encoding: merges learned from word counts, watched as they form, and how one
   sentence's tokens grow longer as merges are added;
-- what vocabulary size buys: bytes per token on unseen text, ours against GPT-2's 50k;
+- what vocabulary size buys: bytes per token on unseen text, ours against GPT-2's;
 - special tokens ([CLS], [SEP], [MASK], [PAD], <|endoftext|>) are inserted by id and can
   never be forged by ordinary text; word ids tie tokens back to words (whole-word masking).
 - WordPiece, the tokenizer of a real pretrained BERT: a fixed vocabulary of words and "##"

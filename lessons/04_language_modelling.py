@@ -1,8 +1,8 @@
 """Language modelling: a small GPT learns to continue movie reviews.
 
 What you will learn:
-- the causal objective: every position predicts the next token, so one row of 128 tokens
-  is 128 training examples, and the causal mask keeps the answer hidden;
+- the causal objective: every position predicts the next token, so one row of T tokens
+  is T training examples, and the causal mask keeps the answer hidden;
 - cross-entropy, perplexity (e to the loss: "as unsure as a choice among N tokens") and
   what the numbers mean before training, for a unigram baseline, and after training;
 - how the library trains it: contiguous token rows, `CausalLMBatches`, `Trainer`;

@@ -6,7 +6,7 @@ What you will learn:
 - zero-shot scores from pretraining alone, how much the choice of label words matters, and
   calibration against a content-free input;
 - few-shot prompt-based fine-tuning (train the masked-LM head on the cloze task) against
-  ordinary fine-tuning with a new classification head, at 16, 64 and 256 labels;
+  ordinary fine-tuning with a new classification head, from a dozen labels to a few hundred;
 - why the prompt needs fewer labels: it reuses weights that already know the label words,
   while a new head starts from random numbers.
 
