@@ -141,14 +141,16 @@ def section_1_ladder(lesson) -> Plan:
 
 def section_2_task_adaptive(lesson, plan: Plan) -> Path:
     """Continue pretraining the shared encoder on the training split's unlabelled text."""
+    from minilm.checkpoint import read_config
     from minilm.pretrain import RECIPE
 
     lesson.section("2. Task-adaptive pretraining")
     folder, command, before, after = adapted_encoder(plan.checkpoint, plan.tapt_steps)
     print(f"  {command}")
+    source = read_config(plan.checkpoint).get("extra", {}).get("data")
     lesson.say(f"""
-        The shared encoder learned from IMDB reviews. Task-adaptive pretraining gives it more
-        masked-LM steps on the text of the task itself: the {plan.n_train:,} training sentences,
+        {f'The shared encoder was pretrained on {source!r}. ' if source else ''}Task-adaptive
+        pretraining gives the encoder more masked-LM steps on the text of the task itself: the {plan.n_train:,} training sentences,
         without their labels ("rt-polarity:train-text"; the validation and test sentences are
         never read). {plan.tapt_steps:,} steps of {RECIPE.batch_size} rows of {RECIPE.seq_len}
         tokens, with a fresh optimiser and warmup, peak learning rate {TAPT_LR:g} (the command
