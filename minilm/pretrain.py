@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,7 +267,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--preset", default=None, help="model shape (ModelConfig preset); default bert-mini, or the --init checkpoint's")
     a("--objective", default=d.objective, choices=sorted(OBJECTIVES),
       help="mlm (token masking), whole_word, span, sequence, or clm (causal); default %(default)s")
-    a("--data", default=d.data, help="'imdb' or a path to a text file / folder of .txt files; default %(default)s")
+    a("--data", default=d.data, help="'imdb', 'rt-polarity:train-text' (the task's training sentences, for "
+                                     "task-adaptive pretraining) or a path to a text file / folder of .txt files; "
+                                     "default %(default)s")
     a("--init", default=None, metavar="CHECKPOINT",
       help="start from a checkpoint's weights, tokenizer and shape (a checkpoint or run folder) with a fresh "
            "optimiser and warmup: continued, domain- or task-adaptive pretraining")
@@ -413,7 +414,7 @@ def run(args) -> int:
     if rank == 0:
         run_folder.prepare(args.out, resume=args.resume, overwrite=args.overwrite)
     tokenizer, model, train, held = build(recipe, device, verbose=rank == 0)
-    metadata = {"command": "minilm pretrain " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["pretrain"] else []),
+    metadata = {"command": "minilm " + " ".join(getattr(args, "argv", ["pretrain"])),  # as typed, or as a lesson called it
                 "objective": recipe.objective, "data": str(recipe.data), "seq_len": recipe.seq_len,
                 "settings": recipe.settings()}
     trainer = Trainer(model, config, train, held, args.out, tokenizer=tokenizer, metadata=metadata)
