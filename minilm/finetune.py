@@ -324,7 +324,7 @@ def _public(scored: dict) -> dict:
 
 
 def _save_finetuned(out: Path, cfg: FinetuneConfig, task, model, tokenizer, base, settings, row, max_len) -> None:
-    from minilm.checkpoint import constructor_kwargs, read_config, save_checkpoint
+    from minilm.checkpoint import constructor_kwargs, save_checkpoint
 
     info = {"task": cfg.task, "data": cfg.data, "method": cfg.method, "settings": settings,
             "label_names": task.label_names, "max_len": max_len,
@@ -347,7 +347,7 @@ def _save_finetuned(out: Path, cfg: FinetuneConfig, task, model, tokenizer, base
 
 def load_finetuned(run_dir: str | Path):
     """Rebuild a fine-tuned model from its run folder -> (model, tokenizer, info)."""
-    from minilm.checkpoint import CheckpointError, _resolve_class, load_model, read_config
+    from minilm.checkpoint import CheckpointError, _resolve_class, load_model
     from minilm.config import ModelConfig
 
     run_dir = Path(run_dir)

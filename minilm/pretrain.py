@@ -343,7 +343,7 @@ def _from_checkpoint(recipe: PretrainRecipe, causal: bool):
         clashes.append(f"--seq-len {recipe.seq_len} is longer than the checkpoint's max_seq_len {config.max_seq_len}")
     if clashes:
         raise ValueError(f"--init {base}: " + "; ".join(clashes) + " (the shape and tokenizer come from the "
-                         f"checkpoint: leave these flags out)")
+                         "checkpoint: leave these flags out)")
     fresh = type(model)(dataclasses.replace(config, dropout=recipe.dropout, attention_dropout=recipe.dropout))
     fresh.load_state_dict(model.state_dict())
     return fresh, tokenizer, base
