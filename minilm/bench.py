@@ -15,6 +15,7 @@ BENCHMARKS = {
     "model": "bert-mini masked-LM training step: minilm vs transformers' BertForMaskedLM",
     "masking": "masking time vs a training step; token masking vs DataCollatorForLanguageModeling",
     "pretrain": "end-to-end pretraining throughput (data, masking, step) vs transformers",
+    "objectives": "pretraining objectives (mlm, electra, …) at the same wall-clock budget, judged on rt-polarity",
 }
 
 

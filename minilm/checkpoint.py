@@ -65,16 +65,19 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
+MODEL_MODULES = ("minilm.model", "minilm.electra")  # where the classes a checkpoint may name live
+
+
 def _class_name(cls: type) -> str:
-    return cls.__name__ if cls.__module__ == "minilm.model" else f"{cls.__module__}.{cls.__qualname__}"
+    return cls.__name__ if cls.__module__ in MODEL_MODULES else f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _model_classes() -> dict[str, type]:
     """minilm's own model classes by name: the only classes a checkpoint may name."""
-    import minilm.model as model_module
+    import importlib
 
-    return {name: obj for name, obj in vars(model_module).items()
-            if isinstance(obj, type) and issubclass(obj, torch.nn.Module) and obj.__module__ == model_module.__name__}
+    return {name: obj for module in map(importlib.import_module, MODEL_MODULES) for name, obj in vars(module).items()
+            if isinstance(obj, type) and issubclass(obj, torch.nn.Module) and obj.__module__ == module.__name__}
 
 
 def _resolve_class(name: str, model_class: type | None = None) -> type:

@@ -58,7 +58,9 @@ import torch
 
 from minilm.atomic import atomic_write_text
 
-OBJECTIVES = {"mlm": "token", "whole_word": "whole_word", "span": "span", "sequence": "sequence", "clm": None}
+OBJECTIVES = {"mlm": "token", "whole_word": "whole_word", "span": "span", "sequence": "sequence", "clm": None,
+              "electra": "token"}  # objective -> masking strategy (None: causal LM, no masking)
+ELECTRA_MASK_PROB = 0.15  # the paper's rate: the generator fills 15% of the tokens, the discriminator reads all
 
 def _mix(seed: int, *values: int) -> int:
     """A 63-bit seed from a tuple of integers (splitmix-style), so (seed, step) streams never collide."""
@@ -247,9 +249,11 @@ class PretrainRecipe:
     def masking(self):
         from minilm.masking import DEFAULT_MASK_PROB, MaskingConfig
 
-        prob = self.mask_prob or (DEFAULT_MASK_PROB["sequence"] if self.objective == "sequence" else
-                                  self.RECIPE_MASK_PROB)
-        return MaskingConfig(strategy=OBJECTIVES[self.objective], mask_prob=prob, count=self.mask_count)
+        default = {"sequence": DEFAULT_MASK_PROB["sequence"], "electra": ELECTRA_MASK_PROB}
+        prob = self.mask_prob or default.get(self.objective, self.RECIPE_MASK_PROB)
+        # ELECTRA's generator sees [MASK] at every chosen position: the replacements are its samples.
+        split = dict(mask_frac=1.0, random_frac=0.0, keep_frac=0.0) if self.objective == "electra" else {}
+        return MaskingConfig(strategy=OBJECTIVES[self.objective], mask_prob=prob, count=self.mask_count, **split)
 
     def settings(self) -> dict:
         """What shapes the data and the model: a resume must keep all of these."""
@@ -266,7 +270,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
     a("--preset", default=None, help="model shape (ModelConfig preset); default bert-mini, or the --init checkpoint's")
     a("--objective", default=d.objective, choices=sorted(OBJECTIVES),
-      help="mlm (token masking), whole_word, span, sequence, or clm (causal); default %(default)s")
+      help="mlm (token masking), whole_word, span, sequence, clm (causal), or electra (replaced-token "
+           "detection: a small generator fills the masks, the encoder spots its replacements); default %(default)s")
     a("--data", default=d.data, help="'imdb', 'rt-polarity:train-text' (the task's training sentences, for "
                                      "task-adaptive pretraining) or a path to a text file / folder of .txt files; "
                                      "default %(default)s")
@@ -287,7 +292,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--weight-decay", type=float, default=d.weight_decay)
     a("--mask-prob", type=float, default=None,
       help=f"fraction of maskable tokens to predict (default {d.RECIPE_MASK_PROB}; 0.5 for --objective sequence, "
-           f"as in MASS)")
+           f"as in MASS; {ELECTRA_MASK_PROB} for electra, as in ELECTRA)")
     a("--mask-count", default=d.mask_count, choices=["exact", "bernoulli"],
       help="exact: the same number masked in every row; bernoulli: each token independently")
     a("--dropout", type=float, default=d.dropout, help="dropout while pretraining (the recipe: 0)")
@@ -315,20 +320,26 @@ def recipe_from(args) -> PretrainRecipe:
     return PretrainRecipe(**{k: v for k, v in vars(args).items() if k in names})
 
 
-def _from_checkpoint(recipe: PretrainRecipe, causal: bool):
-    """The --init model and tokenizer, after checking that the flags given agree with it."""
-    from minilm.checkpoint import load_model
-    from minilm.config import ModelConfig
+def _model_class(objective: str) -> type:
+    from minilm.electra import ELECTRA
     from minilm.model import CausalLM, MaskedLM
+
+    return {"clm": CausalLM, "electra": ELECTRA}.get(objective, MaskedLM)
+
+
+def _from_checkpoint(recipe: PretrainRecipe):
+    """The --init model and tokenizer, after checking that the flags given agree with it."""
+    from minilm.checkpoint import constructor_kwargs, load_model
+    from minilm.config import ModelConfig
     from minilm.run_folder import resolve
 
     base = resolve(recipe.init, flag="--init")
     model, tokenizer = load_model(base)
-    want = CausalLM if causal else MaskedLM
+    want = _model_class(recipe.objective)
     if not isinstance(model, want) or tokenizer is None:
-        raise ValueError(f"--init {recipe.init}: a {type(model).__name__} checkpoint"
+        raise ValueError(f"--init {recipe.init}: the checkpoint holds {type(model).__name__}"
                          f"{'' if tokenizer is not None else ' without a tokenizer'}; --objective {recipe.objective} "
-                         f"continues a {want.__name__} saved with its tokenizer")
+                         f"continues {want.__name__} saved with its tokenizer")
     config = model.config
     clashes = []
     if recipe.preset is not None:
@@ -344,7 +355,8 @@ def _from_checkpoint(recipe: PretrainRecipe, causal: bool):
     if clashes:
         raise ValueError(f"--init {base}: " + "; ".join(clashes) + " (the shape and tokenizer come from the "
                          "checkpoint: leave these flags out)")
-    fresh = type(model)(dataclasses.replace(config, dropout=recipe.dropout, attention_dropout=recipe.dropout))
+    fresh = type(model)(dataclasses.replace(config, dropout=recipe.dropout, attention_dropout=recipe.dropout),
+                        **constructor_kwargs(model))
     fresh.load_state_dict(model.state_dict())
     return fresh, tokenizer, base
 
@@ -354,21 +366,21 @@ def build(recipe: PretrainRecipe, device: torch.device, verbose: bool = True):
     from minilm.config import ModelConfig
     from minilm.corpus import decoder_rows, encoder_rows, tokenize_corpus
     from minilm.data import load_corpus
-    from minilm.model import CausalLM, MaskedLM
     from minilm.tokenizer import Tokenizer
 
     causal = recipe.objective == "clm"
     t0 = time.perf_counter()
     torch.manual_seed(recipe.seed)
     if recipe.init is not None:
-        model, tokenizer, base = _from_checkpoint(recipe, causal)
+        model, tokenizer, base = _from_checkpoint(recipe)
     else:
         tokenizer = Tokenizer.for_corpus(recipe.data, recipe.vocab_size, lowercase=True)
         preset = ModelConfig.preset(recipe.preset)
         config = ModelConfig.preset(recipe.preset, vocab_size=tokenizer.vocab_size,
                                     max_seq_len=max(recipe.seq_len, min(preset.max_seq_len, 512)),
                                     dropout=recipe.dropout, attention_dropout=recipe.dropout, position=recipe.position)
-        model = CausalLM(config) if causal else MaskedLM(config)
+        extra = {"special_ids": sorted(set(tokenizer.special_ids) | {tokenizer.pad_id})} if recipe.objective == "electra" else {}
+        model = _model_class(recipe.objective)(config, **extra)
     docs = load_corpus(recipe.data)
     corpus = tokenize_corpus(docs, tokenizer, str(recipe.data))
     if causal:
@@ -417,7 +429,12 @@ def run(args) -> int:
     metadata = {"command": "minilm " + " ".join(getattr(args, "argv", ["pretrain"])),  # as typed, or as a lesson called it
                 "objective": recipe.objective, "data": str(recipe.data), "seq_len": recipe.seq_len,
                 "settings": recipe.settings()}
-    trainer = Trainer(model, config, train, held, args.out, tokenizer=tokenizer, metadata=metadata)
+    evaluate = None
+    if recipe.objective == "electra":  # both sides' scores; the trainer's default knows only token accuracy
+        from minilm.electra import held_out_metrics
+
+        evaluate = lambda m: held_out_metrics(m, held.eval_batches(), trainer.device, trainer._autocast, recipe.seed)
+    trainer = Trainer(model, config, train, held, args.out, tokenizer=tokenizer, metadata=metadata, evaluate=evaluate)
     baseline = held.constant_guess_accuracy()
     info = model.describe()
     if trainer.is_main:
@@ -434,8 +451,14 @@ def run(args) -> int:
     if trainer.is_main:
         if "eval_accuracy" in summary:
             print(f"held-out token accuracy {100 * summary['eval_accuracy']:.2f}% vs constant guess "
-                  f"{100 * baseline:.2f}% ({100 * (summary['eval_accuracy'] - baseline):+.2f} points); "
-                  f"eval loss {summary['eval_loss']:.3f}, perplexity {summary['eval_perplexity']:.1f}")
+                  f"{100 * baseline:.2f}% ({100 * (summary['eval_accuracy'] - baseline):+.2f} points)"
+                  + ("" if "eval_perplexity" not in summary else
+                     f"; eval loss {summary['eval_loss']:.3f}, perplexity {summary['eval_perplexity']:.1f}"))
+        if "eval_discriminator_accuracy" in summary:
+            print(f"(that is the generator's; the discriminator: {100 * summary['eval_discriminator_accuracy']:.2f}% "
+                  f"of held-out tokens right, {100 * summary['eval_replaced_recall']:.1f}% of the replaced ones found "
+                  f"at {100 * summary['eval_replaced_precision']:.1f}% precision; "
+                  f"{100 * summary['eval_replaced_fraction']:.1f}% of tokens were replaced)")
         atomic_write_text(Path(args.out, "summary.json"), json.dumps(summary, indent=2) + "\n")
         if not summary["interrupted"]:
             print(f"saved {Path(args.out) / 'final'} (load with minilm.checkpoint.load_model or "
