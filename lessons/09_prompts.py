@@ -106,7 +106,30 @@ def section_1_cloze(lesson):
         "{example}" and compare the probability the model gives to " great" and to
         " terrible" at the blank: no new parameters, no labels. The model is {where}; the
         label-word pairs that are single tokens in its vocabulary: {words}.""")
+    lesson.say(real_checkpoint_note(lesson))
     return checkpoint, mlm, tok, task, words
+
+
+def real_checkpoint_note(lesson) -> str:
+    """Whether lesson 06's real pretrained BERT can answer the prompt too: only with a masked-LM head."""
+    from minilm import hf
+    from minilm.fetch import FetchError
+    from minilm.model import MaskedLM
+
+    try:
+        folder = hf.real_checkpoint(fetch=not lesson.smoke)
+    except FetchError:
+        return "(The real pretrained BERT of lesson 06 cannot be had here, so only the course's encoder is prompted.)"
+    try:
+        MaskedLM.from_hf(folder)
+    except hf.HFError as e:
+        reason = str(e).rsplit(" is ", 1)[-1].split(";")[0]  # the loader's words, without the file's path
+        return (f"Lesson 06's real pretrained BERT cannot be prompted this way: the loader refuses it as a masked "
+                f"LM, since it is {reason}. It was published as a sentence "
+                "encoder, with the prediction head removed, so the blank has no word distribution to read; "
+                "only a checkpoint that keeps its masked-LM head can be prompted.")
+    return ("Lesson 06's real pretrained BERT keeps its masked-LM head, so it could be prompted the same way; "
+            "this lesson prompts the course's encoder.")
 
 
 def section_2_zero_shot(lesson, mlm, tok, test, words):
