@@ -46,10 +46,14 @@ def _replacement_ids(vocab_size: int, special_ids: tuple[int, ...], device: str)
     return allowed.nonzero().squeeze(1).to(device)
 
 
+def special_ids(tokenizer) -> tuple[int, ...]:
+    """The ids never masked, replaced or sampled: the special tokens and padding, sorted."""
+    return tuple(sorted(set(tokenizer.special_ids) | {tokenizer.pad_id}))
+
+
 def replacement_ids(tokenizer, device="cpu") -> torch.Tensor:
     """Every id of the vocabulary except the special tokens (1-D long): what a random replacement may be."""
-    specials = tuple(sorted(set(tokenizer.special_ids) | {tokenizer.pad_id}))
-    return _replacement_ids(tokenizer.vocab_size, specials, str(torch.device(device)))
+    return _replacement_ids(tokenizer.vocab_size, special_ids(tokenizer), str(torch.device(device)))
 
 
 @lru_cache(maxsize=32)
@@ -59,8 +63,7 @@ def _special_tensor(special_ids: tuple[int, ...], device: str) -> torch.Tensor:
 
 def maskable_positions(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:
     """(B, T) bool: True where the token is neither a special token nor padding."""
-    specials = tuple(sorted(set(tokenizer.special_ids) | {tokenizer.pad_id}))
-    return ~torch.isin(input_ids, _special_tensor(specials, str(input_ids.device)))  # (B, T)
+    return ~torch.isin(input_ids, _special_tensor(special_ids(tokenizer), str(input_ids.device)))  # (B, T)
 
 
 def _as_rows(rows: Rows, value: int) -> tuple[torch.Tensor, torch.Tensor | None]:

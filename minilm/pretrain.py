@@ -367,6 +367,7 @@ def _from_checkpoint(recipe: PretrainRecipe):
 
 def build(recipe: PretrainRecipe, device: torch.device, verbose: bool = True):
     """Tokenizer, model, train and eval batch sources for `recipe` -> (tokenizer, model, train, eval)."""
+    from minilm.collate import special_ids
     from minilm.config import ModelConfig
     from minilm.corpus import decoder_rows, encoder_rows, tokenize_corpus
     from minilm.data import load_corpus
@@ -383,7 +384,7 @@ def build(recipe: PretrainRecipe, device: torch.device, verbose: bool = True):
         config = ModelConfig.preset(recipe.preset, vocab_size=tokenizer.vocab_size,
                                     max_seq_len=max(recipe.seq_len, min(preset.max_seq_len, 512)),
                                     dropout=recipe.dropout, attention_dropout=recipe.dropout, position=recipe.position)
-        extra = {"special_ids": sorted(set(tokenizer.special_ids) | {tokenizer.pad_id})} if recipe.objective == "electra" else {}
+        extra = {"special_ids": special_ids(tokenizer)} if recipe.objective == "electra" else {}
         model = _model_class(recipe.objective)(config, **extra)
     docs = load_corpus(recipe.data)
     corpus = tokenize_corpus(docs, tokenizer, str(recipe.data))

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minilm.checkpoint import load_model, save_checkpoint
-from minilm.collate import mlm_batch
+from minilm.collate import mlm_batch, special_ids
 from minilm.config import ModelConfig
 from minilm.electra import DISC_WEIGHT, ELECTRA, corrupt, sample_replacements
 from minilm.masking import MaskingConfig
@@ -17,30 +17,10 @@ from minilm.masking import MaskingConfig
 WORDS = "the a movie film plot actor scene story great terrible boring funny good bad loved hated was and not".split()
 
 
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory):
-    rng = random.Random(1)
-    path = tmp_path_factory.mktemp("corpus") / "reviews.txt"
-    path.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 50))) + "."
-                              for _ in range(200)) + "\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def tokenizer(corpus_file):
-    from minilm.tokenizer import Tokenizer
-
-    return Tokenizer.train(corpus_file.read_text().splitlines(), 320, lowercase=True)
-
-
-def specials(tokenizer) -> list[int]:
-    return sorted(set(tokenizer.special_ids) | {tokenizer.pad_id})
-
-
 def tiny(tokenizer) -> ELECTRA:
     config = ModelConfig.preset("bert-tiny", vocab_size=tokenizer.vocab_size, max_seq_len=64, dropout=0.0,
                                 attention_dropout=0.0)
-    return ELECTRA(config, special_ids=specials(tokenizer))
+    return ELECTRA(config, special_ids=special_ids(tokenizer))
 
 
 def batch(tokenizer, seed=0, rows=6):
@@ -146,7 +126,7 @@ def test_cli_pretrain_electra_scores_both_sides_and_finetune_reads_it(tmp_path, 
         assert 0.0 <= summary[key] <= 1.0, key
     assert 0.0 < summary["eval_replaced_fraction"] < 0.3  # ~15% masked, minus the samples that got it right
     model, tok = load_model(out / "final")
-    assert isinstance(model, ELECTRA) and model.special_ids == tuple(specials(tok))
+    assert isinstance(model, ELECTRA) and model.special_ids == special_ids(tok)
     # --init continues an ELECTRA run as ELECTRA; as a masked LM it is refused by name
     from minilm.pretrain import build, recipe_from
 

@@ -1,7 +1,6 @@
 """Pretraining batch sources and the `minilm pretrain` command, on a small local corpus."""
 import argparse
 import json
-import random
 import shutil
 
 import pytest
@@ -13,24 +12,6 @@ from minilm.checkpoint import load_model
 from minilm.masking import MaskingConfig
 from minilm.pretrain import CausalLMBatches, MaskedLMBatches, RowSampler, configure, run
 
-WORDS = ("the a movie film plot actor actress scene story director music great terrible boring funny long short "
-         "good bad loved hated watched saw was is and but not very really quite").split()
-
-
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory):
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("corpus") / "reviews.txt"
-    path.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 60))) + "."
-                              for _ in range(300)) + "\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def tokenizer(corpus_file):
-    from minilm.tokenizer import Tokenizer
-
-    return Tokenizer.train(corpus_file.read_text().splitlines(), 320, lowercase=True)
 
 
 def rows(tokenizer, n=40, t=16):
