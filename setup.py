@@ -1,7 +1,8 @@
 """minilm: a from-scratch course and library for language models.
 
-Installs two packages, `minilm` (the library) and `kernels` (the Triton kernels,
-importable on their own), and the console script `minilm`.
+Installs one top-level package, `minilm` (the Triton kernels are `minilm.kernels`; the
+name `kernels` belongs to Hugging Face's package, a dependency of transformers), and the
+console script `minilm`.
 """
 import sys
 
@@ -19,7 +20,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["minilm", "minilm.*", "kernels", "kernels.*"]),
+    packages=find_packages(include=["minilm", "minilm.*"]),
     package_data={"minilm": ["assets/pretrained/*"]},
     install_requires=[
         # Any recent torch works; the README and .ci/run pin the CPU build for CPU machines.

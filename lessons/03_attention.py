@@ -8,7 +8,7 @@ What you will learn:
   to the attention weights;
 - what a trained attention head looks at: a one-layer Transformer learns to reverse a
   sequence, and its attention map turns into the anti-diagonal;
-- that the readable reference (`kernels.reference`, the ground truth of every attention in
+- that the readable reference (`minilm.kernels.reference`, the ground truth of every attention in
   the course) equals `minilm.attention`'s fused backends, and that a whole Transformer
   block is just attention + feed-forward + residuals + layer norms;
 - where the compute goes: weights grow with width, attention with the square of length.
@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from kernels.reference import attention_reference, attention_weights
+from minilm.kernels.reference import attention_reference, attention_weights
 from minilm import ModelConfig
 from minilm.attention import attention
 from minilm.lesson import start

@@ -5,7 +5,7 @@ What you will learn:
   the two passes (read x, write y) a fused kernel needs;
 - the numerically safe softmax (subtract the row maximum) and the online softmax, which
   finds the maximum and the sum in one sweep over a row too long for one block;
-- the Triton kernel `kernels.softmax`, read line by line: one program per block of rows,
+- the Triton kernel `minilm.kernels.softmax`, read line by line: one program per block of rows,
   masks and scale applied in registers, float32 arithmetic, base-2 exponentials;
 - that it is right: checked through Triton's interpreter on the CPU against float64, forward
   and backward, with every mask kind, on both the one-block and the online path;
@@ -16,7 +16,6 @@ Run: python lessons/10_softmax_fusion.py [--quick | --full | --smoke]
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 import time
@@ -28,11 +27,11 @@ if not torch.cuda.is_available():
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from kernels import softmax  # noqa: E402
-from kernels.softmax import online_softmax_update, softmax_bytes, softmax_reference  # noqa: E402
+from minilm.kernels import softmax  # noqa: E402
+from minilm.kernels.softmax_kernel import online_softmax_update, softmax_bytes, softmax_reference  # noqa: E402
+import minilm.kernels.softmax_kernel as sm_module  # noqa: E402
 from minilm.lesson import start  # noqa: E402
 
-sm_module = importlib.import_module("kernels.softmax")  # `kernels.softmax` is the function; this is the file
 GPU = torch.cuda.is_available()
 
 # What an eager softmax(scale * x + mask) costs, one row per operation:
@@ -237,7 +236,7 @@ def section_5_fusion_measured(lesson, x, mask, fused_passes: int) -> None:
         forecast, arithmetic (the exponentials) or parallel overhead is also paying a share, as it
         does on a CPU; a GPU has far more arithmetic per byte of memory bandwidth, and there the
         byte count is close to the whole story. {'' if GPU else 'With a GPU, this section also times the '
-        'Triton kernel; the full sweep against torch is `python -m kernels.bench --quick`.'}""")
+        'Triton kernel; the full sweep against torch is `python -m minilm.kernels.bench --quick`.'}""")
     lesson.record("eager chain / torch softmax time (" + ("GPU" if GPU else "CPU") + ")", speedup, "{:.2f}x")
     if GPU:
         lesson.record("Triton kernel vs eager chain (GPU)", t_eager / timings["minilm kernel"], "{:.2f}x")

@@ -7,7 +7,7 @@ What you will learn:
   rescaled output accumulator per query row, derived and checked numerically in PyTorch;
 - the backward without the matrix: recompute P from the saved log-sum-exp and use
   dS = P * (dP - rowsum(dO * O));
-- the Triton kernel `kernels.flash_attention`: the inner loop read line by line, the causal
+- the Triton kernel `minilm.kernels.flash_attention`: the inner loop read line by line, the causal
   split (unmasked blocks, diagonal blocks, skipped blocks) pictured;
 - that it is right: output and dQ, dK, dV against float64, causal and padded, at sequence
   lengths that are not block multiples (through Triton's interpreter on a CPU);
@@ -17,7 +17,6 @@ Run: python lessons/11_flash_attention.py [--quick | --full | --smoke]
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 import os
@@ -30,13 +29,13 @@ if not torch.cuda.is_available():
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from kernels import flash_attention  # noqa: E402
-from kernels.flash_attention import attention_flops  # noqa: E402
-from kernels.reference import attention_reference  # noqa: E402
-from kernels.softmax import online_softmax_update  # noqa: E402
+from minilm.kernels import flash_attention  # noqa: E402
+from minilm.kernels.flash_kernel import attention_flops  # noqa: E402
+import minilm.kernels.flash_kernel as fa_module  # noqa: E402
+from minilm.kernels.reference import attention_reference  # noqa: E402
+from minilm.kernels.softmax_kernel import online_softmax_update  # noqa: E402
 from minilm.lesson import start  # noqa: E402
 
-fa_module = importlib.import_module("kernels.flash_attention")
 GPU = torch.cuda.is_available()
 BATCH, HEADS, HEAD_DIM, BYTES = 8, 16, 64, 2  # the layer sized in section 1 (bf16: 2 bytes a number)
 
@@ -271,7 +270,7 @@ def section_6_memory_and_speed(lesson, schedule) -> None:
         lesson.say("""
             No GPU here, so nothing is timed: the interpreter runs the kernel one program at a
             time in NumPy, which says nothing about speed. On a GPU this section times the kernel
-            against naive attention and PyTorch's SDPA, and `python -m kernels.bench --quick`
+            against naive attention and PyTorch's SDPA, and `python -m minilm.kernels.bench --quick`
             runs the full comparison (every SDPA backend, forward and backward).""")
 
 

@@ -47,7 +47,7 @@ from pathlib import Path
 from minilm.assignments import ASSIGNMENTS, Assignment, by_name, matches
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCE_DIRS = ("minilm", "kernels", "lessons")  # where markers may live (not tests/: they are the contract)
+SOURCE_DIRS = ("minilm", "lessons")  # where markers may live (not tests/: they are the contract)
 HANDOUT = "HANDOUT.md"
 SKIP_PARTS = {".git", "__pycache__", "runs", ".hypothesis", ".pytest_cache", "build", "dist", ".venv",
               ".ci-venv", ".whl", ".carry"}

@@ -165,7 +165,7 @@ ASSIGNMENTS: tuple[Assignment, ...] = (
         ),
         neighbours=("tests/test_model.py::test_causality",
                     "tests/test_lessons.py::test_lesson_smoke[03_attention]"),
-        notes="The attention functions are in `kernels/reference.py` (the one reference every backend is "
+        notes="The attention functions are in `minilm/kernels/reference.py` (the one reference every backend is "
               "tested against; `minilm.attention(backend=\"reference\")` calls it); `visible_keys` builds the "
               "causal and padding masks for you. `Block.forward` has no docstring of its own: `norm=\"post\"` "
               "(BERT) is x = norm(x + sublayer(x)) for attention then feed-forward; `norm=\"pre\"` (GPT-2) "

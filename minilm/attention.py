@@ -4,18 +4,18 @@
 
 Design choices:
 - `reference` is the textbook matmul -> mask -> softmax -> matmul,
-  `kernels.reference.attention_reference`, written to be read. It is the ground truth every
-  other backend is tested against. It lives in `kernels/` (torch only) because the kernels,
-  their tests and their benchmark must not import minilm; minilm calls it, never the reverse.
+  `minilm.kernels.reference.attention_reference`, written to be read. It is the ground truth every
+  other backend is tested against. It lives in `minilm/kernels/` (torch only) because the kernels,
+  their tests and their benchmark import nothing else of minilm; minilm calls it, never the reverse.
 - `sdpa` calls `torch.nn.functional.scaled_dot_product_attention`, which picks a fused
   kernel (flash / memory-efficient / CPU flash) when it can.
-- `triton` calls `kernels.flash_attention` (the course's own FlashAttention-2 kernel).
+- `triton` calls `minilm.kernels.flash_attention` (the course's own FlashAttention-2 kernel).
 - `auto` picks triton on CUDA when the kernel says it supports the case (it has no
   dropout), else sdpa -- except on the CPU with attention dropout, where torch leaves its
   fused kernel for an unfused fallback that measured 1.5-2x slower than `reference`
   (bert-mini shapes, torch 2.13, 2 cores), so `reference` is picked there.
-- `key_padding_mask` (B, Tk) has one meaning in every backend, and in `kernels.softmax`
-  and `kernels.flash_attention` too: bool keeps a key where True (a real token); float is
+- `key_padding_mask` (B, Tk) has one meaning in every backend, and in `minilm.kernels.softmax`
+  and `minilm.kernels.flash_attention` too: bool keeps a key where True (a real token); float is
   *added* to the scores (PyTorch's additive masks: 0 keeps, -inf drops, other values are a
   bias). Integer masks are refused rather than guessed at (pass `mask.bool()`).
 - Causal masking with more keys than queries (Tk > Tq) is aligned to the *end*: query i
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kernels.reference import attention_reference, key_padding_mask_problem, visible_keys
+from minilm.kernels.reference import attention_reference, key_padding_mask_problem, visible_keys
 from minilm.config import ATTENTION_BACKENDS
 
 
@@ -86,7 +86,7 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
 def _flash():
     """(flash_attention, supports) from the course's Triton kernels, or None where they cannot be imported."""
     try:
-        from kernels.flash_attention import flash_attention, supports
+        from minilm.kernels.flash_kernel import flash_attention, supports
     except ImportError:
         return None
     return flash_attention, supports
@@ -101,10 +101,10 @@ def _triton_supports(q, k, v, causal, key_padding_mask, dropout_p) -> bool:
 
 def triton_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
                      key_padding_mask: Tensor | None = None, dropout_p: float = 0.0) -> Tensor:
-    """FlashAttention-2 in Triton (`kernels.flash_attention`); no dropout, so training uses sdpa via `auto`."""
+    """FlashAttention-2 in Triton (`minilm.kernels.flash_attention`); no dropout, so training uses sdpa via `auto`."""
     kernel = _flash()
     if kernel is None:
-        raise RuntimeError("attention backend='triton' is unavailable: kernels.flash_attention (and Triton) "
+        raise RuntimeError("attention backend='triton' is unavailable: minilm.kernels.flash_attention (and Triton) "
                            "could not be imported; use backend='sdpa' or 'auto'")
     if dropout_p > 0:
         raise ValueError(f"attention backend='triton' does not do attention dropout (dropout_p={dropout_p}); "

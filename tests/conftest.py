@@ -4,7 +4,7 @@ import random
 import torch
 
 # Without a GPU, Triton kernels run through Triton's interpreter. The variable is read
-# when a kernel is decorated, so it must be set before `kernels` is imported.
+# when a kernel is decorated, so it must be set before `minilm.kernels` is imported.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 

@@ -73,8 +73,8 @@ def test_the_readme_lists_every_assignment():
 
 
 def test_every_module_imports():
-    """Every module of minilm and kernels imports (in a handout too, with functions hollowed)."""
-    for package in ("minilm", "kernels"):
+    """Every module of minilm (its kernels too) imports (in a handout too, with functions hollowed)."""
+    for package in ("minilm",):
         root = importlib.import_module(package)
         for info in pkgutil.walk_packages(root.__path__, package + "."):
             if info.name.endswith("__main__"):
@@ -148,7 +148,7 @@ def test_hollow_keeps_signatures_and_contracts_and_drops_other_markers():
 
 
 def test_unfinished_assignment_reads_wrapped_errors():
-    inner = NotImplementedError("assignment flash: implement _online_update (kernels/softmax.py); see HANDOUT.md")
+    inner = NotImplementedError("assignment flash: implement _online_update (minilm/kernels/softmax_kernel.py); see HANDOUT.md")
     wrapped = RuntimeError(f"InterpreterError({inner!r})")  # what Triton's interpreter raises
     assert unfinished_assignment(wrapped) == "flash"
     try:

@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels.reference import attention_reference
+from minilm.kernels.reference import attention_reference
 from minilm import attention as attention_module
 from minilm.attention import attention
 
@@ -94,7 +94,7 @@ def test_sdpa_matches_reference_forward_and_backward(case):
     compare_with_reference("sdpa", *case, atol=1e-6, rtol=1e-6)  # float64
 
 
-@pytest.mark.skipif(attention_module._flash() is None, reason="kernels.flash_attention is not importable")
+@pytest.mark.skipif(attention_module._flash() is None, reason="minilm.kernels.flash_attention is not importable")
 @settings(max_examples=8, deadline=None)  # the Triton interpreter is slow on the CPU
 @given(case=cases(), head_dim=st.sampled_from([16, 32]))
 def test_triton_matches_reference_forward_and_backward(case, head_dim):
@@ -170,7 +170,7 @@ def test_integer_masks_are_refused_not_guessed():
 
 
 def test_works_without_triton():
-    """minilm (and kernels.reference) import and run where Triton cannot be imported; a kernel says why not."""
+    """minilm (and minilm.kernels.reference) import and run where Triton cannot be imported; a kernel says why not."""
     script = textwrap.dedent("""
         import sys
         class NoTriton:
@@ -188,11 +188,11 @@ def test_works_without_triton():
         except RuntimeError as e:
             assert "unavailable" in str(e), e
         try:
-            from kernels import softmax
+            from minilm.kernels import softmax
         except ImportError as e:
-            assert "needs Triton" in str(e), e
+            assert "needs Triton" in str(e) and "backend='sdpa'" in str(e), e
         else:
-            raise AssertionError("kernels.softmax imported without Triton")
+            raise AssertionError("minilm.kernels.softmax imported without Triton")
         print("ok")
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

@@ -1,25 +1,24 @@
-"""kernels.flash_attention against float64 matmul-softmax-matmul (kernels.reference): output and dQ, dK, dV.
+"""minilm.kernels.flash_attention against float64 matmul-softmax-matmul (minilm.kernels.reference): output and dQ, dK, dV.
 
 On the CPU through Triton's interpreter at tiny shapes in float32 (sequence lengths that are
 not block multiples; the interpreter's blocks are 16/32 so main, diagonal and tail loops all
 run). With CUDA the interpreter tests are skipped and the `cuda` tests check bf16/fp16 at
 real sizes against an fp32 reference, with one kernel config each (compiling every
-autotuning candidate for every case would take minutes; `python -m kernels.bench` tunes).
+autotuning candidate for every case would take minutes; `python -m minilm.kernels.bench` tunes).
 """
-import importlib
 import re
 
 import pytest
 import torch
 
-from kernels import flash_attention, supports
-from kernels.flash_attention import attention_flops
-from kernels.reference import attention_reference
+from minilm.kernels import flash_attention, supports
+from minilm.kernels.flash_kernel import attention_flops
+import minilm.kernels.flash_kernel as fa_module
+from minilm.kernels.reference import attention_reference
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
 interpreter_only = pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter test; the cuda tests cover CUDA")
-fa_module = importlib.import_module("kernels.flash_attention")
 
 
 @pytest.fixture
@@ -202,7 +201,7 @@ def test_cuda_autotuned_matches(dtype=torch.bfloat16):
     """The autotuned path (every listed config is timed, the fastest kept) on one case per head dim.
 
     H = 16 and T % 16 == 0, as in the benchmark's headline shapes, so after
-    `python -m kernels.bench` these reuse its compiled kernels from Triton's cache.
+    `python -m minilm.kernels.bench` these reuse its compiled kernels from Triton's cache.
     """
     for shape in ((1, 16, 512, 64), (1, 16, 512, 128)):
         q, k, v = _qkv(*shape, dtype=dtype)

@@ -1,4 +1,4 @@
-"""kernels.bench runs end to end on fake timings (--dry-run), so the GPU run is known to format and write.
+"""minilm.kernels.bench runs end to end on fake timings (--dry-run), so the GPU run is known to format and write.
 
 On a CPU it also checks that the real mode exits 0 saying there is no GPU, and runs the
 compile-ahead worker and the suites' correctness checks on tiny shapes through the interpreter.
@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from kernels import bench, bench_compile, bench_report, bench_suites
-from kernels.bench_suites import Result
+from minilm.kernels import bench, bench_compile, bench_report, bench_suites
+from minilm.kernels.bench_suites import Result
 
 
 def test_dry_run_writes_results_and_table(tmp_path, capsys):
@@ -34,7 +34,7 @@ def test_dry_run_writes_results_and_table(tmp_path, capsys):
     # how it measured is in the output: the JSON and the table both say it was a dry run
     assert payload["env"]["real_timings"] is False and "dry run" in payload["env"]["method"]
     # the short table comes last and carries the ratios and the goals
-    tail = printed[printed.index("== kernels.bench"):]
+    tail = printed[printed.index("== minilm.kernels.bench"):]
     assert "xflash" in tail and "goals:" in tail and "copy" in tail and "measured: dry run" in tail
 
 
@@ -139,3 +139,12 @@ def test_attention_suite_checks_every_impl_against_the_reference(monkeypatch):
     whole = bench_suites.reference_with_grads(q, k, v, do, causal=True, key_padding_mask=None)
     for a, b in zip(chunked, whole):
         torch.testing.assert_close(a, b)
+
+
+def test_minilm_bench_kernels_is_the_same_sweep(tmp_path, capsys):
+    """`minilm bench kernels` and `python -m minilm.kernels.bench` are one entry point."""
+    from minilm.cli import main
+
+    assert main(["bench", "kernels", "--quick", "--dry-run", "--out", str(tmp_path)]) == 0
+    assert "== minilm.kernels.bench" in capsys.readouterr().out
+    assert (tmp_path / "results.json").stat().st_size > 0

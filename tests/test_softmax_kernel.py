@@ -1,21 +1,20 @@
-"""kernels.softmax against a float64 reference: forward, backward, every mask kind, both paths.
+"""minilm.kernels.softmax against a float64 reference: forward, backward, every mask kind, both paths.
 
 On the CPU the kernels run through Triton's interpreter (tests/conftest.py sets
 TRITON_INTERPRET=1), at tiny shapes in float32. With CUDA those are skipped and the `cuda`
 tests check fp32, bf16 and fp16 at real sizes, every mask kind, both kernel paths, with one
 kernel config (autotuning every case would spend minutes compiling; the benchmark tunes).
 """
-import importlib
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels import softmax
-from kernels.softmax import online_softmax_update, softmax_reference
+from minilm.kernels import softmax
+from minilm.kernels.softmax_kernel import online_softmax_update, softmax_reference
+import minilm.kernels.softmax_kernel as sm_module
 
-sm_module = importlib.import_module("kernels.softmax")  # `kernels.softmax` itself is the function
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
 interpreter_only = pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter test; cuda tests cover CUDA")

@@ -6,15 +6,15 @@ What this file teaches
 - Attention is four lines: scores = q k^T / sqrt(D), mask, softmax over the keys, a
   weighted sum of the values. `attention_weights` is the first three, `attention_reference`
   adds the fourth. It materialises the (Tq, Tk) table per head, which is exactly what flash
-  attention (kernels/flash_attention.py) avoids.
+  attention (minilm/kernels/flash_kernel.py) avoids.
 
 Design choices
 - One home. `minilm.attention(backend="reference")` calls this function, and
-  `kernels.flash_attention`'s tests, `kernels.bench` (the eager baseline), lesson 03 and
+  `minilm.kernels.flash_attention`'s tests, `minilm.kernels.bench` (the eager baseline), lesson 03 and
   lesson 11 use it. It lives in `kernels/` because the kernels must stay importable without
   minilm; it imports only torch, so minilm can use it on a machine without Triton.
-- Masks, one meaning everywhere (`minilm.attention`, `kernels.flash_attention`,
-  `kernels.softmax`): a *bool* mask keeps a key where it is True (torch SDPA's convention);
+- Masks, one meaning everywhere (`minilm.attention`, `minilm.kernels.flash_attention`,
+  `minilm.kernels.softmax`): a *bool* mask keeps a key where it is True (torch SDPA's convention);
   a *float* mask is *added* to the scores (0 = keep, -inf = drop, anything else is a bias).
   Any other dtype is refused (`key_padding_mask_problem`). A key is hidden when the causal
   rule, a False or a -inf says so.

@@ -5,7 +5,7 @@ What this file teaches
   at T = 4096 that is 32 MiB per head in bf16, and the GPU spends its time moving it.
   Flash attention tiles Q into row blocks and streams K and V past each block, keeping
   the scores in registers. The softmax is computed with the *online* update (see
-  kernels/softmax.py): a running max m and running sum l per row, and the output
+  minilm/kernels/softmax_kernel.py): a running max m and running sum l per row, and the output
   accumulator is rescaled by exp(m_old - m_new) whenever the max grows.
 - Work: 4 * B * H * T^2 * D FLOPs forward (two matmuls of 2 * T^2 * D each per head),
   half that when causal; the backward does five such matmuls, 2.5x the forward
@@ -27,7 +27,7 @@ Design choices
   and walks the query blocks; a dQ kernel owns a query block and walks the key blocks.
   Each recomputes P from the log-sum-exp. The two kernels trade a second QK^T for having
   no atomic adds and no dQ accumulator in fp32 memory.
-- The online softmax step is `kernels.softmax._online_update`, called, not copied: the
+- The online softmax step is `minilm.kernels.softmax_kernel._online_update`, called, not copied: the
   same helper the long-row softmax kernel uses (its PyTorch twin, `online_softmax_update`,
   is what lessons 10 and 11 read).
 - Key padding masks (B, T), with the one meaning masks have across the course: bool, True
@@ -57,8 +57,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.reference import key_padding_mask_problem
-from kernels.softmax import _bias2, _online_update
+from minilm.kernels.reference import key_padding_mask_problem
+from minilm.kernels.softmax_kernel import _bias2, _online_update
 
 __all__ = ["flash_attention", "supports", "attention_flops", "HEAD_DIMS"]
 
@@ -68,7 +68,7 @@ DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 # ----------------------------------------------------------------------------- work
-# The plain-torch ground truth with the same conventions is `kernels.reference.attention_reference`.
+# The plain-torch ground truth with the same conventions is `minilm.kernels.reference.attention_reference`.
 def attention_flops(batch, heads, seq, head_dim, *, causal=False, backward=False):
     """FLOPs counted the usual way: 4*B*H*T^2*D forward, halved if causal; backward 2.5x."""
     flops = 4 * batch * heads * seq * seq * head_dim * (0.5 if causal else 1.0)

@@ -15,7 +15,7 @@ from dataclasses import asdict
 
 import torch
 
-from kernels.bench_suites import Result
+from minilm.kernels.bench_suites import Result
 
 
 def _geomean(xs):
@@ -78,7 +78,7 @@ def _yes(ok):
 
 def short_table(results, summary, env):
     """The few lines printed last: ceilings, softmax ratios, attention ratios, goals."""
-    lines = [f"== kernels.bench on {env['gpu']} | torch {env['torch']} | triton {env['triton']} =="]
+    lines = [f"== minilm.kernels.bench on {env['gpu']} | torch {env['torch']} | triton {env['triton']} =="]
     if env.get("method"):
         lines.append(f"measured: {env['method']}")
     lines.append(f"ceilings: copy {_fmt(summary['copy_gbps'], 0)} GB/s, "

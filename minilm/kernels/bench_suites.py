@@ -8,7 +8,7 @@ Design choices
   so the whole harness (cases, tables, files, plots) runs on a CPU in a second. The suites
   never ask which lab they have.
 - Every kernel is checked before it is timed: the relative error against the plain-torch
-  reference in fp32 (`kernels.reference.attention_reference`, `kernels.softmax.softmax_reference`).
+  reference in fp32 (`minilm.kernels.reference.attention_reference`, `minilm.kernels.softmax_kernel.softmax_reference`).
 - The eager attention baseline ("naive") *is* that reference, in the benchmark's dtype.
 - An implementation that refuses a case (an SDPA backend without a kernel for it) is
   recorded with a note, not fatal.
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kernels.reference import attention_reference
+from minilm.kernels.reference import attention_reference
 
 # Headline shapes (B, H, S, D): GPT-like long sequences and a BERT-base-like batch.
 ATTENTION_HEADLINE = [(8, 16, 1024, 64), (4, 16, 4096, 64), (4, 16, 4096, 128), (2, 16, 8192, 128),
@@ -144,7 +144,7 @@ def ceilings(lab, progress):
 
 def softmax_suite(lab, cols_list, progress):
     """softmax over the last dim, minilm vs torch.softmax, forward and backward, in GB/s."""
-    from kernels.softmax import softmax, softmax_bytes, softmax_reference
+    from minilm.kernels.softmax_kernel import softmax, softmax_bytes, softmax_reference
 
     impls = {"minilm": lambda t: softmax(t), "torch": lambda t: torch.softmax(t, -1)}
     out = []
@@ -183,7 +183,7 @@ def softmax_suite(lab, cols_list, progress):
 
 def masked_softmax_suite(lab, progress):
     """The softmax inside attention: scores (B, H, T, T) * scale, causal mask, softmax; vs eager torch."""
-    from kernels.softmax import softmax, softmax_bytes, softmax_reference
+    from minilm.kernels.softmax_kernel import softmax, softmax_bytes, softmax_reference
 
     B, H, T, _ = MASKED_SOFTMAX_SHAPE
     scale = MASKED_SOFTMAX_SCALE
@@ -249,7 +249,7 @@ def _sdpa(backend, causal, key_padding_mask):
 
 
 def _attention_impl(impl, causal, key_padding_mask):
-    from kernels.flash_attention import flash_attention
+    from minilm.kernels.flash_kernel import flash_attention
 
     if impl == "minilm":
         return lambda q, k, v: flash_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
@@ -272,7 +272,7 @@ def reference_with_grads(q, k, v, do, *, causal, key_padding_mask):
 
 def attention_suite(lab, quick, progress):
     """bf16 attention, minilm vs torch's SDPA backends and the eager reference, fwd and bwd, in TFLOP/s."""
-    from kernels.flash_attention import attention_flops
+    from minilm.kernels.flash_kernel import attention_flops
 
     out = []
     for (B, H, S, D), causal, padded in attention_cases(quick):

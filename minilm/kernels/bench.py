@@ -1,6 +1,7 @@
 """Benchmark the Triton kernels against torch on the GPU at hand, with its ceilings measured in the same run.
 
-    python -m kernels.bench [--quick] [--out DIR] [--dry-run]
+    python -m minilm.kernels.bench [--quick] [--out DIR] [--dry-run]
+    minilm bench kernels [--quick] [--out DIR] [--dry-run]       (the same)
 
 What it measures (all medians of `triton.testing.do_bench`, which flushes L2 between
 runs; the spread is the 20th-80th percentile):
@@ -33,19 +34,21 @@ from pathlib import Path
 
 import torch
 
-from kernels.bench_compile import compile_ahead, compile_tasks
-from kernels.bench_report import environment, short_table, summarize, write_outputs
-from kernels.bench_suites import SOFTMAX_FULL_COLS, SOFTMAX_QUICK_COLS, DryLab, GPULab, planned_timings, run_suites
+from minilm.kernels.bench_compile import compile_ahead, compile_tasks
+from minilm.kernels.bench_report import environment, short_table, summarize, write_outputs
+from minilm.kernels.bench_suites import SOFTMAX_FULL_COLS, SOFTMAX_QUICK_COLS, DryLab, GPULab, planned_timings, run_suites
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m kernels.bench", description=__doc__.split("\n\n")[0])
+def configure(parser):
     parser.add_argument("--quick", action="store_true", help="headline shapes only (a few minutes on an H200)")
     parser.add_argument("--out", type=Path, default=Path("runs/kernels-bench"), help="folder for CSV, JSON and PNGs")
     parser.add_argument("--dry-run", action="store_true", help="fake timings, no kernels: tests the harness on a CPU")
-    args = parser.parse_args(argv)
+
+
+def run(args):
+    """The sweep; `python -m minilm.kernels.bench` and `minilm bench kernels` both land here."""
     if not args.dry_run and not torch.cuda.is_available():
-        print("kernels.bench: no CUDA GPU on this machine, so there is nothing to measure. Run it where there is "
+        print("minilm.kernels.bench: no CUDA GPU on this machine, so there is nothing to measure. Run it where there is "
               "an NVIDIA GPU (or pass --dry-run to exercise the harness on fake timings).")
         return 0
     from tqdm import tqdm
@@ -56,7 +59,7 @@ def main(argv=None):
     start = time.time()
     if lab.launches:  # a dry run compiles nothing
         env["compile_ahead_seconds"] = round(compile_ahead(compile_tasks(cols, args.quick)), 1)
-    with tqdm(total=planned_timings(cols, args.quick), desc="kernels.bench", unit="timing", file=sys.stderr) as bar:
+    with tqdm(total=planned_timings(cols, args.quick), desc="minilm.kernels.bench", unit="timing", file=sys.stderr) as bar:
         results = run_suites(lab, cols, args.quick, bar)
     env["seconds"] = round(time.time() - start, 1)
     summary = summarize(results)
@@ -64,6 +67,12 @@ def main(argv=None):
     print(f"wrote {args.out}/results.csv, results.json, softmax.png, attention.png ({env['seconds']} s)")
     print(short_table(results, summary, env))
     return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m minilm.kernels.bench", description=__doc__.split("\n\n")[0])
+    configure(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ of its own: the autotuner there compiles and tries every candidate, and Triton k
 binaries in its on-disk cache. The benchmark's own process then only loads them (and
 re-times the candidates, which takes milliseconds).
 
-Design choice: only public entry points. A worker calls `kernels.softmax` and
-`kernels.flash_attention` exactly as a user would, on inputs of the real shapes (so the
+Design choice: only public entry points. A worker calls `minilm.kernels.softmax` and
+`minilm.kernels.flash_attention` exactly as a user would, on inputs of the real shapes (so the
 compiled specialisations, such as which sizes and strides divide by 16, match); it never
 touches the autotuner's configs or cache.
 """
@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import torch
 
-from kernels.bench_suites import MASKED_SOFTMAX_SCALE, MASKED_SOFTMAX_SHAPE, SOFTMAX_ELEMENTS, attention_cases
+from minilm.kernels.bench_suites import MASKED_SOFTMAX_SCALE, MASKED_SOFTMAX_SHAPE, SOFTMAX_ELEMENTS, attention_cases
 
 
 def compile_tasks(cols_list, quick):
@@ -46,7 +46,7 @@ def run_variant(task, device="cuda"):
     start = time.time()
     kind, args = task
     if kind == "attention":
-        from kernels.flash_attention import flash_attention
+        from minilm.kernels.flash_kernel import flash_attention
 
         (B, H, S, D), causal, padded = args
         dtype = torch.bfloat16 if device == "cuda" else torch.float32  # the interpreter's bf16 dot is wrong
@@ -54,7 +54,7 @@ def run_variant(task, device="cuda"):
         kpm = (torch.arange(S, device=device)[None, :] < S - 7).expand(B, S).contiguous() if padded else None
         o = flash_attention(q, k, v, causal=causal, key_padding_mask=kpm)
     else:
-        from kernels.softmax import softmax
+        from minilm.kernels.softmax_kernel import softmax
 
         dtype, shape, scale, causal = args
         x = torch.randn(shape, device=device, dtype=getattr(torch, dtype), requires_grad=True)
@@ -80,5 +80,5 @@ def compile_ahead(tasks, progress_desc="compiling kernels"):
             for f in tqdm(as_completed(futures), total=len(futures), desc=progress_desc, file=sys.stderr):
                 f.result()
     except Exception as e:  # noqa: BLE001 - compiling ahead only saves time
-        print(f"kernels.bench: compiling ahead failed ({type(e).__name__}: {str(e)[:200]}); compiling as we go")
+        print(f"minilm.kernels.bench: compiling ahead failed ({type(e).__name__}: {str(e)[:200]}); compiling as we go")
     return time.time() - start
