@@ -7,6 +7,7 @@ Python started from the repository root (the current directory first on `sys.pat
 wheel `pip` would build from this checkout.
 """
 import importlib.metadata
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -64,12 +65,24 @@ def test_minilm_kernels_imports_without_training_code():
                                    "minilm.kernels.softmax_kernel", "minilm.kernels.reference"}
 
 
+def _tracked_copy(destination):
+    """The checkout's files as git tracks them, so building leaves no build/ folder in the tree."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split()
+    for name in listed:
+        if (REPO / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, destination / name)
+    return destination
+
+
 @pytest.mark.slow
 def test_the_wheel_has_minilm_as_its_only_top_level_name(tmp_path):
+    source = _tracked_copy(tmp_path / "checkout")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                    "--wheel-dir", str(tmp_path), str(REPO)], check=True, timeout=600,
+                    "--wheel-dir", str(tmp_path / "wheels"), str(source)], check=True, timeout=600,
                    capture_output=True)
-    (wheel,) = tmp_path.glob("minilm-*.whl")
+    (wheel,) = (tmp_path / "wheels").glob("minilm-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
     top = {name.split("/", 1)[0] for name in names if not name.split("/", 1)[0].endswith((".dist-info", ".data"))}
