@@ -29,9 +29,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from minilm.backprop import MLP, softmax_cross_entropy
-from minilm.data import load_classification
-from minilm.lesson import start
+from minilm.nn.backprop import MLP, softmax_cross_entropy
+from minilm.data.load import load_classification
+from minilm.course.lesson import start
 
 # -- data: sentences as bags of words --------------------------------------------------------
 
@@ -90,7 +90,7 @@ def main(argv=None):
         dLoss/dWeights). Backpropagation is nothing more than calling the backwards in reverse
         order: the chain rule, one layer at a time. Softmax and cross-entropy together have
         the famously simple gradient (probabilities - one-hot label) / batch size. The code
-        is in minilm/backprop.py: read it next to this lesson.""")
+        is in minilm/nn/backprop.py: read it next to this lesson.""")
 
     lesson.section("3. Are the gradients right?")
     batch = slice(0, 8)

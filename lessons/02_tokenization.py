@@ -19,11 +19,11 @@ import matplotlib.pyplot as plt
 import regex
 
 from minilm import Tokenizer
-from minilm.data import load_classification, load_corpus
-from minilm.fetch import FetchError
-from minilm.hf import real_checkpoint
-from minilm.lesson import start
-from minilm.tokenizer import GPT2_PATTERN, bpe_merges, count_words
+from minilm.data.load import load_classification, load_corpus
+from minilm.store.fetch import FetchError
+from minilm.nn.hf import real_checkpoint
+from minilm.course.lesson import start
+from minilm.data.tokenizer import GPT2_PATTERN, bpe_merges, count_words
 
 SENTENCE = "The unbelievably charming Amélie rewatched it twice: 10/10, no regrets!"
 HELLO, GPT2_HELLO_IDS = "Hello world!", [15496, 995, 0]  # the ids GPT-2's own tokenizer gives: a check, not a claim
@@ -213,7 +213,7 @@ def section_7_wordpiece(lesson, bpe: Tokenizer, heldout: list[str]) -> None:
         On those sentences it carries {n_bytes / n_wp:.2f} bytes per token, with
         {wp.vocab_size / bpe.vocab_size:.1f}x our vocabulary. Its special tokens sit at the
         bottom of the id range: [PAD]={wp.pad_id}, [UNK]={wp.unk_id}, [CLS]={wp.cls_id},
-        [SEP]={wp.sep_id}, [MASK]={wp.mask_id}. `minilm.hf.real_checkpoint()` gives its folder;
+        [SEP]={wp.sep_id}, [MASK]={wp.mask_id}. `minilm.nn.hf.real_checkpoint()` gives its folder;
         `SequenceClassifier.from_hf(folder, num_labels=2)` starts fine-tuning from it.""")
     lesson.record("bytes/token, all-MiniLM-L6-v2 WordPiece at vocab %d (rt-polarity)" % wp.vocab_size,
                   n_bytes / n_wp, "{:.2f}")

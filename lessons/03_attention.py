@@ -9,7 +9,7 @@ What you will learn:
 - what a trained attention head looks at: a one-layer Transformer learns to reverse a
   sequence, and its attention map turns into the anti-diagonal;
 - that the readable reference (`minilm.kernels.reference`, the ground truth of every attention in
-  the course) equals `minilm.attention`'s fused backends, and that a whole Transformer
+  the course) equals `minilm.nn.attention`'s fused backends, and that a whole Transformer
   block is just attention + feed-forward + residuals + layer norms;
 - where the compute goes: weights grow with width, attention with the square of length.
 
@@ -26,9 +26,9 @@ import torch.nn.functional as F
 
 from minilm.kernels.reference import attention_reference, attention_weights
 from minilm import ModelConfig
-from minilm.attention import attention
-from minilm.lesson import start
-from minilm.model import Block, Transformer
+from minilm.nn.attention import attention
+from minilm.course.lesson import start
+from minilm.nn.model import Block, Transformer
 
 
 def main(argv=None):
@@ -154,7 +154,7 @@ def section_3_trained_head(lesson, panels: list) -> None:
 
 def section_4_backends(lesson) -> None:
     """The reference against the sdpa backend, causal or not, with bool and additive padding masks."""
-    lesson.section("4. The same numbers from every backend of minilm.attention")
+    lesson.section("4. The same numbers from every backend of minilm.nn.attention")
     B, H, T, Dh = 3, 4, 11, 32
     q, k, v = (torch.randn(B, H, T, Dh, dtype=torch.float64) for _ in range(3))
     lengths = torch.tensor([11, 7, 3])
@@ -169,7 +169,7 @@ def section_4_backends(lesson) -> None:
             worst = max(worst, diff)
             print(f"  causal={causal!s:5s} {kind:8s} mask: max |reference - sdpa| = {diff:.1e}")
     lesson.say(f"""
-        `minilm.attention` is one function with several backends: `reference` is the
+        `minilm.nn.attention` is one function with several backends: `reference` is the
         function above, `sdpa` calls torch's fused kernel. On a batch of {B} sentences
         (lengths {lengths.tolist()}), {H} heads, with and without the causal mask, with the
         padding given as a bool or as an additive mask, they differ by at most {worst:.1e} in
@@ -208,7 +208,7 @@ def section_5_block(lesson) -> None:
         token processed alone: widen {cfg.d_ff // cfg.d_model}x, GELU, narrow), each wrapped in a residual
         connection (x + f(x), so gradients have a straight path through deep stacks) and a layer
         norm. BERT normalises after each addition ("post-norm"); GPT-2 before each sublayer
-        ("pre-norm"), which trains more stably. Rebuilt by hand from minilm.model.Block's own
+        ("pre-norm"), which trains more stably. Rebuilt by hand from minilm.nn.model.Block's own
         weights, both agree with the library to {max(results.values()):.1e}.""")
     lesson.record("hand-built block vs minilm Block (max abs diff)", max(results.values()), "{:.1e}")
 

@@ -20,9 +20,9 @@ import matplotlib.pyplot as plt
 import torch
 
 from minilm import CausalLM, ModelConfig, Trainer, TrainConfig
-from minilm.corpus import decoder_rows, tokenize_corpus
-from minilm.lesson import lesson_corpus, start
-from minilm.pretrain import CausalLMBatches
+from minilm.data.corpus import decoder_rows, tokenize_corpus
+from minilm.course.lesson import lesson_corpus, start
+from minilm.train.pretraining import CausalLMBatches
 
 PROMPTS = ["this movie was", "the acting in this film", "i went to see it because"]
 

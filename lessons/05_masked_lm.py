@@ -20,13 +20,13 @@ import matplotlib.pyplot as plt
 import torch
 
 from minilm import MaskedLM, ModelConfig, Trainer, TrainConfig
-from minilm.checkpoint import load_model, read_config
-from minilm.collate import mlm_batch
-from minilm.corpus import encoder_rows, tokenize_corpus
-from minilm.lesson import lesson_corpus, pretrained_checkpoint, start
-from minilm.masking import DEFAULT_MASK_PROB, STRATEGIES, MaskingConfig, span_lengths
-from minilm.pretrain import RECIPE, MaskedLMBatches
-from minilm.show import LEGEND, show_masking
+from minilm.train.checkpoint import load_model, read_config
+from minilm.data.collate import mlm_batch
+from minilm.data.corpus import encoder_rows, tokenize_corpus
+from minilm.course.lesson import lesson_corpus, pretrained_checkpoint, start
+from minilm.data.masking import DEFAULT_MASK_PROB, STRATEGIES, MaskingConfig, span_lengths
+from minilm.train.pretraining import RECIPE, MaskedLMBatches
+from minilm.data.show import LEGEND, show_masking
 
 SENTENCE = "The director somehow turned a brilliant novel into two hours of unwatchable, self-indulgent nonsense."
 PROBES = [

@@ -25,12 +25,13 @@ from typing import NamedTuple
 import matplotlib.pyplot as plt
 import torch
 
-from minilm import hf, linear
-from minilm.fetch import FetchError
-from minilm.finetune import DEFAULT_LR, FinetuneConfig, run_finetune
-from minilm.lesson import pretrained_checkpoint, start
-from minilm.metrics import mean_std
-from minilm.tasks import ClassifyTask, with_subset
+from minilm.nn import hf
+from minilm.downstream import linear
+from minilm.store.fetch import FetchError
+from minilm.downstream.finetuning import DEFAULT_LR, FinetuneConfig, run_finetune
+from minilm.course.lesson import pretrained_checkpoint, start
+from minilm.downstream.metrics import mean_std
+from minilm.downstream.tasks import ClassifyTask, with_subset
 
 BATCH = 32
 MIN_STEPS = 64  # a few hundred labels are a handful of batches: enough epochs that every run takes this many steps
@@ -39,7 +40,7 @@ TAPT_EVAL_ROWS = 64  # rows of the training text held out from the adaptation, t
 REAL_LR = 5e-5  # a real BERT fine-tunes at BERT's rates; the small encoder's 2e-4 would wreck its weights
 
 RUNGS = {  # the ladder, bottom to top: what each rung trains and on what features
-    "bag of words": "logistic regression on lower-cased word counts (minilm/linear.py), L2 chosen on validation",
+    "bag of words": "logistic regression on lower-cased word counts (minilm/downstream/linear.py), L2 chosen on validation",
     "scratch": "the shared encoder's shape and tokenizer with random weights, every weight fine-tuned",
     "shared encoder": "the course's pretrained encoder, every weight fine-tuned",
     "shared + TAPT": "the same encoder after task-adaptive pretraining on the training text, fine-tuned",
@@ -141,8 +142,8 @@ def section_1_ladder(lesson) -> Plan:
 
 def section_2_task_adaptive(lesson, plan: Plan) -> Path:
     """Continue pretraining the shared encoder on the training split's unlabelled text."""
-    from minilm.checkpoint import read_config
-    from minilm.pretrain import RECIPE
+    from minilm.train.checkpoint import read_config
+    from minilm.train.pretraining import RECIPE
 
     lesson.section("2. Task-adaptive pretraining")
     folder, command, before, after = adapted_encoder(plan.checkpoint, plan.tapt_steps)
@@ -166,10 +167,10 @@ def section_2_task_adaptive(lesson, plan: Plan) -> Path:
 def adapted_encoder(base: Path, steps: int) -> tuple[Path, str, float, float]:
     """`minilm pretrain --init base --data rt-polarity:train-text`, run once and cached: (the adapted
     checkpoint, the command that made it, held-out masked accuracy before and after)."""
-    from minilm.atomic import atomic_write_text
+    from minilm.store.atomic import atomic_write_text
     from minilm.cli import main as minilm_main
-    from minilm.data import cache_dir
-    from minilm.fetch import sha256_cached
+    from minilm.data.load import cache_dir
+    from minilm.store.fetch import sha256_cached
 
     digest = sha256_cached(base / "model.safetensors")
     folder = cache_dir() / "lessons" / f"tapt-rt-polarity-{digest[:12]}-{steps}steps-lr{TAPT_LR:g}"
@@ -195,8 +196,8 @@ def masked_accuracy(checkpoint: Path) -> float:
     """Masked-token accuracy of `checkpoint` on the rows of the training text that the adaptation held
     out (the same rows and masks for every checkpoint of one tokenizer: `pretrain.build` is a function
     of its recipe)."""
-    from minilm.pretrain import PretrainRecipe, build
-    from minilm.trainer import TrainConfig, Trainer
+    from minilm.train.pretraining import PretrainRecipe, build
+    from minilm.train.trainer import TrainConfig, Trainer
 
     recipe = PretrainRecipe(init=str(checkpoint), data="rt-polarity:train-text", steps=1, eval_rows=TAPT_EVAL_ROWS)
     _, model, train, held = build(recipe, torch.device("cpu"), verbose=False)
@@ -242,7 +243,7 @@ def bag_of_words(task) -> tuple[float, str, float]:
 
 def probe_features(plan: Plan) -> dict[str, torch.Tensor]:
     """The real BERT's sentence vector of every sentence any probe run reads, computed once: {text: (D,)}."""
-    from minilm.model import Transformer
+    from minilm.nn.model import Transformer
 
     t0 = time.perf_counter()
     body, tokenizer = hf.load_pretrained(plan.real, Transformer)

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from minilm.checkpoint import load_model
-from minilm.collate import token_classification_batch
-from minilm.data import load_ner
-from minilm.finetune import FinetuneConfig, run_finetune
-from minilm.lesson import pretrained_checkpoint, start
-from minilm.metrics import entity_scores
+from minilm.train.checkpoint import load_model
+from minilm.data.collate import token_classification_batch
+from minilm.data.load import load_ner
+from minilm.downstream.finetuning import FinetuneConfig, run_finetune
+from minilm.course.lesson import pretrained_checkpoint, start
+from minilm.downstream.metrics import entity_scores
 
 
 def main(argv=None):

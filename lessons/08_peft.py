@@ -15,13 +15,13 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import torch
 
-from minilm.collate import classification_batch
-from minilm.compare import LORA_TARGET
-from minilm.data import load_classification
-from minilm.finetune import DEFAULT_LR, FinetuneConfig, load_finetuned, run_finetune
-from minilm.lesson import pretrained_checkpoint, start
-from minilm.metrics import mean_std
-from minilm.peft import merge_lora
+from minilm.data.collate import classification_batch
+from minilm.downstream.compare import LORA_TARGET
+from minilm.data.load import load_classification
+from minilm.downstream.finetuning import DEFAULT_LR, FinetuneConfig, load_finetuned, run_finetune
+from minilm.course.lesson import pretrained_checkpoint, start
+from minilm.downstream.metrics import mean_std
+from minilm.nn.peft import merge_lora
 
 METHODS = ("full", "probe", "lora", "adapter", "prefix")
 SEEDS_QUICK = 3  # per method, as in --full

@@ -18,13 +18,13 @@ import matplotlib.pyplot as plt
 import torch
 
 from minilm import ModelConfig, Trainer, TrainConfig
-from minilm.checkpoint import load_model, read_config
-from minilm.collate import pad
-from minilm.finetune import DEFAULT_LR, FinetuneConfig, run_finetune
-from minilm.lesson import pretrained_checkpoint, start
-from minilm.metrics import mean_std
-from minilm.model import MaskedLM
-from minilm.tasks import ClassifyTask, with_subset
+from minilm.train.checkpoint import load_model, read_config
+from minilm.data.collate import pad
+from minilm.downstream.finetuning import DEFAULT_LR, FinetuneConfig, run_finetune
+from minilm.course.lesson import pretrained_checkpoint, start
+from minilm.downstream.metrics import mean_std
+from minilm.nn.model import MaskedLM
+from minilm.downstream.tasks import ClassifyTask, with_subset
 
 VERBALIZERS = [(" terrible", " great"), (" bad", " good"), (" awful", " wonderful")]  # (negative, positive)
 ZERO_SHOT_GOAL = 0.65  # what the course aims for from its encoder (best label words, calibrated)
@@ -114,9 +114,9 @@ def section_1_cloze(lesson):
 
 def real_checkpoint_note(lesson) -> str:
     """Whether lesson 06's real pretrained BERT can answer the prompt too: only with a masked-LM head."""
-    from minilm import hf
-    from minilm.fetch import FetchError
-    from minilm.model import MaskedLM
+    from minilm.nn import hf
+    from minilm.store.fetch import FetchError
+    from minilm.nn.model import MaskedLM
 
     try:
         folder = hf.real_checkpoint(fetch=not lesson.smoke)
@@ -182,7 +182,7 @@ def section_3_few_shot(lesson, checkpoint, mlm, tok, task, pair):
         (a) prompt-based: keep the masked-LM head and train it to put "{pos.strip()}" or
         "{neg.strip()}" at the blank (the same loss as pretraining, answers taken from the
         labels; the Trainer does it); (b) a SequenceClassifier with a freshly initialised
-        pooler and classifier, fine-tuned by `minilm.finetune` (which also picks its best epoch
+        pooler and classifier, fine-tuned by `minilm.downstream.finetuning` (which also picks its best epoch
         on {len(task.data.validation.texts)} validation sentences, a small advantage). Seeds {seeds} draw
         different k examples.""")
     prompt_acc, head_acc = {}, {}

@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from minilm.kernels import softmax  # noqa: E402
 from minilm.kernels.softmax_kernel import online_softmax_update, softmax_bytes, softmax_reference  # noqa: E402
 import minilm.kernels.softmax_kernel as sm_module  # noqa: E402
-from minilm.lesson import start  # noqa: E402
+from minilm.course.lesson import start  # noqa: E402
 
 GPU = torch.cuda.is_available()
 

@@ -34,7 +34,7 @@ from minilm.kernels.flash_kernel import attention_flops  # noqa: E402
 import minilm.kernels.flash_kernel as fa_module  # noqa: E402
 from minilm.kernels.reference import attention_reference  # noqa: E402
 from minilm.kernels.softmax_kernel import online_softmax_update  # noqa: E402
-from minilm.lesson import start  # noqa: E402
+from minilm.course.lesson import start  # noqa: E402
 
 GPU = torch.cuda.is_available()
 BATCH, HEADS, HEAD_DIM, BYTES = 8, 16, 64, 2  # the layer sized in section 1 (bf16: 2 bytes a number)

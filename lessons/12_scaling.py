@@ -25,10 +25,10 @@ import matplotlib.pyplot as plt
 import torch
 
 from minilm import MaskedLM, ModelConfig, Trainer, TrainConfig
-from minilm.corpus import encoder_rows, tokenize_corpus
-from minilm.lesson import lesson_corpus, start
-from minilm.pretrain import RECIPE, MaskedLMBatches
-from minilm.trainer import PEAK_FLOPS
+from minilm.data.corpus import encoder_rows, tokenize_corpus
+from minilm.course.lesson import lesson_corpus, start
+from minilm.train.pretraining import RECIPE, MaskedLMBatches
+from minilm.train.trainer import PEAK_FLOPS
 
 
 def matmul_flops(n: int, dtype=torch.float32, repeats: int = 3) -> float:

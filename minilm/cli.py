@@ -1,8 +1,7 @@
-"""The `minilm` command line: one sub-command per module that owns the work.
+"""The `minilm` command line: one sub-command per module of `minilm/commands/`.
 
 Each module listed in COMMANDS defines `configure(parser)` (add its arguments) and
-`run(args)` (do the work). The CLI only dispatches, so the code for `pretrain` lives
-next to the trainer, the code for `finetune` next to fine-tuning, and so on.
+`run(args)` (call the library, print). The CLI only dispatches.
 Works the same as `minilm …`, `python -m minilm …` and `torchrun … -m minilm …`.
 
 An error a user can cause (a bad flag value, a missing file, a corrupt checkpoint, a run
@@ -18,25 +17,26 @@ import os
 import sys
 
 COMMANDS = {
-    "pretrain": ("minilm.pretrain", "pretrain a model on unlabelled text (masked or causal LM)"),
-    "finetune": ("minilm.finetune", "fine-tune a model on a labelled task (full or parameter-efficient)"),
-    "evaluate": ("minilm.evaluate", "score a fine-tuned model on a data split"),
-    "generate": ("minilm.generate", "continue a prompt with a causal LM"),
-    "fill-mask": ("minilm.fill_mask", "predict the [MASK] tokens of a sentence with a masked LM"),
-    "bench": ("minilm.bench", "benchmarks against the reference libraries"),
-    "course": ("minilm.course", "run every lesson in quick mode and write runs/course/REPORT.md"),
-    "assignment": ("minilm.assignment", "course assignments cut from the library: list, build a handout, grade"),
+    "pretrain": ("minilm.commands.pretrain", "pretrain a model on unlabelled text (masked or causal LM)"),
+    "finetune": ("minilm.commands.finetune", "fine-tune a model on a labelled task (full or parameter-efficient)"),
+    "evaluate": ("minilm.commands.evaluate", "score a fine-tuned model on a data split"),
+    "generate": ("minilm.commands.generate", "continue a prompt with a causal LM"),
+    "fill-mask": ("minilm.commands.fill_mask", "predict the [MASK] tokens of a sentence with a masked LM"),
+    "bench": ("minilm.commands.bench", "benchmarks against the reference libraries"),
+    "course": ("minilm.commands.course", "run every lesson in quick mode and write runs/course/REPORT.md"),
+    "assignment": ("minilm.commands.assignment", "course assignments cut from the library: list, build a handout, grade"),
+    "compare": ("minilm.commands.compare", "pretrained versus scratch, LoRA versus full: the course's grids over seeds"),
 }
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions minilm raises for mistakes and faults a user can fix (not for bugs)."""
-    from minilm.checkpoint import CheckpointError
-    from minilm.fetch import FetchError
+    from minilm.train.checkpoint import CheckpointError
+    from minilm.store.fetch import FetchError
 
     errors = [ValueError, OSError, CheckpointError, FetchError]
-    if "minilm.trainer" in sys.modules:
-        errors.append(sys.modules["minilm.trainer"].NonFiniteLoss)
+    if "minilm.train.trainer" in sys.modules:
+        errors.append(sys.modules["minilm.train.trainer"].NonFiniteLoss)
     return tuple(errors)
 
 

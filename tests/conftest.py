@@ -10,8 +10,8 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
-# In a handout, a test that needs an unfinished assignment skips, naming it (minilm/testing.py).
-from minilm.testing import pytest_runtest_makereport  # noqa: E402,F401
+# In a handout, a test that needs an unfinished assignment skips, naming it (minilm/course/testing.py).
+from minilm.course.testing import pytest_runtest_makereport  # noqa: E402,F401
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
 
@@ -32,6 +32,6 @@ def corpus_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tokenizer(corpus_file):
-    from minilm.tokenizer import Tokenizer
+    from minilm.data.tokenizer import Tokenizer
 
     return Tokenizer.train(corpus_file.read_text().splitlines(), 320, lowercase=True)

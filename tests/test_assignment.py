@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from minilm import assignment as A
-from minilm.assignments import ASSIGNMENTS, Assignment, GradedTest, matches, unfinished_assignment
+from minilm.course import assignment as A
+from minilm.course.catalog import ASSIGNMENTS, Assignment, GradedTest, matches, unfinished_assignment
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = [a.name for a in ASSIGNMENTS]
@@ -324,7 +324,7 @@ def handouts(tmp_path_factory):
 
 def test_the_leak_check_finds_a_copied_solution():
     blocks = solution_blocks("masking")
-    source = (ROOT / "minilm" / "masking.py").read_text()
+    source = (ROOT / "minilm" / "data" / "masking.py").read_text()
     assert leaked(source, blocks), "the unhollowed file must count as a leak"
     assert not leaked("device = input_ids.device\n", blocks)
 

@@ -4,7 +4,7 @@ import stat
 import numpy as np
 import pytest
 
-from minilm.atomic import atomic_open, atomic_path, atomic_write_bytes, atomic_write_text
+from minilm.store.atomic import atomic_open, atomic_path, atomic_write_bytes, atomic_write_text
 
 
 def test_write_and_overwrite(tmp_path):

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minilm.kernels.reference import attention_reference
-from minilm import attention as attention_module
-from minilm.attention import attention
+from minilm.nn import attention as attention_module
+from minilm.nn.attention import attention
 
 
 def loop_attention(q, k, v, causal, key_padding_mask):
@@ -179,7 +179,7 @@ def test_works_without_triton():
                     raise ImportError("No module named 'triton' (blocked by the test)")
         sys.meta_path.insert(0, NoTriton())
         import torch
-        from minilm.attention import attention
+        from minilm.nn.attention import attention
         q = torch.randn(1, 2, 3, 8)
         for backend in ("auto", "reference", "sdpa"):
             attention(q, q, q, causal=True, key_padding_mask=torch.tensor([[0.0, 0.0, float("-inf")]]), backend=backend)

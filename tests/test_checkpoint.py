@@ -4,10 +4,10 @@ import json
 import pytest
 import torch
 
-from minilm.checkpoint import (CheckpointError, load_model, load_trainer_state, load_weights, read_config,
+from minilm.train.checkpoint import (CheckpointError, load_model, load_trainer_state, load_weights, read_config,
                                save_checkpoint)
-from minilm.config import ModelConfig
-from minilm.model import MaskedLM, SequenceClassifier
+from minilm.nn.config import ModelConfig
+from minilm.nn.model import MaskedLM, SequenceClassifier
 
 TEXTS = ["the movie was great and the actors were great", "a terrible film, the plot made no sense",
          "I loved it; would watch again", "not my kind of movie at all"] * 5
@@ -19,7 +19,7 @@ def cfg(**kw):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from minilm.tokenizer import Tokenizer
+    from minilm.data.tokenizer import Tokenizer
 
     return Tokenizer.train(TEXTS, 300, lowercase=True)
 

@@ -4,14 +4,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilm.collate import (
+from minilm.data.collate import (
     clm_batch, classification_batch, maskable_positions, mlm_batch, replacement_ids, token_classification_batch,
     word_predictions,
 )
-from minilm.config import ModelConfig
-from minilm.masking import IGNORE, STRATEGIES, MaskingConfig
-from minilm.show import LEGEND, render_masked, show_masking
-from minilm.tokenizer import Tokenizer
+from minilm.nn.config import ModelConfig
+from minilm.data.masking import IGNORE, STRATEGIES, MaskingConfig
+from minilm.data.show import LEGEND, render_masked, show_masking
+from minilm.data.tokenizer import Tokenizer
 
 TEXTS = [
     "The cat sat on the mat, and the dog watched it from the doorway.",
@@ -98,8 +98,8 @@ def test_mlm_batch_needs_word_ids_for_word_strategies(tok):
 
 
 def test_mlm_batch_feeds_the_masked_lm(tok, tmp_path, monkeypatch):
-    from minilm.corpus import encoder_rows, tokenize_corpus
-    from minilm.model import MaskedLM
+    from minilm.data.corpus import encoder_rows, tokenize_corpus
+    from minilm.nn.model import MaskedLM
 
     monkeypatch.setenv("MINILM_CACHE", str(tmp_path))
     rows, word_ids = encoder_rows(tokenize_corpus(TEXTS * 4, tok, "collate-test"), 24, tok)  # (N, 24)
@@ -115,8 +115,8 @@ def test_mlm_batch_feeds_the_masked_lm(tok, tmp_path, monkeypatch):
 
 
 def test_clm_batch_shifts_packed_rows(tok, tmp_path, monkeypatch):
-    from minilm.corpus import decoder_rows, tokenize_corpus
-    from minilm.model import CausalLM
+    from minilm.data.corpus import decoder_rows, tokenize_corpus
+    from minilm.nn.model import CausalLM
 
     monkeypatch.setenv("MINILM_CACHE", str(tmp_path))
     rows = decoder_rows(tokenize_corpus(TEXTS * 3, tok, "collate-clm"), 16, tok)  # (N, 17)

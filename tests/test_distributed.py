@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 WORKER = textwrap.dedent('''
     import sys
     import torch
-    from minilm.config import ModelConfig
-    from minilm.model import MaskedLM
-    from minilm.trainer import TrainConfig, Trainer
+    from minilm.nn.config import ModelConfig
+    from minilm.nn.model import MaskedLM
+    from minilm.train.trainer import TrainConfig, Trainer
 
     class Data:
         """Random rows, ~25% labelled (uneven per row), the global batch a pure function of step."""

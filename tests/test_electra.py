@@ -8,11 +8,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilm.checkpoint import load_model, save_checkpoint
-from minilm.collate import mlm_batch, special_ids
-from minilm.config import ModelConfig
-from minilm.electra import DISC_WEIGHT, ELECTRA, corrupt, sample_replacements
-from minilm.masking import MaskingConfig
+from minilm.train.checkpoint import load_model, save_checkpoint
+from minilm.data.collate import mlm_batch, special_ids
+from minilm.nn.config import ModelConfig
+from minilm.nn.electra import DISC_WEIGHT, ELECTRA, corrupt, sample_replacements
+from minilm.data.masking import MaskingConfig
 
 WORDS = "the a movie film plot actor scene story great terrible boring funny good bad loved hated was and not".split()
 
@@ -100,7 +100,7 @@ def test_checkpoint_round_trip_and_the_body_is_what_fine_tuning_reads(tokenizer,
         c = loaded.eval()(**b, rng=torch.Generator().manual_seed(1))
     assert torch.allclose(a.loss, c.loss) and torch.equal(a.replaced, c.replaced)
 
-    from minilm.finetune import _load_base
+    from minilm.downstream.finetuning import _load_base
 
     body, tok = _load_base(tmp_path / "ckpt")
     assert body is not None and sum(p.numel() for p in body.parameters()) == sum(
@@ -109,7 +109,7 @@ def test_checkpoint_round_trip_and_the_body_is_what_fine_tuning_reads(tokenizer,
 
 @pytest.mark.slow
 def test_cli_pretrain_electra_scores_both_sides_and_finetune_reads_it(tmp_path, corpus_file, monkeypatch, capsys):
-    from minilm.pretrain import configure, run
+    from minilm.commands.pretrain import configure, run
 
     monkeypatch.setenv("MINILM_CACHE", str(tmp_path / "cache"))
     parser = argparse.ArgumentParser()
@@ -128,7 +128,8 @@ def test_cli_pretrain_electra_scores_both_sides_and_finetune_reads_it(tmp_path, 
     model, tok = load_model(out / "final")
     assert isinstance(model, ELECTRA) and model.special_ids == special_ids(tok)
     # --init continues an ELECTRA run as ELECTRA; as a masked LM it is refused by name
-    from minilm.pretrain import build, recipe_from
+    from minilm.commands.pretrain import recipe_from
+    from minilm.train.pretraining import build
 
     more = parser.parse_args(["--objective", "electra", "--data", str(corpus_file), "--init", str(out), "--seq-len",
                               "32", "--steps", "2", "--out", str(tmp_path / "more")])

@@ -6,16 +6,16 @@ import shutil
 import pytest
 import torch
 
-from minilm import peft
-from minilm.checkpoint import save_checkpoint
+from minilm.nn import peft
+from minilm.train.checkpoint import save_checkpoint
 from minilm.cli import main as cli
-from minilm.config import ModelConfig
-from minilm.evaluate import evaluate_run
-from minilm.checkpoint import CheckpointError
-from minilm.finetune import FinetuneConfig, build_model, load_finetuned, results_table, run_finetune
-from minilm.tasks import ClassifyTask, NERTask
-from minilm.model import MaskedLM
-from minilm.tokenizer import Tokenizer
+from minilm.nn.config import ModelConfig
+from minilm.commands.evaluate import evaluate_run
+from minilm.train.checkpoint import CheckpointError
+from minilm.downstream.finetuning import FinetuneConfig, build_model, load_finetuned, results_table, run_finetune
+from minilm.downstream.tasks import ClassifyTask, NERTask
+from minilm.nn.model import MaskedLM
+from minilm.data.tokenizer import Tokenizer
 
 FILLER = "the a movie film story was is and it this of plot actors scene".split()
 POS, NEG = "good great fine lovely".split(), "bad awful poor dull".split()
@@ -199,7 +199,7 @@ def test_results_table_rows():
 
 
 def test_comparison_grid_runs_resumes_and_summarizes(world, tmp_path):
-    from minilm.compare import Arm, run_comparison
+    from minilm.downstream.compare import Arm, run_comparison
 
     data = str(world / "sent.tsv")
     arms = [Arm("classify", data, 64, init, method, 1)
@@ -218,9 +218,9 @@ def test_comparison_grid_runs_resumes_and_summarizes(world, tmp_path):
 
 def test_a_hugging_face_folder_fine_tunes_and_reloads(world, tmp_path):
     """`--init` takes a Hugging Face BERT folder: its body and WordPiece tokenizer; the run reloads exactly."""
-    from minilm import hf
-    from minilm.model import Transformer
-    from minilm.wordpiece import WordPiece
+    from minilm.nn import hf
+    from minilm.nn.model import Transformer
+    from minilm.data.wordpiece import WordPiece
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(FILLER + POS + NEG + NAMES + PLACES + ["smith"]))
     tok = WordPiece(vocab, lowercase=True)

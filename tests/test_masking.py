@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilm.masking import (
+from minilm.data.masking import (
     COUNTS, IGNORE, STRATEGIES, MaskingConfig, choose_spans, choose_units, mask_tokens, span_lengths, target_count,
     word_index,
 )

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilm import metrics
+from minilm.downstream import metrics
 
 seqeval_metrics = pytest.importorskip("seqeval.metrics")
 sk_metrics = pytest.importorskip("sklearn.metrics")

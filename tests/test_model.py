@@ -5,8 +5,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilm.config import ModelConfig
-from minilm.model import CausalLM, MaskedLM, ModelOutput, SequenceClassifier, TokenClassifier, rotate
+from minilm.nn.config import ModelConfig
+from minilm.nn.model import CausalLM, MaskedLM, ModelOutput, SequenceClassifier, TokenClassifier, rotate
 
 V = 61
 
@@ -140,13 +140,13 @@ def test_rotary_model_has_no_position_table_and_sees_order():
     assert not torch.allclose(a, b, atol=1e-4)
     with pytest.raises(ValueError, match="position"):
         ModelConfig.preset("bert-tiny", position="alibi")
-    from minilm.hf import to_hf
+    from minilm.nn.hf import to_hf
     with pytest.raises(ValueError, match="no Hugging Face"):
         to_hf(model)
 
 
 def test_mean_pooling_ignores_padding_and_survives_a_checkpoint(tmp_path):
-    from minilm.checkpoint import load_model, save_checkpoint
+    from minilm.train.checkpoint import load_model, save_checkpoint
 
     torch.manual_seed(0)
     model = SequenceClassifier(bert(dropout=0.0, attention_dropout=0.0), num_labels=3, pooling="mean").eval()

@@ -7,9 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilm import peft
-from minilm.config import ModelConfig
-from minilm.model import SequenceClassifier, TokenClassifier
+from minilm.nn import peft
+from minilm.nn.config import ModelConfig
+from minilm.nn.model import SequenceClassifier, TokenClassifier
 
 D, L, H, F, V, C = 32, 2, 4, 64, 100, 3
 

@@ -8,9 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilm.checkpoint import load_model
-from minilm.masking import MaskingConfig
-from minilm.pretrain import CausalLMBatches, MaskedLMBatches, RowSampler, configure, run
+from minilm.train.checkpoint import load_model
+from minilm.data.masking import MaskingConfig
+from minilm.commands.pretrain import configure, run
+from minilm.train.pretraining import CausalLMBatches, MaskedLMBatches, RowSampler
 
 
 
@@ -140,7 +141,8 @@ def test_cli_guards_the_run_folder_and_init_continues_a_checkpoint(tmp_path, cor
     assert losses(first) == before  # replaced by the same (seeded) run, not appended to
 
     # --init: the model starts from the checkpoint's weights, tokenizer and shape.
-    from minilm.pretrain import build, recipe_from
+    from minilm.commands.pretrain import recipe_from
+    from minilm.train.pretraining import build
 
     args = _args(tmp_path / "next", corpus_file, "--steps", "2", "--init", str(first))
     tok, model, _, _ = build(recipe_from(args), torch.device("cpu"), verbose=False)
@@ -159,13 +161,13 @@ def test_pretraining_model_memorises_one_batch_of_real_text():
     driven far below the unigram plateau. Measured with this very setup: post-norm reaches
     0.01, while a pre-norm masked LM without an embedding norm (a recipe once tried) stays at
     2.8; see the pretrain module's docstring."""
-    from minilm.collate import mlm_batch
-    from minilm.config import ModelConfig
-    from minilm.corpus import encoder_rows, tokenize_corpus
-    from minilm.data import load_corpus
-    from minilm.model import MaskedLM
-    from minilm.pretrain import RECIPE
-    from minilm.tokenizer import Tokenizer
+    from minilm.data.collate import mlm_batch
+    from minilm.nn.config import ModelConfig
+    from minilm.data.corpus import encoder_rows, tokenize_corpus
+    from minilm.data.load import load_corpus
+    from minilm.nn.model import MaskedLM
+    from minilm.train.pretraining import RECIPE
+    from minilm.data.tokenizer import Tokenizer
 
     docs = load_corpus("imdb")[:2000]
     tok = Tokenizer.train(docs, 8192, lowercase=True)  # a full-size vocabulary: the failure above needs one

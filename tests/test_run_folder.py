@@ -7,10 +7,11 @@ import textwrap
 import pytest
 import torch
 
-from minilm import checkpoint, run_folder
-from minilm.checkpoint import CheckpointError, load_model, save_checkpoint
-from minilm.config import ModelConfig
-from minilm.model import MaskedLM
+from minilm.train import checkpoint
+from minilm.train import run_folder
+from minilm.train.checkpoint import CheckpointError, load_model, save_checkpoint
+from minilm.nn.config import ModelConfig
+from minilm.nn.model import MaskedLM
 
 
 def tiny(seed=0):
@@ -60,7 +61,7 @@ def test_a_checkpoint_never_makes_minilm_import_a_module(tmp_path):
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(tmp_path)!r})
-        from minilm.checkpoint import CheckpointError, load_model
+        from minilm.train.checkpoint import CheckpointError, load_model
         try:
             load_model({str(tmp_path / 'ck')!r})
         except CheckpointError as e:
@@ -80,9 +81,9 @@ def test_a_kill_at_any_rename_leaves_the_old_or_the_new_final(tmp_path, kill_at)
     save_checkpoint(run / "final", tiny(seed=0))
     script = textwrap.dedent(f"""
         import os, torch
-        from minilm import checkpoint
-        from minilm.config import ModelConfig
-        from minilm.model import MaskedLM
+        from minilm.train import checkpoint
+        from minilm.nn.config import ModelConfig
+        from minilm.nn.model import MaskedLM
         calls = []
         def die(label):
             calls.append(label)

@@ -1,4 +1,4 @@
-"""Tokenizer: round trips, the BPE merge loop against the textbook one (minilm/bpe.py), special
+"""Tokenizer: round trips, the BPE merge loop against the textbook one (minilm/data/bpe.py), special
 tokens, word ids, persistence and the cached per-corpus tokenizer."""
 import random
 from collections import Counter
@@ -9,8 +9,8 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilm.bpe import learn_merges as naive_merges  # the textbook loop: the reference
-from minilm.tokenizer import GPT2_PATTERN, SPECIAL_TOKENS, Tokenizer, bpe_merges
+from minilm.data.bpe import learn_merges as naive_merges  # the textbook loop: the reference
+from minilm.data.tokenizer import GPT2_PATTERN, SPECIAL_TOKENS, Tokenizer, bpe_merges
 
 WORDS = ("the", "cat", "sat", "on", "mat", "hello", "world", "naïve", "café", "日本語", "it's", "42", "3.14",
          "don't", "[MASK]", "<|endoftext|>", "emoji😀", "tab\there", "new\nline")

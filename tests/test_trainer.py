@@ -14,11 +14,11 @@ import pytest
 import torch
 from torch import nn
 
-from minilm import checkpoint
-from minilm.config import ModelConfig
-from minilm.optim import AdamW, adamw_update, learning_rate, micro_batch_weights, micro_batches, parameter_groups
-from minilm.run_folder import RunFolderError
-from minilm.trainer import NonFiniteLoss, TrainConfig, Trainer
+from minilm.train import checkpoint
+from minilm.nn.config import ModelConfig
+from minilm.train.optim import AdamW, adamw_update, learning_rate, micro_batch_weights, micro_batches, parameter_groups
+from minilm.train.run_folder import RunFolderError
+from minilm.train.trainer import NonFiniteLoss, TrainConfig, Trainer
 
 V, T = 50, 12
 
@@ -292,7 +292,7 @@ def test_a_folder_holding_a_run_is_never_overwritten(tmp_path):
 
 
 def test_rotation_orders_checkpoints_by_step(tmp_path):
-    from minilm import run_folder
+    from minilm.train import run_folder
 
     for name in ("step_900", "step_0000004", "step_0000008", "step_0000012"):  # step_900 sorts last by name
         (tmp_path / "checkpoints" / name).mkdir(parents=True)

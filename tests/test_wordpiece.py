@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minilm.tokenizer import Tokenizer
-from minilm.wordpiece import WordPiece, bert_normalize, pre_tokenize, wordpiece
+from minilm.data.tokenizer import Tokenizer
+from minilm.data.wordpiece import WordPiece, bert_normalize, pre_tokenize, wordpiece
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
@@ -81,7 +81,7 @@ def train_vocab(texts, lowercase, size=3000):
 
 @functools.lru_cache(maxsize=None)
 def corpus():
-    from minilm.data import load_corpus, load_ner
+    from minilm.data.load import load_corpus, load_ner
 
     reviews = load_corpus("imdb")[:400]
     sentences = [s for s in load_ner("conll2003").train.words[:400]]
@@ -184,7 +184,7 @@ def test_special_ids_decode_and_token_str():
 
 def test_saved_and_loaded_alone_and_inside_a_checkpoint(tmp_path):
     from minilm import MaskedLM, ModelConfig
-    from minilm.checkpoint import load_model, save_checkpoint
+    from minilm.train.checkpoint import load_model, save_checkpoint
 
     tok = small()
     tok.save(tmp_path / "tok.json")
@@ -199,7 +199,7 @@ def test_saved_and_loaded_alone_and_inside_a_checkpoint(tmp_path):
 
 
 def test_batches_frame_and_align_with_wordpiece():
-    from minilm.collate import classification_batch, token_classification_batch
+    from minilm.data.collate import classification_batch, token_classification_batch
 
     tok = small()
     batch = classification_batch(["the movie was great !", "mess"], [1, 0], tok, max_len=8)

@@ -22,10 +22,10 @@ spec = importlib.util.spec_from_file_location("sentiment", HERE.parent / "06_sen
 l06 = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(l06)
 
-from minilm import hf  # noqa: E402
-from minilm.config import PRETRAINED_DIR  # noqa: E402
-from minilm.metrics import mean_std  # noqa: E402
-from minilm.tasks import ClassifyTask, with_subset  # noqa: E402
+from minilm.nn import hf  # noqa: E402
+from minilm.nn.config import PRETRAINED_DIR  # noqa: E402
+from minilm.downstream.metrics import mean_std  # noqa: E402
+from minilm.downstream.tasks import ClassifyTask, with_subset  # noqa: E402
 
 OUT = HERE / "ladder_goal_sizes.jsonl"
 SEEDS = [0, 1, 2]

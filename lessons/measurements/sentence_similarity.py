@@ -10,9 +10,9 @@ import sys
 
 import torch
 
-from minilm.checkpoint import load_model
-from minilm.collate import pad
-from minilm.data import load_classification
+from minilm.train.checkpoint import load_model
+from minilm.data.collate import pad
+from minilm.data.load import load_classification
 
 
 def main(folders):

@@ -6,7 +6,7 @@ How it measures:
   on average, as a BPE gives on English), ids laid out like minilm's Tokenizer (special tokens
   at the top of a `--vocab-size` vocabulary). Synthetic, so the benchmark runs offline
   anywhere; masking cost depends on shapes and word structure, not on which words they are.
-- Masking time is `minilm.collate.mlm_batch` (maskable positions, the strategy, the 80/10/10
+- Masking time is `minilm.data.collate.mlm_batch` (maskable positions, the strategy, the 80/10/10
   replacement, labels): everything the trainer calls per step. Each strategy and count mode is
   timed about `--repeats` times after a warm-up; the figure is the median.
 - A training step is bert-mini's MaskedLM forward + loss + backward + AdamW step + zero_grad on
@@ -30,9 +30,9 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from minilm.collate import maskable_positions, mlm_batch, replacement_ids
-from minilm.config import ModelConfig
-from minilm.masking import COUNTS, STRATEGIES, MaskingConfig, mask_tokens
+from minilm.data.collate import maskable_positions, mlm_batch, replacement_ids
+from minilm.nn.config import ModelConfig
+from minilm.data.masking import COUNTS, STRATEGIES, MaskingConfig, mask_tokens
 
 SPECIALS = ("<|endoftext|>", "[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")  # minilm's Tokenizer order
 
@@ -74,7 +74,7 @@ def timed(fn, sync) -> tuple[float, float]:
 
 def training_step(config: ModelConfig, batch: dict, device: torch.device):
     """A closure doing one MaskedLM training step (forward, loss, backward, AdamW, zero_grad) on `batch`."""
-    from minilm.model import MaskedLM
+    from minilm.nn.model import MaskedLM
 
     torch.manual_seed(0)
     model = MaskedLM(config).to(device).train()
@@ -138,7 +138,7 @@ def run(args):
           f"{int((word_ids >= 0).sum()) / n_words:.2f} "
           f"tokens per word, {int((ids == vocab.sep_id).sum()) - B} document breaks in the batch")
     print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start")
-    print("  masking: minilm.collate.mlm_batch; step: forward, loss, backward, AdamW"
+    print("  masking: minilm.data.collate.mlm_batch; step: forward, loss, backward, AdamW"
           + (" (bf16 autocast)" if device.type == "cuda" else "") + "; both after a warm-up")
 
     step = training_step(config, mlm_batch(ids_dev, words_dev, vocab, MaskingConfig(), generator), device)

@@ -28,8 +28,8 @@ import time
 
 import torch
 
-from minilm.config import ModelConfig
-from minilm.model import MaskedLM
+from minilm.nn.config import ModelConfig
+from minilm.nn.model import MaskedLM
 
 
 def configure(parser):

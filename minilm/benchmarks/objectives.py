@@ -26,7 +26,7 @@ import platform
 import time
 from pathlib import Path
 
-from minilm.atomic import atomic_write_text
+from minilm.store.atomic import atomic_write_text
 
 BATCH, MIN_STEPS, EPOCHS = 32, 64, 4  # lesson 06's fine-tuning recipe
 
@@ -59,7 +59,7 @@ def pretrain(objective: str, args, folder: Path) -> dict:
 
 
 def fine_tune(init: str, arch: str, size: int, seed: int, task, eval_size) -> float:
-    from minilm.finetune import FinetuneConfig, run_finetune
+    from minilm.downstream.finetuning import FinetuneConfig, run_finetune
 
     n_train = task.split_size("train")
     cfg = FinetuneConfig(task="classify", data="rt-polarity", init=init, arch=arch, method="full", seed=seed,
@@ -69,8 +69,8 @@ def fine_tune(init: str, arch: str, size: int, seed: int, task, eval_size) -> fl
 
 
 def run(args):
-    from minilm.metrics import mean_std
-    from minilm.tasks import ClassifyTask
+    from minilm.downstream.metrics import mean_std
+    from minilm.downstream.tasks import ClassifyTask
 
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     sizes = [int(s) for s in args.labels.split(",")]

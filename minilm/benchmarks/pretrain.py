@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from minilm.pretrain import RECIPE
+from minilm.train.pretraining import RECIPE
 
 
 def configure(parser):
@@ -73,14 +73,14 @@ def hf_model(config):
 def run(args):
     import transformers
 
-    from minilm.config import ModelConfig
-    from minilm.corpus import encoder_rows, tokenize_corpus
-    from minilm.data import load_corpus
-    from minilm.masking import MaskingConfig
-    from minilm.model import MaskedLM
-    from minilm.pretrain import MaskedLMBatches
-    from minilm.tokenizer import Tokenizer
-    from minilm.trainer import TrainConfig, Trainer, parameter_groups
+    from minilm.nn.config import ModelConfig
+    from minilm.data.corpus import encoder_rows, tokenize_corpus
+    from minilm.data.load import load_corpus
+    from minilm.data.masking import MaskingConfig
+    from minilm.nn.model import MaskedLM
+    from minilm.train.pretraining import MaskedLMBatches
+    from minilm.data.tokenizer import Tokenizer
+    from minilm.train.trainer import TrainConfig, Trainer, parameter_groups
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"

@@ -22,8 +22,8 @@ import time
 
 import tiktoken
 
-from minilm.data import load_corpus
-from minilm.tokenizer import SPECIAL_TOKENS, Tokenizer
+from minilm.data.load import load_corpus
+from minilm.data.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 
 def configure(parser):

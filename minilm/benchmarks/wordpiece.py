@@ -18,7 +18,7 @@ import time
 
 def configure(parser):
     parser.add_argument("--folder", default=None,
-                        help="a Hugging Face folder with vocab.txt or tokenizer.json (default: minilm.hf.real_checkpoint())")
+                        help="a Hugging Face folder with vocab.txt or tokenizer.json (default: minilm.nn.hf.real_checkpoint())")
     parser.add_argument("--docs", type=int, default=3000, help="the first N IMDB reviews (default 3000)")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many timings")
 
@@ -35,9 +35,9 @@ def _best(fn, repeats):
 def run(args):
     from transformers import AutoTokenizer
 
-    from minilm.data import load_corpus
-    from minilm.hf import real_checkpoint
-    from minilm.wordpiece import WordPiece
+    from minilm.data.load import load_corpus
+    from minilm.nn.hf import real_checkpoint
+    from minilm.data.wordpiece import WordPiece
 
     folder = args.folder or real_checkpoint()
     docs = load_corpus("imdb")[: args.docs]

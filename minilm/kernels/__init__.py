@@ -18,7 +18,7 @@ except ImportError as _error:  # no Triton (a laptop without CUDA, macOS): only 
     def __getattr__(name):
         if name in ("flash_attention", "softmax", "supports"):
             raise ImportError(f"minilm.kernels.{name} needs Triton, which cannot be imported here ({_MISSING}); "
-                              f"install triton, or use minilm.kernels.reference / minilm.attention(backend='sdpa')")
+                              f"install triton, or use minilm.kernels.reference / minilm.nn.attention(backend='sdpa')")
         raise AttributeError(f"module 'minilm.kernels' has no attribute {name!r}")
 
 __all__ = ["flash_attention", "softmax", "supports"]

@@ -43,7 +43,7 @@ Design choices
   fp16 / bf16 on a GPU. fp32 runs only under the interpreter (the CPU tests): on a GPU its
   tiles would need twice the shared memory of the tuned configs, and TF32 dots would not
   be fp32 anyway. `supports` says whether an input is covered, so
-  `minilm.attention(backend="auto")` can fall back (to SDPA for fp32 on a GPU).
+  `minilm.nn.attention(backend="auto")` can fall back (to SDPA for fp32 on a GPU).
 - Block sizes, warps and pipeline depth are autotuned from a short list that suits
   Hopper (128-row query tiles, 3-4 stages, 4-8 warps); under Triton's interpreter one
   small configuration is used so CPU tests stay fast.

@@ -9,11 +9,11 @@ What this file teaches
   attention (minilm/kernels/flash_kernel.py) avoids.
 
 Design choices
-- One home. `minilm.attention(backend="reference")` calls this function, and
+- One home. `minilm.nn.attention(backend="reference")` calls this function, and
   `minilm.kernels.flash_attention`'s tests, `minilm.kernels.bench` (the eager baseline), lesson 03 and
   lesson 11 use it. It lives in `kernels/` because the kernels must stay importable without
   minilm; it imports only torch, so minilm can use it on a machine without Triton.
-- Masks, one meaning everywhere (`minilm.attention`, `minilm.kernels.flash_attention`,
+- Masks, one meaning everywhere (`minilm.nn.attention`, `minilm.kernels.flash_attention`,
   `minilm.kernels.softmax`): a *bool* mask keeps a key where it is True (torch SDPA's convention);
   a *float* mask is *added* to the scores (0 = keep, -inf = drop, anything else is a bias).
   Any other dtype is refused (`key_padding_mask_problem`). A key is hidden when the causal

@@ -26,12 +26,12 @@ Design choices
 - Arithmetic in float32 whatever the storage dtype (fp32, bf16, fp16 in and out).
 - `mask` is boolean (True = keep, as in torch's scaled_dot_product_attention) or additive
   (added to the scaled logits: 0 keeps, -inf drops), the one meaning masks have in
-  `minilm.attention` and `minilm.kernels.flash_attention` too; broadcast against x without being
+  `minilm.nn.attention` and `minilm.kernels.flash_attention` too; broadcast against x without being
   materialised: the kernel reads it through its own strides. In base 2 an additive value
   is clamped to the most negative finite float, so a huge finite bias such as
   `torch.finfo(torch.float32).min` stays finite, as it does in torch (`_bias2`).
 - `causal` keeps key j for query i when j <= i + (keys - queries), the end-aligned
-  convention of `minilm.attention`.
+  convention of `minilm.nn.attention`.
 - Rows where everything is masked give zeros (and zero gradient), never NaN. A NaN (or a
   +inf) kept in a row makes the whole row NaN, forward and backward, as in torch.softmax:
   the normaliser substitutes 1 only for a sum that is exactly 0. (The backward reads only

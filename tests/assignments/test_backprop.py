@@ -1,4 +1,4 @@
-"""Assignment backprop: minilm/backprop.py's hand-written gradients against PyTorch autograd and finite differences.
+"""Assignment backprop: minilm/nn/backprop.py's hand-written gradients against PyTorch autograd and finite differences.
 
 Every check runs in float64, so a mismatch is a bug in the formula, not rounding.
 """
@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilm.backprop import MLP, Linear, ReLU, softmax_cross_entropy
+from minilm.nn.backprop import MLP, Linear, ReLU, softmax_cross_entropy
 
 shapes = st.tuples(st.integers(1, 7), st.integers(1, 9), st.integers(1, 6), st.integers(0, 2**16))
 

@@ -1,4 +1,4 @@
-"""Assignment bpe: the textbook merge loop and encoder (minilm/bpe.py) against the fast engine and tiktoken."""
+"""Assignment bpe: the textbook merge loop and encoder (minilm/data/bpe.py) against the fast engine and tiktoken."""
 import random
 from collections import Counter
 
@@ -6,8 +6,8 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilm.bpe import count_pairs, encode_word, learn_merges, merge_pair
-from minilm.tokenizer import GPT2_PATTERN, Tokenizer, bpe_merges
+from minilm.data.bpe import count_pairs, encode_word, learn_merges, merge_pair
+from minilm.data.tokenizer import GPT2_PATTERN, Tokenizer, bpe_merges
 
 # Words over a 4-letter alphabet force ties, repeated letters (aaa) and merges that recreate a token.
 small_tables = st.dictionaries(st.binary(min_size=1, max_size=10).map(lambda b: bytes(x % 4 + 97 for x in b)),

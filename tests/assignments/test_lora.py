@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.overrides import TorchFunctionMode
 
-from minilm.peft import Adapter, LoRALinear
+from minilm.nn.peft import Adapter, LoRALinear
 
 
 def lora_layer(n_in, n_out, rank, alpha, rslora, seed):

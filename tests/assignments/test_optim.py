@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilm.optim import SCHEDULES, adamw_update, learning_rate
+from minilm.train.optim import SCHEDULES, adamw_update, learning_rate
 
 
 @settings(max_examples=40, deadline=None)

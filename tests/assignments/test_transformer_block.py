@@ -3,8 +3,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilm.config import ModelConfig
-from minilm.model import SelfAttention, rotate
+from minilm.nn.config import ModelConfig
+from minilm.nn.model import SelfAttention, rotate
 
 
 def complex_rotation(x, start):

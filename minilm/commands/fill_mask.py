@@ -1,0 +1,49 @@
+"""`minilm fill-mask`: what a masked LM predicts for each [MASK] in a sentence.
+
+    minilm fill-mask runs/pretrain-bert-mini "the movie was [MASK] and the acting superb."
+
+Design choices:
+- A checkpoint folder, a run folder (its final/) or a Hugging Face folder (`run_folder.load`);
+  a causal LM is refused.
+- The work is `MaskedLM.fill_mask`; this module only prints its top-k table per mask.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    a = parser.add_argument
+    a("checkpoint", help="a checkpoint or run folder holding a MaskedLM and its tokenizer, or a Hugging Face BERT "
+                         "folder")
+    a("text", help='a sentence with one or more "[MASK]"')
+    a("--top-k", type=int, default=5)
+    a("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+
+
+def format_predictions(text: str, predictions: list[list[tuple[str, float]]]) -> str:
+    """A readable table: for each mask, its candidates and probabilities, and the sentence filled with the best."""
+    best = text
+    lines = []
+    for i, candidates in enumerate(predictions):
+        best = best.replace("[MASK]", candidates[0][0].strip() or candidates[0][0], 1)
+        lines.append(f"[MASK] #{i + 1}: " + "  ".join(f"{token.strip() or repr(token)} {p:.3f}"
+                                                     for token, p in candidates))
+    return "\n".join(lines + [f"best: {best}"])
+
+
+def run(args) -> int:
+    from minilm.train import run_folder
+    from minilm.nn.model import MaskedLM
+    from minilm.train.trainer import resolve_device
+
+    if args.top_k < 1:
+        raise ValueError(f"--top-k={args.top_k}: expected a positive integer")
+    if "[MASK]" not in args.text:
+        raise ValueError(f'text={args.text!r} has no "[MASK]" to fill')
+    device = resolve_device(args.device)
+    model, tokenizer = run_folder.load(args.checkpoint, MaskedLM, device=device,
+                                       hint="; for a causal LM use `minilm generate`")
+    print(format_predictions(args.text, model.fill_mask(tokenizer, args.text, top_k=args.top_k)))
+    return 0

@@ -1,0 +1,1 @@
+"""Downstream tasks: classification and named entities, fine-tuning, metrics, the pretrained-versus-scratch grids."""

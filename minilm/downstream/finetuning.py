@@ -1,0 +1,400 @@
+"""`minilm finetune`: adapt a pretrained encoder (or the same one from scratch) to a labelled task.
+
+    minilm finetune --task classify --data rt-polarity --init runs/pretrain --method lora
+    minilm finetune --task ner --data conll2003 --init scratch --method full --seed 1
+    minilm finetune --task classify --data my.tsv --init minilm/assets/pretrained --train-size 512
+
+Design choices:
+- The task (`tasks.py`: ClassifyTask, NERTask) says how to load, batch and score; this module
+  builds the model, trains it with the `Trainer` and keeps the run folder. The trainer's
+  evaluation is the task's validation score, through its `evaluate` hook, and the best epoch's
+  trainable weights are kept in memory through `on_best`: no trainer subclass.
+- Select on validation, test once: after every epoch the validation score is computed;
+  the best epoch's weights are restored and the test split is scored exactly once.
+- `--init scratch` builds the same architecture with random weights and the same
+  tokenizer (taken from `--arch`, by default the committed pretrained checkpoint), so
+  pretrained versus scratch differs in the weights only.
+- What is saved is what was trained: `full` writes a checkpoint `model/` that `load_model`
+  reads; the other methods write `adapter.safetensors` (method weights and head, small)
+  that names its base checkpoint and that base's sha256, so a reloaded model scores exactly
+  what it scored. A random base (from scratch) cannot be fetched again: it is saved in `base/`.
+  The adapter and tokenizer files are sha256-checked when read back, like checkpoints.
+- A run folder is never overwritten by accident (`--overwrite` replaces it), and the default
+  folder name includes the data set, so runs on different data never collide.
+- Misconfiguration fails before training: labels in validation/test that training never
+  saw, a tokenizer whose vocabulary or special ids do not fit the checkpoint, a train size
+  larger than the data, a max length beyond the model's positions.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from minilm.nn import peft
+from minilm.train import run_folder
+from minilm.store.atomic import atomic_write_text
+from minilm.train.checkpoint import PRETRAINED_DIR
+from minilm.store.fetch import sha256_file
+from minilm.downstream.tasks import TASKS, with_subset
+from minilm.train.trainer import Trainer
+
+RUN_INFO = "finetune.json"  # what `minilm evaluate` needs to rebuild the model
+ADAPTER = "adapter.safetensors"
+MODEL_DIR = "model"
+BASE_DIR = "base"
+
+# Peak learning rates that work for BERT-mini-sized encoders: the body moves slowly, new
+# parameters (head, low-rank factors, adapters, prefixes) need ~10x more.
+DEFAULT_LR = {"full": 2e-4, "probe": 2e-3, "lora": 1e-3, "adapter": 1e-3, "prefix": 5e-3}
+
+
+# ---------------------------------------------------------------- model and tokenizer
+
+
+def check_tokenizer(tokenizer, config, where: str) -> None:
+    """Refuse a tokenizer whose ids do not fit the model's embedding table."""
+    if tokenizer.vocab_size != config.vocab_size:
+        raise ValueError(f"{where}: the tokenizer has vocab_size={tokenizer.vocab_size} but the model was built for "
+                         f"vocab_size={config.vocab_size}; use the tokenizer saved with the checkpoint")
+    specials = {"pad_id": tokenizer.pad_id, "cls_id": tokenizer.cls_id, "sep_id": tokenizer.sep_id,
+                "mask_id": tokenizer.mask_id, "unk_id": tokenizer.unk_id}
+    bad = {k: v for k, v in specials.items() if not 0 <= v < config.vocab_size}
+    if bad:
+        raise ValueError(f"{where}: tokenizer special ids {bad} are outside the model's vocabulary "
+                         f"(0..{config.vocab_size - 1}); this tokenizer does not belong to this model")
+
+
+def load_tokenizer(path: str | Path):
+    """A tokenizer from a tokenizer file or from a checkpoint folder's tokenizer.json."""
+    from minilm.data.tokenizer import Tokenizer
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"tokenizer {path} not found: pass a tokenizer.json or a checkpoint folder holding one")
+    return Tokenizer.load(path)
+
+
+def _base_digest(base: Path) -> str:
+    """The sha256 of a base checkpoint's weights: recorded by a minilm checkpoint (and checked on read),
+    hashed here for a Hugging Face folder."""
+    from minilm.nn import hf
+    from minilm.train.checkpoint import read_config
+
+    if hf.is_hf_folder(base):
+        return sha256_file(next(base / n for n in hf.WEIGHT_FILES if (base / n).is_file()))
+    return read_config(base)["files"]["model.safetensors"]  # read_config checks every file's integrity
+
+
+def _load_base(base: Path):
+    """(the Transformer body, tokenizer or None) of a minilm checkpoint or a Hugging Face folder."""
+    from minilm.nn import hf
+    from minilm.train.checkpoint import load_model
+    from minilm.nn.model import Transformer
+
+    if hf.is_hf_folder(base):
+        return hf.load_pretrained(base, Transformer)
+    model, tokenizer = load_model(base)
+    if not hasattr(model, "body"):
+        raise ValueError(f"--init {base}: {type(model).__name__} has no .body to fine-tune")
+    return model.body, tokenizer
+
+
+def _with_dropout(config_dict: dict, dropout: float | None):
+    from minilm.nn.config import ModelConfig
+
+    if dropout is not None:
+        config_dict = {**config_dict, "dropout": dropout, "attention_dropout": dropout}
+    return ModelConfig.from_dict(config_dict)
+
+
+def build_model(task, init: str, *, arch: str | None = None, tokenizer_path: str | None = None,
+                dropout: float | None = 0.1, seed: int = 0):
+    """-> (task model, tokenizer, base checkpoint Path or None for scratch).
+
+    `init` is a checkpoint or run folder, or a Hugging Face BERT-family folder (the body is
+    copied from it, the tokenizer comes with it), or "scratch" (same architecture and tokenizer
+    as `arch`, random weights). `arch` is a checkpoint folder or a preset name; by default the
+    committed pretrained checkpoint, else "bert-mini".
+    """
+    from minilm.nn import hf
+    from minilm.train.checkpoint import read_config
+    from minilm.nn.config import PRESETS, ModelConfig
+    from minilm.data.tokenizer import Tokenizer
+
+    torch.manual_seed(seed)  # the head's (and, from scratch, the body's) initialisation
+    if init != "scratch":
+        base = Path(init) if hf.is_hf_folder(init) else run_folder.resolve(init, flag="--init")
+        body, tokenizer = _load_base(base)
+        if tokenizer_path is not None:
+            own, tokenizer = tokenizer, load_tokenizer(tokenizer_path)
+            if own is not None and own.fingerprint() != tokenizer.fingerprint():
+                raise ValueError(f"--tokenizer {tokenizer_path} is not the tokenizer saved with {base} (their merges "
+                                 f"or settings differ): the pretrained embeddings only fit their own tokenizer")
+        if tokenizer is None:
+            raise ValueError(f"--init {init}: the checkpoint has no tokenizer.json; pass --tokenizer")
+        config = _with_dropout(body.config.to_dict(), dropout)
+        check_tokenizer(tokenizer, config, f"--init {init}")
+        model = task.model(config)
+        model.body.load_state_dict(body.state_dict())
+        return model, tokenizer, base
+    arch = arch or (str(PRETRAINED_DIR) if (PRETRAINED_DIR / "config.json").is_file() else "bert-mini")
+    if arch in PRESETS:
+        tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else Tokenizer.for_corpus("imdb", 8192)
+        config = ModelConfig.preset(arch, vocab_size=tokenizer.vocab_size)
+        config = _with_dropout(config.to_dict(), dropout)
+    else:
+        arch_dir = run_folder.resolve(arch, flag="--arch")
+        config = _with_dropout(read_config(arch_dir)["model_config"], dropout)
+        tokenizer = load_tokenizer(tokenizer_path or arch_dir)
+    check_tokenizer(tokenizer, config, f"--arch {arch}")
+    return task.model(config), tokenizer, None
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclass
+class FinetuneConfig:
+    task: str = "classify"
+    data: str | None = None  # default per task: rt-polarity / conll2003
+    init: str = "scratch"
+    method: str = "full"
+    arch: str | None = None  # for --init scratch: checkpoint or preset whose shape and tokenizer to use
+    tokenizer: str | None = None  # override the checkpoint's tokenizer (checked against the model)
+    train_size: int | None = None  # subsample the training split (seeded)
+    eval_size: int | None = None  # score a fixed subset of validation and test (quick lessons); None = all
+    allow_unseen_labels: bool = False  # score validation/test labels absent from train as misses (ATIS needs it)
+    allow_rare_labels: bool = False  # accept labels that look like typos (see data.suspect_labels)
+    seed: int = 0
+    epochs: int = 4
+    batch_size: int = 32
+    lr: float | None = None  # default per method: DEFAULT_LR
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    dropout: float | None = 0.1  # None = keep the checkpoint's
+    max_len: int | None = None  # None: min(128, the model's max_seq_len); pretraining rows are 128 long
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    lora_targets: tuple = ("q", "k", "v", "o", "up", "down")  # all linears: rank-8 on q,v alone lags full FT
+    rslora: bool = False
+    bottleneck: int = 64
+    n_prefix: int = 16
+    device: str = "auto"
+    out: str | None = None  # None: no run folder (the results row is returned only)
+    overwrite: bool = False  # replace a run already in `out`
+    progress: bool = True
+
+    def __post_init__(self):
+        def need(ok: bool, field: str, accepted: str):
+            if not ok:
+                flag = "--" + field.replace("_", "-")
+                raise ValueError(f"{flag}={getattr(self, field)!r} is invalid: expected {accepted}")
+
+        need(self.task in TASKS, "task", f"one of {sorted(TASKS)}")
+        need(self.method in peft.METHODS, "method", f"one of {sorted(peft.METHODS)}")
+        need(self.epochs >= 1, "epochs", "an integer >= 1")
+        need(self.batch_size >= 1, "batch_size", "an integer >= 1")
+        need(self.train_size is None or self.train_size >= 1, "train_size", "an integer >= 1")
+        need(self.eval_size is None or self.eval_size >= 1, "eval_size", "an integer >= 1")
+        need(self.lr is None or self.lr > 0, "lr", "a positive float")
+        need(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "a float in [0, 1)")
+        need(self.max_len is None or self.max_len >= 3, "max_len", "an integer >= 3 ([CLS] x [SEP])")
+        if self.data is None:
+            self.data = {"classify": "rt-polarity", "ner": "conll2003"}[self.task]
+        self.lora_targets = tuple(self.lora_targets)
+
+    def method_settings(self) -> dict:
+        """Keyword settings of the chosen peft.apply_* function."""
+        return {"lora": dict(rank=self.lora_rank, alpha=self.lora_alpha, dropout=self.lora_dropout,
+                             targets=list(self.lora_targets), rslora=self.rslora),
+                "adapter": dict(bottleneck=self.bottleneck), "prefix": dict(n_prefix=self.n_prefix)
+                }.get(self.method, {})
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.method]
+
+
+def run_finetune(cfg: FinetuneConfig, task=None) -> dict:
+    """Fine-tune, select the best epoch on validation, score test once; write the run folder.
+
+    Returns the results row (also written to results.json / results.md under cfg.out):
+    method, init, trainable/total parameters, validation and test scores, best epoch, seconds.
+    `task` may be passed in to reuse loaded data across runs (it is not modified unless
+    cfg.train_size is set).
+    """
+    from minilm.train.checkpoint import save_checkpoint
+    from minilm.train.trainer import TrainConfig
+
+    t0 = time.perf_counter()
+    # Under torchrun every rank trains; only rank 0 writes (the trainer follows the same rule).
+    out = Path(cfg.out) if cfg.out and int(os.environ.get("RANK", "0")) == 0 else None
+    from minilm.train.trainer import resolve_device
+
+    resolve_device(cfg.device)  # every check that needs no data runs before any is loaded
+    if out is not None:
+        run_folder.prepare(out, overwrite=cfg.overwrite)
+    task = task or TASKS[cfg.task](cfg.data, allow_unseen=cfg.allow_unseen_labels, allow_rare=cfg.allow_rare_labels)
+    if cfg.train_size is not None:
+        task = with_subset(task, "train", cfg.train_size, cfg.seed)
+    for split in ("validation", "test") if cfg.eval_size is not None else ():
+        # One fixed subset (seed 0) for every run, so runs stay comparable with each other.
+        task = with_subset(task, split, min(cfg.eval_size, task.split_size(split)), 0)
+    model, tokenizer, base = build_model(task, cfg.init, arch=cfg.arch, tokenizer_path=cfg.tokenizer,
+                                         dropout=cfg.dropout, seed=cfg.seed)
+    max_len = cfg.max_len or min(128, model.config.max_seq_len)
+    if max_len > model.config.max_seq_len:
+        raise ValueError(f"--max-len={max_len} exceeds the model's max_seq_len={model.config.max_seq_len}")
+    if out is not None and base is None and cfg.method != "full":
+        # A random base cannot be fetched again: keep it, so the adapter file can be reloaded.
+        save_checkpoint(out / BASE_DIR, model, tokenizer)
+        base = out / BASE_DIR
+    settings = cfg.method_settings()
+    peft.apply_method(model, cfg.method, **settings)
+    trainable, total = peft.count_parameters(model)
+
+    train = task.source("train", tokenizer, batch_size=cfg.batch_size, max_len=max_len, seed=cfg.seed)
+    val = task.source("validation", tokenizer, batch_size=cfg.batch_size, max_len=max_len)
+    steps = cfg.epochs * train.steps_per_epoch
+    tc = TrainConfig(steps=steps, lr=cfg.peak_lr, warmup_steps=int(cfg.warmup_ratio * steps), schedule="linear",
+                     min_lr_ratio=0.0, weight_decay=cfg.weight_decay, beta2=0.999, eps=1e-8, device=cfg.device,
+                     precision="auto", eval_every=train.steps_per_epoch, log_every=max(1, min(50, steps // 20)),
+                     seed=cfg.seed, progress=cfg.progress)
+    best = {}  # the best epoch so far: step and trainable weights, kept in memory
+
+    def validate(model) -> dict:
+        scored = task.score(model, val)
+        return {"eval_loss": scored["loss"], f"eval_{task.metric}": scored[task.metric]}
+
+    def keep(trainer, metrics) -> None:
+        best.update(step=trainer.step, state=peft.trainable_state_dict(trainer.model))
+
+    trainer = Trainer(model, tc, train, val, out, evaluate=validate, select=(f"eval_{task.metric}", "max"),
+                      on_best=keep, checkpoints=False)
+    interrupted = trainer.fit()["interrupted"]
+    if not best:  # stopped (Ctrl-C) before the first evaluation: keep what there is
+        keep(trainer, {})
+    best_step, best_state = best["step"], best["state"]
+    model = trainer.model
+    with torch.no_grad():  # restore the selected epoch
+        params = dict(model.named_parameters())
+        for name, t in best_state.items():
+            params[name].copy_(t)
+    val_scored = task.score(model, val)
+    test = task.source("test", tokenizer, batch_size=cfg.batch_size, max_len=max_len)
+    test_scored = task.score(model, test)  # the one look at test
+    seconds = time.perf_counter() - t0
+
+    row = {
+        "task": cfg.task, "data": cfg.data, "init": "scratch" if cfg.init == "scratch" else str(cfg.init),
+        "method": cfg.method, "seed": cfg.seed, "train_size": task.split_size("train"),
+        "validation_size": task.split_size("validation"), "test_size": task.split_size("test"),
+        "trainable_params": trainable, "total_params": total, "trainable_pct": 100.0 * trainable / total,
+        "metric": task.metric, "validation": _public(val_scored), "test": _public(test_scored),
+        "best_epoch": best_step // train.steps_per_epoch, "epochs": cfg.epochs, "lr": cfg.peak_lr,
+        "time_s": seconds, "settings": settings, "interrupted": interrupted,
+    }
+    if task.unseen:
+        row["unseen_labels"] = task.unseen
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        _save_finetuned(out, cfg, task, model, tokenizer, base, settings, row, max_len)
+        report = task.report(test, test_scored, out / "confusion_test.png")
+        atomic_write_text(out / "report_test.txt", report)
+        atomic_write_text(out / "results.json", json.dumps(row, indent=2) + "\n")
+        atomic_write_text(out / "results.md", results_table([row]))
+        print(report)
+    print(results_table([row]))
+    return row
+
+
+def _public(scored: dict) -> dict:
+    return {k: v for k, v in scored.items() if k != "predictions"}
+
+
+def _save_finetuned(out: Path, cfg: FinetuneConfig, task, model, tokenizer, base, settings, row, max_len) -> None:
+    from minilm.train.checkpoint import constructor_kwargs, save_checkpoint
+
+    info = {"task": cfg.task, "data": cfg.data, "method": cfg.method, "settings": settings,
+            "label_names": task.label_names, "max_len": max_len,
+            "allow_unseen_labels": cfg.allow_unseen_labels, "results": row}
+    if cfg.method == "full":
+        save_checkpoint(out / MODEL_DIR, model, tokenizer)
+        info["model"] = MODEL_DIR
+    else:
+        peft.save_adapter(out / ADAPTER, model, cfg.method, settings)
+        tokenizer.save(out / "tokenizer.json")
+        base = Path(base).resolve()
+        # A base inside the run folder (from scratch) is named relative to it, so the folder can move.
+        where = str(base.relative_to(out.resolve())) if base.is_relative_to(out.resolve()) else str(base)
+        info.update(adapter=ADAPTER, base=where, base_sha256=_base_digest(base),
+                    model_class=type(model).__name__, model_config=model.config.to_dict(),
+                    model_kwargs=constructor_kwargs(model),  # num_labels, pooling
+                    files={name: sha256_file(out / name) for name in (ADAPTER, "tokenizer.json")})
+    atomic_write_text(out / RUN_INFO, json.dumps(info, indent=2) + "\n")
+
+
+def load_finetuned(run_dir: str | Path):
+    """Rebuild a fine-tuned model from its run folder -> (model, tokenizer, info)."""
+    from minilm.train.checkpoint import CheckpointError, _resolve_class, load_model
+    from minilm.nn.config import ModelConfig
+
+    run_dir = Path(run_dir)
+    path = run_dir / RUN_INFO
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a fine-tuning run folder: {RUN_INFO} is missing")
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is corrupt or truncated ({e})") from None
+    for name, digest in info.get("files", {}).items():  # the adapter and its tokenizer, checked like checkpoints
+        f = run_dir / name
+        if not f.is_file() or sha256_file(f) != digest:
+            raise CheckpointError(f"{f} is {'missing' if not f.is_file() else 'corrupt or changed'}: its sha256 does "
+                                  f"not match the one in {RUN_INFO}; fine-tune again to rebuild it")
+    if "model" in info:
+        model, tokenizer = load_model(run_dir / info["model"])
+        return model.eval(), tokenizer, info
+    base = run_dir / info["base"]  # an absolute path stays absolute
+    if not (base / "config.json").is_file():
+        raise FileNotFoundError(f"{run_dir}: the adapter's base checkpoint {base} is missing")
+    if _base_digest(base) != info["base_sha256"]:
+        raise ValueError(f"{run_dir}: the base checkpoint {base} changed since fine-tuning (its weights' sha256 "
+                         f"differs); the adapter only fits the weights it was trained on")
+    body, _ = _load_base(base)
+    config = ModelConfig.from_dict(info["model_config"])
+    kwargs = info.get("model_kwargs", {"num_labels": len(info["label_names"])})
+    model = _resolve_class(info["model_class"])(config, **kwargs)  # minilm's own classes only
+    model.body.load_state_dict(body.state_dict())
+    peft.load_adapter(run_dir / info["adapter"], model)
+    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    check_tokenizer(tokenizer, config, str(run_dir))
+    return model.eval(), tokenizer, info
+
+
+# ---------------------------------------------------------------- tables
+
+
+def results_table(rows: list[dict]) -> str:
+    """A Markdown table: one row per run."""
+    lines = ["| task | data | init | method | train size | seed | trainable params | validation | test | best epoch "
+             "| time |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        init = "scratch" if r["init"] == "scratch" else "pretrained"
+        lines.append(f"| {r['task']} | {r['data']} | {init} | {r['method']} | {r['train_size']} | {r['seed']} "
+                     f"| {r['trainable_params']:,} ({r['trainable_pct']:.2f}%) "
+                     f"| {100 * r['validation'][r['metric']]:.2f} | {100 * r['test'][r['metric']]:.2f} "
+                     f"| {r['best_epoch']} | {r['time_s']:.0f} s |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- CLI

@@ -1,0 +1,1 @@
+"""The networks: the model config, attention, the Transformer and its task heads, PEFT, ELECTRA, Hugging Face interop."""
