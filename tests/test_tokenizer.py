@@ -1,6 +1,7 @@
 """Tokenizer: round trips, the BPE merge loop against the textbook one (minilm/data/bpe.py), special
 tokens, word ids, persistence and the cached per-corpus tokenizer."""
 import random
+import re
 from collections import Counter
 
 import numpy as np
@@ -9,8 +10,9 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from minilm.data.bpe import count_pairs, merge_pair
 from minilm.data.bpe import learn_merges as naive_merges  # the textbook loop: the reference
-from minilm.data.tokenizer import GPT2_PATTERN, SPECIAL_TOKENS, Tokenizer, bpe_merges
+from minilm.data.tokenizer import GPT2_PATTERN, SPECIAL_TOKENS, WHITESPACE, Tokenizer, bpe_merges, count_words
 
 WORDS = ("the", "cat", "sat", "on", "mat", "hello", "world", "naïve", "café", "日本語", "it's", "42", "3.14",
          "don't", "[MASK]", "<|endoftext|>", "emoji😀", "tab\there", "new\nline")
@@ -33,6 +35,67 @@ def tok():
 def test_merges_equal_naive_reference(word_counts, extra):
     # A 4-letter alphabet forces ties, repeated letters (aaa) and merges that recreate a token.
     assert bpe_merges(word_counts, 256 + extra) == naive_merges(word_counts, 256 + extra)
+
+
+def naive_merges_largest(word_counts, n_tokens):
+    """The textbook loop with the other tie-break: the largest (left, right) among pairs of equal count."""
+    words = Counter()
+    for word, n in word_counts.items():
+        words[tuple(bytes([b]) for b in word)] += n
+    vocab, merges = {bytes([b]) for b in range(256)}, []
+    while len(vocab) < n_tokens and (pairs := count_pairs(words)):
+        best = max(pairs, key=lambda p: (pairs[p], p))
+        merges.append(best)
+        vocab.add(best[0] + best[1])
+        merged = Counter()
+        for word, n in words.items():
+            merged[merge_pair(word, best)] += n
+        words = merged
+    return merges
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.binary(min_size=1, max_size=10).map(lambda b: bytes(x % 4 + 97 for x in b)),
+                       st.integers(1, 20), min_size=1, max_size=30),
+       st.integers(0, 60))
+def test_largest_tie_break_equals_its_naive_reference(word_counts, extra):
+    assert bpe_merges(word_counts, 256 + extra, tie_break="largest") == naive_merges_largest(word_counts, 256 + extra)
+
+
+def test_tie_break_rule_on_a_small_table():
+    # Every pair occurs once: the rule alone decides. Tuples of byte strings order left first, then right.
+    counts = {b"ab": 1, b"cd": 1, b"ac": 1}
+    assert bpe_merges(counts, 257) == [(b"a", b"b")]
+    assert bpe_merges(counts, 257, tie_break="largest") == [(b"c", b"d")]
+    # Once "ab" is a token, (a, x) and (ab, x) tie at 2: a byte string sorts before its extensions.
+    counts = {b"abx": 2, b"ax": 2, b"ab": 1}
+    assert bpe_merges(counts, 258) == [(b"a", b"b"), (b"a", b"x")]
+    assert bpe_merges(counts, 258, tie_break="largest") == [(b"a", b"b"), (b"ab", b"x")]
+    assert bpe_merges(counts, 300) == naive_merges(counts, 300)
+    assert bpe_merges(counts, 300, tie_break="largest") == naive_merges_largest(counts, 300)
+    with pytest.raises(ValueError, match="tie_break"):
+        bpe_merges(counts, 300, tie_break="first")
+
+
+def test_whitespace_class_is_the_patterns_whitespace():
+    everything = "".join(map(chr, range(0x110000)))
+    assert regex.findall(rf"[{WHITESPACE}]", everything) == regex.findall(r"\s", everything)
+    assert re.findall(rf"[{WHITESPACE}]", everything) == regex.findall(r"\s", everything)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from(" \t\n\r\x0b\x1c\x85\xa0\u2003'sdlvetAΣσ9٣,.!é😀"), max_size=30)
+                | st.text(), max_size=5),
+       st.booleans())
+def test_count_words_equals_counting_the_patterns_pieces(texts, lowercase):
+    expected = Counter(w for t in texts for w in regex.findall(GPT2_PATTERN, t.lower() if lowercase else t))
+    assert count_words(texts, lowercase=lowercase) == expected
+
+
+def test_count_words_cuts_special_tokens_out():
+    texts = ["one doc<|endoftext|>the next", "[MASK] x"]
+    assert count_words(texts, special_tokens=["<|endoftext|>", "[MASK]"]) == Counter(
+        ["one", " doc", "the", " next", " x"])
 
 
 def test_merges_equal_naive_reference_on_real_words():

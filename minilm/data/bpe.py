@@ -12,8 +12,10 @@ Design choices:
   merge is a pair of byte strings and the vocabulary starts as the 256 single bytes.
 - Training works on a table of word counts, never on the text: merges never cross a
   pre-token, so "the" seen 10,000 times is one entry of weight 10,000.
-- Ties go to the smallest (left, right) pair of byte strings, which makes training
-  deterministic; the fast engine breaks ties the same way.
+- Ties go to the smallest (left, right) pair as Python orders tuples of byte strings: the
+  left token decides, then the right, and a byte string sorts before its extensions
+  (b"a" < b"ab" < b"b"). That makes training deterministic; the fast engine breaks ties
+  the same way by default (its `tie_break="largest"` is the opposite rule).
 - Slow on purpose: every step recounts every pair of every word (O(merges x corpus)).
   That is fine for the small tables of the tests and the assignment; the engine is what
   trains real tokenizers.

@@ -9,13 +9,15 @@ Design choices:
 - GPT-2 pre-tokenisation. A regex cuts text into pre-tokens ("words": a letter run
   with its leading space, a digit run, a punctuation run, whitespace); merges never
   cross a pre-token, so training works on a table of word counts, not on the text.
+  Counting (`count_words`) runs the pattern only on distinct chunks of text (a word
+  with the space before it), which the standard library's `re` finds faster.
 - Training (`bpe_merges`) is the textbook merge loop made incremental: pair counts
   are kept up to date when a merge rewrites the words that contain it (an index
   pair -> words finds them), and a heap with lazy invalidation finds the most
-  frequent pair. Ties go to the lexicographically smallest (left, right) pair of
-  byte strings, so training is deterministic. A merge whose result already exists
-  (abc from a+bc, then from ab+c) is still applied but adds no token, as in the
-  `tokenizers` library.
+  frequent pair. Ties go to the smallest (left, right) pair of byte strings (or,
+  with `tie_break="largest"`, the largest, as Stanford CS336 asks), so training is
+  deterministic. A merge whose result already exists (abc from a+bc, then from
+  ab+c) is still applied but adds no token, as in the `tokenizers` library.
 - Encoding is tiktoken's: the learned tokens become its mergeable ranks (rank =
   creation order). tiktoken merges the adjacent pair whose concatenation has the
   lowest rank, which is the learned merge order for all but rare duplicate-merge
@@ -39,12 +41,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import heapq
-import itertools
 import json
 import os
+import re
 import sys
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -58,79 +59,141 @@ from minilm.store.atomic import atomic_write_text
 # GPT-2's pre-tokenisation pattern (tiktoken's r50k_base): contractions, letter runs,
 # digit runs and punctuation runs each with an optional leading space, then whitespace.
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# The whitespace of GPT-2's pattern (the regex module's \s, Unicode's White_Space), spelled out for the
+# standard library's re, whose \s also takes \x1c-\x1f. The tests check it against regex on every code point.
+WHITESPACE = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# Chunks of text that GPT-2's pieces never cross: a run of non-whitespace with the space before it; a run
+# of whitespace (less its last character when a word follows); that last character, when not a space.
+_CHUNK = re.compile(rf" ?[^{WHITESPACE}]+|[{WHITESPACE}]+(?![^{WHITESPACE}])|[{WHITESPACE}]")
 SPECIAL_TOKENS = ("<|endoftext|>", "[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")
 FORMAT = "minilm-tokenizer/1"
 # Whisper's copy of GPT-2's ranks (pinned in minilm/store/fetch.py): the same file tiktoken checks for r50k_base.
 GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 
 
-def count_words(texts: Iterable[str], *, lowercase: bool = False, pattern: str = GPT2_PATTERN) -> Counter:
-    """Pre-tokenise `texts` and count the pre-tokens: {word (str): occurrences}."""
-    pat = regex.compile(pattern)
+def count_words(texts: Iterable[str], *, lowercase: bool = False, special_tokens: Iterable[str] = ()) -> Counter:
+    """Pre-tokenise `texts` with GPT-2's pattern and count the pre-tokens: {word (str): occurrences}.
 
-    def pieces(text: str) -> list[str]:
-        return pat.findall(text.lower() if lowercase else text, concurrent=True)  # releases the GIL
+    The text of `special_tokens` is cut out first, so no word spans or contains one (a corpus
+    whose documents are joined by "<|endoftext|>" learns no merge across the join).
 
+    Equal to counting `regex.findall(GPT2_PATTERN, text)` over all texts, computed faster:
+    the standard library's `re` first cuts each text into chunks that GPT-2's pieces never
+    cross (a run of non-whitespace with the space before it, or whitespace), the chunks are
+    counted, and only the distinct chunks go through GPT-2's pattern. One thread: the work is
+    under the GIL, and threads only queue for it when the machine is busy.
+    """
+    cut = _splitter(special_tokens)
+    chunks: Counter = Counter()
+    for text in tqdm(texts, desc="counting words", unit="doc", disable=None):
+        for part in cut(text):
+            chunks.update(_CHUNK.findall(part.lower() if lowercase else part))
+    pattern = regex.compile(GPT2_PATTERN)
     counts: Counter = Counter()
-    docs = iter(texts)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool, \
-            tqdm(desc="counting words", unit="doc", disable=None) as bar:
-        while batch := list(itertools.islice(docs, 256)):  # in batches, so memory stays flat
-            for words in pool.map(pieces, batch):
-                counts.update(words)
-            bar.update(len(batch))
+    for chunk, n in chunks.items():
+        for word in pattern.findall(chunk):
+            counts[word] += n
     return counts
 
 
-def bpe_merges(word_counts: dict[bytes, int], n_tokens: int) -> list[tuple[bytes, bytes]]:
+def _splitter(special_tokens: Iterable[str]):
+    """text -> the pieces of text between occurrences of `special_tokens` (all of it when it holds none)."""
+    specials = sorted(set(special_tokens), key=lambda s: (-len(s), s))  # the longest wins where two overlap
+    if not specials:
+        return lambda text: (text,)
+    pattern = re.compile("|".join(map(re.escape, specials)))
+    return lambda text: pattern.split(text) if any(s in text for s in specials) else (text,)
+
+
+TIE_BREAKS = ("smallest", "largest")
+
+
+def bpe_merges(word_counts: dict[bytes, int], n_tokens: int, *,
+               tie_break: str = "smallest") -> list[tuple[bytes, bytes]]:
     """Learn byte-pair merges from a table of word counts.
 
     Contract: starting from the 256 single bytes, repeatedly merge the adjacent pair
     of tokens with the highest total count over all words (a word counts as often as
-    it occurs; a pair occurring twice in a word counts twice), ties broken by the
-    smallest (left bytes, right bytes); a merge rewrites every word left to right,
-    non-overlapping. Stop when `n_tokens` distinct tokens exist (a merge whose
-    result already exists adds none) or no pair is left. Returns the merges in
-    order, as (left, right) byte strings.
+    it occurs; a pair occurring twice in a word counts twice); a merge rewrites every
+    word left to right, non-overlapping. Stop when `n_tokens` distinct tokens exist (a
+    merge whose result already exists adds none) or no pair is left. Returns the merges
+    in order, as (left, right) byte strings.
+
+    The tie-break rule: among pairs of equal count, `tie_break="smallest"` takes the
+    smallest (left, right) as Python orders tuples of byte strings (left first, then
+    right; a byte string sorts before its extensions), which is `minilm.data.bpe`'s
+    reference; "largest" takes the largest, the rule of Stanford CS336's BPE assignment.
 
     Incremental: pair counts are updated only in the words a merge touches (found
     through `where`, an index pair -> words that may hold stale entries), and the
     heap holds upper bounds of counts: an entry that no longer matches its pair's
-    count is re-queued at the current count when popped.
+    count is re-queued at the current count when popped. Where a word holds the pair
+    once (almost always) only the two neighbouring pairs change, and the word is
+    rewritten in place.
     """
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"tie_break={tie_break!r}: expected one of {TIE_BREAKS}")
+    # The heap pops the smallest entry, so "largest" orders tokens by a key that reverses byte order: each
+    # byte b becomes 255 - b and an end marker 256 follows, so that a byte string sorts after its extensions.
+    key = (lambda tok: tok) if tie_break == "smallest" else (lambda tok: (*(255 - b for b in tok), 256))
     vocab = [bytes([b]) for b in range(256)]  # id -> bytes
+    keys = [key(tok) for tok in vocab]  # id -> tie-break key
     index = {tok: i for i, tok in enumerate(vocab)}  # bytes -> id
     words = [list(w) for w in word_counts]  # each word as a list of token ids
     freqs = list(word_counts.values())
     pair_counts: dict[tuple[int, int], int] = defaultdict(int)
-    where: dict[tuple[int, int], set[int]] = defaultdict(set)
+    where: dict[tuple[int, int], list[int]] = defaultdict(list)  # a word may be listed twice: visits are checked
     for i, (w, n) in enumerate(zip(words, freqs)):
         for pair in zip(w, w[1:]):
             pair_counts[pair] += n
-            where[pair].add(i)
-    heap = [(-c, vocab[a], vocab[b], a, b) for (a, b), c in pair_counts.items()]
+            where[pair].append(i)
+    heap = [(-c, keys[a], keys[b], a, b) for (a, b), c in pair_counts.items()]
     heapq.heapify(heap)
 
     merges: list[tuple[bytes, bytes]] = []
     bar = tqdm(total=n_tokens, initial=len(vocab), desc="BPE merges", unit="tok", disable=None)
     while len(vocab) < n_tokens and heap:
-        neg, left, right, a, b = heapq.heappop(heap)
+        neg, key_a, key_b, a, b = heapq.heappop(heap)
         count = pair_counts.get((a, b), 0)
         if count != -neg:  # stale entry
             if 0 < count < -neg:
-                heapq.heappush(heap, (-count, left, right, a, b))
+                heapq.heappush(heap, (-count, key_a, key_b, a, b))
             continue
-        merges.append((left, right))
-        merged = left + right
+        merges.append((vocab[a], vocab[b]))
+        merged = vocab[a] + vocab[b]
         t = index.get(merged)
         if t is None:
             t = index[merged] = len(vocab)
             vocab.append(merged)
+            keys.append(key(merged))
             bar.update(1)
         touched = set()  # pairs that contain t: the only ones whose count can grow
         for i in where.pop((a, b)):
-            w, n = words[i], freqs[i]
-            new, j, end = [], 0, len(w) - 1
+            w = words[i]
+            n_a = w.count(a)
+            if not n_a:  # stale index entry: the pair left this word earlier
+                continue
+            end = len(w) - 1
+            if n_a == 1:  # the pair at most once: only its neighbours' pairs change
+                k = w.index(a)
+                if k == end or w[k + 1] != b:
+                    continue
+                n = freqs[i]
+                if k:
+                    pair_counts[w[k - 1], a] -= n
+                    pair = (w[k - 1], t)
+                    pair_counts[pair] += n
+                    touched.add(pair)
+                    where[pair].append(i)
+                if k < end - 1:
+                    pair_counts[b, w[k + 2]] -= n
+                    pair = (t, w[k + 2])
+                    pair_counts[pair] += n
+                    touched.add(pair)
+                    where[pair].append(i)
+                w[k:k + 2] = (t,)
+                continue
+            new, j = [], 0
             while j <= end:
                 if j < end and w[j] == a and w[j + 1] == b:
                     new.append(t)
@@ -138,21 +201,22 @@ def bpe_merges(word_counts: dict[bytes, int], n_tokens: int) -> list[tuple[bytes
                 else:
                     new.append(w[j])
                     j += 1
-            if len(new) == len(w):  # stale index entry: the pair left this word earlier
+            if len(new) == len(w):
                 continue
+            n = freqs[i]
             for pair in zip(w, w[1:]):
                 pair_counts[pair] -= n
             for pair in zip(new, new[1:]):
                 pair_counts[pair] += n
                 if t in pair:
                     touched.add(pair)
-                    where[pair].add(i)
+                    where[pair].append(i)
             words[i] = new
         del pair_counts[(a, b)]  # every occurrence is merged now (only its scratch count is left)
         for pair in touched:
             c = pair_counts[pair]
             if c > 0:
-                heapq.heappush(heap, (-c, vocab[pair[0]], vocab[pair[1]], pair[0], pair[1]))
+                heapq.heappush(heap, (-c, keys[pair[0]], keys[pair[1]], pair[0], pair[1]))
         bar.set_postfix(count=-neg, refresh=False)
     bar.close()
     return merges
@@ -186,21 +250,24 @@ class Tokenizer:
     # ---- construction -------------------------------------------------------------
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int, *, lowercase: bool = False) -> "Tokenizer":
+    def train(cls, texts: Iterable[str], vocab_size: int, *, lowercase: bool = False,
+              tie_break: str = "smallest") -> "Tokenizer":
         """Learn a BPE of `vocab_size` ids (special tokens included) from `texts`.
 
-        Deterministic: the same texts give the same tokenizer, in any order.
+        Deterministic: the same texts give the same tokenizer, in any order. Special tokens'
+        text in `texts` is a boundary, never part of a learned token. `tie_break` picks
+        between pairs of equal count (see `bpe_merges`).
         """
         minimum = 256 + len(SPECIAL_TOKENS)
         if not isinstance(vocab_size, int) or vocab_size < minimum:
             raise ValueError(f"vocab_size={vocab_size!r}: must be an integer >= {minimum} "
                              f"(256 byte tokens + {len(SPECIAL_TOKENS)} special tokens)")
-        counts = count_words(texts, lowercase=lowercase)
+        counts = count_words(texts, lowercase=lowercase, special_tokens=SPECIAL_TOKENS)
         if not counts:
             raise ValueError("Tokenizer.train: no text to learn from (the texts are empty)")
         # Sorted so the internal state (not only the result) is the same run to run.
         word_counts = {w.encode("utf-8"): n for w, n in sorted(counts.items())}
-        merges = bpe_merges(word_counts, vocab_size - len(SPECIAL_TOKENS))
+        merges = bpe_merges(word_counts, vocab_size - len(SPECIAL_TOKENS), tie_break=tie_break)
         ranks = [bytes([b]) for b in range(256)]
         seen = set(ranks)
         for left, right in merges:
