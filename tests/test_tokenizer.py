@@ -1,8 +1,12 @@
 """Tokenizer: round trips, the BPE merge loop against the textbook one (minilm/data/bpe.py), special
 tokens, word ids, persistence and the cached per-corpus tokenizer."""
+import functools
+import json
 import random
 import re
+import tracemalloc
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -222,3 +226,197 @@ def test_for_corpus_trains_once_then_loads(tmp_path, monkeypatch):
     mtime = cached[0].stat().st_mtime_ns
     second = Tokenizer.for_corpus(str(tmp_path / "docs.txt"), 320)
     assert second.ranks == first.ranks and cached[0].stat().st_mtime_ns == mtime
+
+
+# ---------------------------------------------------------------------------------------------- special tokens in text
+
+USER_SPECIALS = ["<|im_start|>", "<|im_end|>", "<| spaced token |>"]
+# Words the tokenizers learned, ordinary text, whitespace of every kind, near misses of special tokens, and
+# the special tokens themselves.
+PIECES = st.one_of(st.sampled_from(WORDS).map(lambda w: " " + w), st.sampled_from(WORDS), st.text(max_size=12),
+                   st.text(alphabet=st.sampled_from(" \t\n\r\x0b\x85\u3000'sdtlveAΣσé9,.!<|>[]"), max_size=12),
+                   st.sampled_from(["<|", "|>", "[MASK", "MASK]", "<|endoftext", "<| spaced", "token |>", "[", " "]),
+                   st.sampled_from(list(SPECIAL_TOKENS) + USER_SPECIALS))
+TEXT_WITH_SPECIALS = st.lists(PIECES, max_size=12).map("".join)
+
+
+@pytest.fixture(scope="module")
+def chat_tok():
+    docs = [d.replace("the", "<|im_start|>the") + "<| spaced token |>" for d in corpus(200)]
+    return Tokenizer.train(docs, 420, special_tokens=USER_SPECIALS)
+
+
+def tiktoken_of(tok):
+    import tiktoken
+
+    return tiktoken.Encoding("reference", pat_str=tok.pattern, special_tokens=tok.special_tokens,
+                             mergeable_ranks={t: i for i, t in enumerate(tok.ranks)})
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXT_WITH_SPECIALS, st.sets(st.sampled_from(list(SPECIAL_TOKENS) + USER_SPECIALS)))
+def test_allowed_special_gives_tiktokens_ids(chat_tok, text, subset):
+    reference = tiktoken_of(chat_tok)
+    assert chat_tok.encode(text, allowed_special="all") == reference.encode(text, allowed_special="all")
+    assert chat_tok.encode(text, allowed_special=subset) == reference.encode(text, allowed_special=subset,
+                                                                             disallowed_special=())
+    assert chat_tok.encode(text) == reference.encode_ordinary(text)  # the default: all of it is text
+    assert chat_tok.encode_batch([text, text[::-1]], allowed_special=subset) == [
+        chat_tok.encode(t, allowed_special=subset) for t in (text, text[::-1])]
+
+
+def test_allowed_special_on_gpt2_ranks():
+    gpt2 = Tokenizer.gpt2()
+    assert gpt2.encode("hello <|endoftext|>", allowed_special="all") == [31373, 220, 50256]
+    assert gpt2.encode("hello <|endoftext|>", allowed_special={"<|endoftext|>"}) == [31373, 220, 50256]
+    assert 50256 not in gpt2.encode("hello <|endoftext|>")
+
+
+def test_disallowed_special_raises_one_line_naming_the_token(chat_tok):
+    text = "fine so far <|im_end|> and then"
+    for disallowed in ("all", {"<|im_end|>"}):
+        with pytest.raises(ValueError) as info:
+            chat_tok.encode(text, disallowed_special=disallowed)
+        assert "'<|im_end|>' at character 12" in str(info.value) and "\n" not in str(info.value)
+    assert chat_tok.encode(text, disallowed_special={"[MASK]"}) == chat_tok.encode(text)  # not in the text
+    # allowed wins over disallowed="all", as in tiktoken
+    assert chat_tok.special_tokens["<|im_end|>"] in chat_tok.encode(
+        text, allowed_special={"<|im_end|>"}, disallowed_special="all")
+    with pytest.raises(ValueError, match="expected 'all' or a set"):
+        chat_tok.encode(text, allowed_special="<|im_end|>")
+    with pytest.raises(ValueError, match=r"\['<\|nope\|>'\] are not special tokens"):
+        chat_tok.encode(text, allowed_special={"<|nope|>"})
+
+
+def test_specials_are_found_before_lower_casing():
+    tok = Tokenizer.train(corpus(100), 300, lowercase=True)
+    ids = tok.encode("A [MASK] B", allowed_special={"[MASK]"})
+    assert ids == tok.encode("a ") + [tok.mask_id] + tok.encode(" b")
+    assert tok.mask_id not in tok.encode("A [MASK] B")
+
+
+def test_overlapping_specials_the_longest_wins():
+    tok = Tokenizer([bytes([b]) for b in range(256)], special_tokens=["<|a|>", "<|a|>b", "b<|"])
+    a, ab, b_ = (tok.special_tokens[s] for s in ("<|a|>", "<|a|>b", "b<|"))
+    assert tok.encode("x<|a|>b<|a|>", allowed_special="all") == [ord("x"), ab, a]
+    assert tok.encode("xb<|a|>", allowed_special="all") == [ord("x"), b_] + tok.encode("a|>")
+
+
+# ---------------------------------------------------------------------------------------------- the user's special tokens
+
+
+def test_user_special_tokens_are_saved_and_never_learned(chat_tok, tmp_path):
+    ids = chat_tok.special_tokens
+    n = len(chat_tok.ranks)
+    assert list(ids) == list(SPECIAL_TOKENS) + USER_SPECIALS and list(ids.values()) == list(range(n, n + 9))
+    assert chat_tok.vocab_size == n + 9 and set(chat_tok.special_ids) == set(ids.values())
+    assert not [r for r in chat_tok.ranks if b"<|" in r or b"|>" in r]  # the trainer cut their text out
+    chat_tok.save(tmp_path / "chat.json")
+    again = Tokenizer.load(tmp_path / "chat.json")
+    assert again.special_tokens == ids and again.fingerprint() == chat_tok.fingerprint()
+    text = "<|im_start|>user\nhello<|im_end|>"
+    assert again.encode(text, allowed_special="all")[0] == ids["<|im_start|>"]
+    assert again.decode(again.encode(text, allowed_special="all")) == text
+    with pytest.raises(ValueError, match="more than once"):
+        Tokenizer.train(corpus(10), 300, special_tokens=["<|x|>", "<|x|>"])
+    with pytest.raises(ValueError, match="list of strings"):
+        Tokenizer.train(corpus(10), 300, special_tokens="<|x|>")
+    with pytest.raises(ValueError, match="vocab_size.*9 special tokens"):
+        Tokenizer.train(corpus(10), 264, special_tokens=USER_SPECIALS)
+    # The built-in six may be listed too (tiktoken users list <|endoftext|>): they stay where they are.
+    listed = Tokenizer.train(corpus(10), 300, special_tokens=["<|endoftext|>", "<|im_start|>"])
+    assert list(listed.special_tokens)[-2:] == ["[UNK]", "<|im_start|>"]
+
+
+def test_files_without_user_specials_are_written_and_read_as_before(tok, tmp_path):
+    assert list(tok.to_dict()) == ["format", "name", "lowercase", "pattern", "special_tokens", "ranks"]
+    assert tok.to_dict()["special_tokens"] == list(SPECIAL_TOKENS)
+    committed = Tokenizer.load(Path(__file__).parent.parent / "minilm" / "assets" / "pretrained" / "tokenizer.json")
+    assert list(committed.special_tokens) == list(SPECIAL_TOKENS)
+
+
+def test_hand_edited_files_get_one_line_naming_the_file(tok, tmp_path):
+    good = tok.to_dict()
+    cases = {"no-ranks": ({k: v for k, v in good.items() if k != "ranks"}, "no 'ranks'"),
+             "base64": (good | {"ranks": good["ranks"][:300] + ["not base64!"]}, r"ranks\[300\]"),
+             "regex": (good | {"pattern": "(unclosed"}, "not a regular expression"),
+             "specials": (good | {"special_tokens": ["[PAD]"]}, "special_tokens"),
+             "bytes": (good | {"ranks": good["ranks"][256:]}, "256 single bytes")}
+    for name, (d, message) in cases.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(d))
+        with pytest.raises(ValueError) as info:
+            Tokenizer.load(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value), name
+        assert regex.search(message, str(info.value)), (name, str(info.value))
+
+
+def test_user_specials_through_hugging_face_files(chat_tok, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    chat_tok.save_hf(tmp_path)
+    back = Tokenizer.from_hf(tmp_path)
+    assert back.special_tokens == chat_tok.special_tokens and back.ranks == chat_tok.ranks
+    (tmp_path / "tokenizer.json").unlink()  # vocab.json + the config's additional_special_tokens read the same
+    assert Tokenizer.from_hf(tmp_path).special_tokens == chat_tok.special_tokens
+    chat_tok.save_hf(tmp_path)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    text = "<|im_start|>user\nhello there<|im_end|> [MASK] done<| spaced token |>"
+    assert hf_tok(text, add_special_tokens=False)["input_ids"] == chat_tok.encode(text, allowed_special="all")
+
+
+# ---------------------------------------------------------------------------------------------- streaming
+
+
+def cut_at(text, places):
+    places = sorted({p % (len(text) + 1) for p in places})
+    return [text[i:j] for i, j in zip([0] + places, places + [len(text)])]
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXT_WITH_SPECIALS, st.lists(st.integers(0, 10_000), max_size=12), st.booleans())
+def test_any_split_of_the_stream_gives_the_ids_of_the_whole(chat_tok, text, places, parse):
+    chunks = cut_at(text, places)
+    assert "".join(chunks) == text
+    kw = {"allowed_special": "all"} if parse else {}
+    assert list(chat_tok.encode_iterable(chunks, **kw)) == chat_tok.encode(text, **kw)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(alphabet=st.sampled_from(" \n\tΣσΑΒ'sİı.[MASK]"), max_size=40), st.lists(st.integers(0, 100), max_size=8))
+def test_streaming_an_uncased_tokenizer_lower_cases_as_the_whole(text, places):
+    tok = uncased()
+    kw = {"allowed_special": {"[MASK]"}}
+    assert list(tok.encode_iterable(cut_at(text, places), **kw)) == tok.encode(text, **kw)
+
+
+@functools.lru_cache(maxsize=None)
+def uncased():
+    return Tokenizer.train(corpus(50) + ["ΣΟΦΟΣ σοφός İstanbul"] * 5, 300, lowercase=True)
+
+
+def test_streaming_raises_at_a_disallowed_special_and_checks_arguments_at_once(chat_tok):
+    stream = chat_tok.encode_iterable(["fine ", "then <|im_", "end|> more"], disallowed_special="all")
+    with pytest.raises(ValueError, match="<\\|im_end\\|>"):
+        list(stream)
+    with pytest.raises(ValueError, match="not special tokens"):
+        chat_tok.encode_iterable(iter(()), allowed_special={"<|nope|>"})  # before any item is read
+    with pytest.raises(TypeError, match="must be str"):
+        list(chat_tok.encode_iterable([b"bytes"]))
+
+
+def test_streaming_memory_does_not_grow_with_the_stream(chat_tok):
+    """Peak Python memory while streaming 4x more text stays where it was (and far below the text's size)."""
+    def lines(n):
+        r = random.Random(0)
+        for _ in range(n):
+            yield " ".join(r.choice(WORDS) for _ in range(30)) + "\n"
+
+    peaks = []
+    for n in (2_000, 8_000):
+        tracemalloc.start()
+        n_ids = sum(1 for _ in chat_tok.encode_iterable(lines(n)))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert n_ids > 50 * n
+    size = 8_000 * 30 * 5  # about the bytes of the longer stream
+    assert peaks[1] < 1.2 * peaks[0] and peaks[1] < size / 10, peaks

@@ -254,3 +254,46 @@ def test_bench_checks_the_ids_and_reports_a_ratio(pair, tmp_path, capsys):
     assert bench.run(parser.parse_args(["--folder", str(tmp_path), "--docs", "20", "--repeats", "1"])) == 0
     out = capsys.readouterr().out
     assert "same ids on 20/20 reviews" in out and "the time (goal <= 5x)" in out.splitlines()[-1]
+
+
+# ---------------------------------------------------------------------------------------------- special tokens and streams
+
+WITH_SPECIALS = st.lists(st.one_of(TEXT, st.sampled_from(SPECIALS), st.sampled_from(["[", "]", "MASK", "[mask]", " "])),
+                         max_size=6).map("".join)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=WITH_SPECIALS)
+def test_allowed_special_gives_transformers_ids(pair, text):
+    """transformers' BertTokenizer parses its special tokens in text: so does encode(..., allowed_special="all")."""
+    ours, hf = pair
+    gap = {c for c in text if unicode_version_gap(c, ours.lowercase)}
+    clean = "".join(c for c in text if c not in gap)
+    assert ours.encode(clean, allowed_special="all") == hf(clean, add_special_tokens=False)["input_ids"]
+    assert ours.encode(clean) == hf_ids(hf, clean)  # the default: all of it is text
+
+
+def test_special_arguments_as_in_the_bpe_tokenizer():
+    tok = small()
+    assert tok.special_tokens == {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4}
+    assert tok.encode("the [MASK] was great", allowed_special={"[MASK]"}) == [5, 4, 7, 8]
+    assert tok.encode_batch(["[CLS] mess"], allowed_special="all") == [[2, 13]]
+    with pytest.raises(ValueError, match="'\\[SEP\\]' at character 4"):
+        tok.encode("the [SEP]", disallowed_special="all")
+    with pytest.raises(ValueError, match="not special tokens"):
+        tok.encode("the", allowed_special={"<|endoftext|>"})
+
+
+STREAM_TEXT = st.lists(st.one_of(st.sampled_from(small().vocab), st.sampled_from([" ", "\n", "\t", "\r", "\x0b", "\u3000",
+                                                                                  "unwatchable", "Σ", "é", "\u0301"]),
+                                 TEXT), max_size=10).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=STREAM_TEXT, places=st.lists(st.integers(0, 1000), max_size=8), parse=st.booleans())
+def test_any_split_of_the_stream_gives_the_ids_of_the_whole(text, places, parse):
+    tok = small()
+    places = sorted({p % (len(text) + 1) for p in places})
+    chunks = [text[i:j] for i, j in zip([0] + places, places + [len(text)])]
+    kw = {"allowed_special": "all"} if parse else {}
+    assert list(tok.encode_iterable(chunks, **kw)) == tok.encode(text, **kw)

@@ -39,6 +39,7 @@ Design choices:
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import heapq
 import json
@@ -47,13 +48,14 @@ import re
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import regex
 import tiktoken
 from tqdm.auto import tqdm
 
+from minilm.data import text_cuts
 from minilm.store.atomic import atomic_write_text
 
 # GPT-2's pre-tokenisation pattern (tiktoken's r50k_base): contractions, letter runs,
@@ -65,6 +67,8 @@ WHITESPACE = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205
 # Chunks of text that GPT-2's pieces never cross: a run of non-whitespace with the space before it; a run
 # of whitespace (less its last character when a word follows); that last character, when not a space.
 _CHUNK = re.compile(rf" ?[^{WHITESPACE}]+|[{WHITESPACE}]+(?![^{WHITESPACE}])|[{WHITESPACE}]")
+# encode_iterable's safe places: after a non-space character, before a space (see _CHUNK).
+_LAST_PLACE = re.compile(rf"(?s).*[^{WHITESPACE}](?=[{WHITESPACE}])")
 SPECIAL_TOKENS = ("<|endoftext|>", "[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")
 FORMAT = "minilm-tokenizer/1"
 # Whisper's copy of GPT-2's ranks (pinned in minilm/store/fetch.py): the same file tiktoken checks for r50k_base.
@@ -230,51 +234,55 @@ class Tokenizer:
     """
 
     def __init__(self, ranks: Sequence[bytes], *, lowercase: bool = False, pattern: str = GPT2_PATTERN,
-                 name: str = "minilm-bpe"):
+                 name: str = "minilm-bpe", special_tokens: Sequence[str] = ()):
         self.ranks = list(ranks)
-        if len(set(self.ranks)) != len(self.ranks) or not set(bytes([b]) for b in range(256)) <= set(self.ranks):
+        if (not all(isinstance(t, bytes) for t in self.ranks) or len(set(self.ranks)) != len(self.ranks)
+                or not set(bytes([b]) for b in range(256)) <= set(self.ranks)):
             raise ValueError("ranks: must be distinct byte strings including all 256 single bytes")
         self.lowercase = bool(lowercase)
         self.pattern = pattern
         self.name = name
         n = len(self.ranks)
-        self.special_tokens = {s: n + i for i, s in enumerate(SPECIAL_TOKENS)}
+        # {text: id} of every special token, in id order: the built-in six, then the user's.
+        self.special_tokens = {s: n + i for i, s in enumerate(SPECIAL_TOKENS + _user_specials(special_tokens))}
         self.encoding = tiktoken.Encoding(
             name, pat_str=pattern, mergeable_ranks={tok: i for i, tok in enumerate(self.ranks)},
             special_tokens=self.special_tokens)
         self._pat = regex.compile(pattern)
         # Byte length of every id, to turn token ids into byte offsets without decoding.
-        self._token_bytes = np.array([len(t) for t in self.ranks] + [len(s.encode()) for s in SPECIAL_TOKENS],
+        self._token_bytes = np.array([len(t) for t in self.ranks] + [len(s.encode()) for s in self.special_tokens],
                                      dtype=np.int64)
 
     # ---- construction -------------------------------------------------------------
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, *, lowercase: bool = False,
-              tie_break: str = "smallest") -> "Tokenizer":
+              special_tokens: Sequence[str] = (), tie_break: str = "smallest") -> "Tokenizer":
         """Learn a BPE of `vocab_size` ids (special tokens included) from `texts`.
 
-        Deterministic: the same texts give the same tokenizer, in any order. Special tokens'
-        text in `texts` is a boundary, never part of a learned token. `tie_break` picks
-        between pairs of equal count (see `bpe_merges`).
+        `special_tokens` adds the user's own (e.g. "<|im_start|>") after the built-in six;
+        they are saved with the tokenizer. Every special token's text in `texts` is a
+        boundary, never part of a learned token. Deterministic: the same texts give the same
+        tokenizer, in any order. `tie_break` picks between pairs of equal count (see `bpe_merges`).
         """
-        minimum = 256 + len(SPECIAL_TOKENS)
+        specials = SPECIAL_TOKENS + _user_specials(special_tokens)
+        minimum = 256 + len(specials)
         if not isinstance(vocab_size, int) or vocab_size < minimum:
             raise ValueError(f"vocab_size={vocab_size!r}: must be an integer >= {minimum} "
-                             f"(256 byte tokens + {len(SPECIAL_TOKENS)} special tokens)")
-        counts = count_words(texts, lowercase=lowercase, special_tokens=SPECIAL_TOKENS)
+                             f"(256 byte tokens + {len(specials)} special tokens)")
+        counts = count_words(texts, lowercase=lowercase, special_tokens=specials)
         if not counts:
             raise ValueError("Tokenizer.train: no text to learn from (the texts are empty)")
         # Sorted so the internal state (not only the result) is the same run to run.
         word_counts = {w.encode("utf-8"): n for w, n in sorted(counts.items())}
-        merges = bpe_merges(word_counts, vocab_size - len(SPECIAL_TOKENS), tie_break=tie_break)
+        merges = bpe_merges(word_counts, vocab_size - len(specials), tie_break=tie_break)
         ranks = [bytes([b]) for b in range(256)]
         seen = set(ranks)
         for left, right in merges:
             if left + right not in seen:
                 seen.add(left + right)
                 ranks.append(left + right)
-        return cls(ranks, lowercase=lowercase)
+        return cls(ranks, lowercase=lowercase, special_tokens=specials)
 
     @classmethod
     def gpt2(cls) -> "Tokenizer":
@@ -325,7 +333,7 @@ class Tokenizer:
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "name": self.name, "lowercase": self.lowercase, "pattern": self.pattern,
-                "special_tokens": list(SPECIAL_TOKENS),
+                "special_tokens": list(self.special_tokens),
                 "ranks": [base64.b64encode(t).decode("ascii") for t in self.ranks]}
 
     def save(self, path) -> None:
@@ -347,10 +355,36 @@ class Tokenizer:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ValueError(f"{path}: format={d.get('format') if isinstance(d, dict) else None!r}; "
                              f"expected {FORMAT!r} (a file written by Tokenizer.save)")
-        if d["special_tokens"] != list(SPECIAL_TOKENS):
-            raise ValueError(f"{path}: special_tokens={d['special_tokens']}; expected {list(SPECIAL_TOKENS)}")
-        return cls([base64.b64decode(t) for t in d["ranks"]], lowercase=d["lowercase"], pattern=d["pattern"],
-                   name=d["name"])
+        return cls._from_dict(d, path)
+
+    @classmethod
+    def _from_dict(cls, d: dict, path) -> "Tokenizer":
+        """The tokenizer a `to_dict` describes; a hand-edited file gets one line naming it and what is wrong."""
+        missing = [k for k in ("ranks", "special_tokens", "lowercase", "pattern", "name") if k not in d]
+        if missing:
+            raise ValueError(f"{path}: no {', '.join(map(repr, missing))} (a file written by Tokenizer.save has them)")
+        specials = d["special_tokens"]
+        if (not isinstance(specials, list) or specials[:len(SPECIAL_TOKENS)] != list(SPECIAL_TOKENS)
+                or len(set(map(str, specials))) != len(specials)):
+            raise ValueError(f"{path}: special_tokens={specials!r}; expected {list(SPECIAL_TOKENS)} first, "
+                             f"then any of the user's own, each once")
+        if not isinstance(d["ranks"], list):
+            raise ValueError(f"{path}: ranks must be a list of base64 strings, got {type(d['ranks']).__name__}")
+        ranks = []
+        for i, token in enumerate(d["ranks"]):
+            try:
+                ranks.append(base64.b64decode(token, validate=True))
+            except (binascii.Error, TypeError, ValueError):
+                raise ValueError(f"{path}: ranks[{i}]={token!r} is not base64") from None
+        try:
+            regex.compile(d["pattern"])
+        except (regex.error, TypeError) as e:
+            raise ValueError(f"{path}: pattern {d['pattern']!r} is not a regular expression ({e})") from None
+        try:
+            return cls(ranks, lowercase=d["lowercase"], pattern=d["pattern"], name=d["name"],
+                       special_tokens=specials[len(SPECIAL_TOKENS):])
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
 
     # ---- Hugging Face tokenizer files -------------------------------------------------
 
@@ -389,10 +423,15 @@ class Tokenizer:
                                  f"(ByteLevel, add_prefix_space false)")
             lowercase = (d.get("normalizer") or {}).get("type") == "Lowercase"
             vocab = d["model"]["vocab"]
-            specials = {t["content"] for t in d.get("added_tokens", []) if t.get("special")}
+            specials = {t["content"]: t["id"] for t in d.get("added_tokens", []) if t.get("special")}
+            vocab = {**specials, **vocab}  # a special token may be listed only among the added ones
         else:
             vocab = json.loads(f.read_text(encoding="utf-8"))
-            specials = set(SPECIAL_TOKENS)  # GPT-2's <|endoftext|>, and ours when save_hf wrote the file
+            config = folder / "tokenizer_config.json"
+            extra = json.loads(config.read_text(encoding="utf-8")).get("additional_special_tokens", []) \
+                if config.is_file() else []
+            # GPT-2's <|endoftext|>, and ours when save_hf wrote the file (with the user's in its config)
+            specials = set(SPECIAL_TOKENS) | {t["content"] if isinstance(t, dict) else t for t in extra}
         chars = {c: b for b, c in _byte_chars().items()}
         ordinary = sorted((i, t) for t, i in vocab.items() if t not in specials)
         if [i for i, _ in ordinary] != list(range(len(ordinary))):
@@ -402,10 +441,13 @@ class Tokenizer:
         except KeyError as e:
             raise ValueError(f"{f}: token character {e.args[0]!r} is not in GPT-2's byte alphabet: "
                              f"not a byte-level BPE") from None
-        tok = cls(ranks, lowercase=lowercase, name=folder.name or "bpe")
-        if "<|endoftext|>" in vocab and vocab["<|endoftext|>"] != tok.eot_id:
-            raise ValueError(f"{f}: <|endoftext|> has id {vocab['<|endoftext|>']}; minilm's BPE puts it right "
-                             f"after the {len(ranks)} ordinary tokens ({tok.eot_id})")
+        users = [t for i, t in sorted((i, t) for t, i in vocab.items() if t in specials) if t not in SPECIAL_TOKENS]
+        tok = cls(ranks, lowercase=lowercase, name=folder.name or "bpe", special_tokens=users)
+        for t, i in tok.special_tokens.items():
+            if t in vocab and vocab[t] != i:
+                raise ValueError(f"{f}: special token {t!r} has id {vocab[t]}; minilm's BPE puts the special tokens "
+                                 f"right after the {len(ranks)} ordinary ones, {list(tok.special_tokens)} in that "
+                                 f"order, so {t!r} would be {i}")
         return tok
 
     def save_hf(self, folder) -> None:
@@ -433,6 +475,9 @@ class Tokenizer:
                   "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "[UNK]",
                   "pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]",
                   "add_prefix_space": False}
+        users = list(self.special_tokens)[len(SPECIAL_TOKENS):]
+        if users:
+            config["additional_special_tokens"] = users
         (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     def fingerprint(self) -> str:
@@ -443,7 +488,7 @@ class Tokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return len(self.ranks) + len(SPECIAL_TOKENS)
+        return len(self.ranks) + len(self.special_tokens)
 
     @property
     def eot_id(self) -> int:
@@ -485,22 +530,60 @@ class Tokenizer:
         """What the tokenizer actually sees: `text`, lower-cased if `lowercase`, with
         lone surrogates (a Python str that is not valid Unicode, e.g. from
         `errors="surrogateescape"`) replaced by U+FFFD, as tiktoken itself does."""
-        if not isinstance(text, str):
-            raise TypeError(f"text: expected str, got {type(text).__name__}")
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        text = _valid_unicode(text)
         return text.lower() if self.lowercase else text
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of `text`; special-token strings in it are ordinary text."""
-        return self.encoding.encode_ordinary(self.normalize(text))
+    def encode(self, text: str, *, allowed_special=(), disallowed_special=()) -> list[int]:
+        """Token ids of `text`.
 
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        A special token's text is ordinary text unless asked for, in tiktoken's convention:
+        the special tokens in `allowed_special` ("all", or a set of them) become their token,
+        and those in `disallowed_special` ("all": every one not allowed, or a set) make
+        `encode` raise ValueError. By default neither (tiktoken's default raises): user text
+        that reads "[MASK]" cannot forge a mask. Special tokens are matched before
+        lower-casing, so "[MASK]" is found in an uncased tokenizer's input too.
+        """
+        if not allowed_special and not disallowed_special:
+            return self.encoding.encode_ordinary(self.normalize(text))
+        allowed, disallowed = text_cuts.resolve(allowed_special, disallowed_special, self.special_tokens)
+        return self._encode(text, allowed, disallowed)
+
+    def _encode(self, text: str, allowed: frozenset, disallowed: frozenset) -> list[int]:
+        parts = text_cuts.split_specials(_valid_unicode(text), allowed, disallowed)
+        ids: list[int] = []
+        for i, part in enumerate(parts):
+            if i % 2:
+                ids.append(self.special_tokens[part])
+            elif part:
+                ids.extend(self.encoding.encode_ordinary(part.lower() if self.lowercase else part))
+        return ids
+
+    def encode_batch(self, texts: Sequence[str], *, allowed_special=(), disallowed_special=()) -> list[list[int]]:
         """`encode` over many texts (tiktoken's threads)."""
-        return self.encoding.encode_ordinary_batch([self.normalize(t) for t in texts])
+        if not allowed_special and not disallowed_special:
+            return self.encoding.encode_ordinary_batch([self.normalize(t) for t in texts])
+        allowed, disallowed = text_cuts.resolve(allowed_special, disallowed_special, self.special_tokens)
+        return [self._encode(t, allowed, disallowed) for t in texts]
+
+    def encode_iterable(self, texts: Iterable[str], *, allowed_special=(),
+                        disallowed_special=()) -> Iterator[int]:
+        """The ids of `"".join(texts)`, yielded as they are ready: a file or any stream of lines or
+        chunks, however large, in memory bounded by one item plus the longest word (not by the total).
+
+        Equal to `encode` of the whole text, with the same special-token arguments (a
+        disallowed special token raises when the stream reaches it, after the ids before it).
+        The stream is cut only after a non-space character followed by a space: GPT-2's
+        pre-tokens never span such a place, and lower-casing does not look across it. A
+        place inside a special token that is parsed or refused is not used.
+        """
+        if self.pattern != GPT2_PATTERN:
+            raise ValueError(f"encode_iterable: knows where GPT-2's pattern may be cut, not {self.pattern!r}")
+        allowed, disallowed = text_cuts.resolve(allowed_special, disallowed_special, self.special_tokens)
+        return self._stream(texts, allowed, disallowed)  # the arguments are checked now, not at the first id
+
+    def _stream(self, texts: Iterable[str], allowed: frozenset, disallowed: frozenset) -> Iterator[int]:
+        for piece in text_cuts.regroup(texts, _LAST_PLACE, allowed | disallowed):
+            yield from self._encode(piece, allowed, disallowed)
 
     def word_ids(self, text: str, ids: Sequence[int]) -> np.ndarray:
         """For `ids == encode(text)`: the index of the pre-token each token lies in, (n_tokens,) int64.
@@ -556,6 +639,32 @@ class Tokenizer:
         if not 0 <= id < self.vocab_size:
             raise ValueError(f"token_str: id {id} out of range; ids must be in [0, {self.vocab_size})")
         return self.encoding.decode_single_token_bytes(id).decode("utf-8", errors="backslashreplace")
+
+
+def _valid_unicode(text: str) -> str:
+    """`text` with lone surrogates replaced by U+FFFD (what tiktoken does before encoding)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text: expected str, got {type(text).__name__}")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _user_specials(special_tokens: Sequence[str]) -> tuple[str, ...]:
+    """The user's special tokens beyond the built-in six (which may be listed too, and are skipped)."""
+    if isinstance(special_tokens, str):
+        raise ValueError(f"special_tokens={special_tokens!r}: expected a list of strings, e.g. [{special_tokens!r}]")
+    tokens = tuple(special_tokens)
+    bad = [t for t in tokens if not isinstance(t, str) or not t]
+    if bad:
+        raise ValueError(f"special_tokens: {bad[0]!r} is not a non-empty string")
+    repeated = sorted({t for t in tokens if tokens.count(t) > 1})
+    if repeated:
+        raise ValueError(f"special_tokens: {repeated} listed more than once")
+    return tuple(t for t in tokens if t not in SPECIAL_TOKENS)
 
 
 def _byte_chars() -> dict[int, str]:

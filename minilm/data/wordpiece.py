@@ -30,8 +30,10 @@ Design choices:
   batches, masking, fine-tuning and fill-mask run on it unchanged. `eot_id` is [SEP]: BERT
   separates documents with it. A word id is the index of the pre-token a token came from (a
   punctuation mark is a word of its own), as `word_ids()` of transformers' fast tokenizers.
-- Text such as "[MASK]" is ordinary text here, as in minilm's BPE: special tokens are only
-  ever inserted by id, so user text cannot forge one.
+- Text such as "[MASK]" is ordinary text here unless `encode` is asked to parse it
+  (`allowed_special`, tiktoken's convention, as in minilm's BPE: `minilm.data.text_cuts`), so
+  user text cannot forge a special token. `encode_iterable` streams text, cut only before a
+  space, tab or newline: words never span one and normalisation does not look across it.
 - Saved as one JSON file (`save` / `Tokenizer.load`) inside minilm checkpoints, and as
   vocab.txt + tokenizer_config.json (`save_hf`) for transformers.
 """
@@ -39,12 +41,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import unicodedata
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import regex
 
+from minilm.data import text_cuts
 from minilm.store.atomic import atomic_write_text
 
 FORMAT = "minilm-wordpiece/1"
@@ -62,6 +66,7 @@ _MARKS = regex.compile(r"\p{Mn}")
 _PUNCT = r"\p{P}!-/:-@\[-`{-~"  # Unicode punctuation and all ASCII punctuation ($, +, <, =, >, ^, `, |, ~ too)
 _WORDS = regex.compile(rf"[^\p{{White_Space}}{_PUNCT}]+|[{_PUNCT}]")
 _ASCII_DROP = regex.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_LAST_PLACE = re.compile(r"(?s).+(?=[ \t\n\r])")  # encode_iterable's safe places: before a space, tab or newline
 CACHE_WORDS = 1 << 20  # the word cache is emptied when it holds this many words
 
 
@@ -303,6 +308,11 @@ class WordPiece:
     def special_ids(self) -> list[int]:
         return [self.ids[self.specials[role]] for role in SPECIAL_NAMES]
 
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        """{text: id} of the special tokens ([PAD], [UNK], [CLS], [SEP], [MASK] as this vocabulary spells them)."""
+        return {self.specials[role]: self.ids[self.specials[role]] for role in SPECIAL_NAMES}
+
     # ---- encoding -----------------------------------------------------------------------
 
     def normalize(self, text: str) -> str:
@@ -321,16 +331,50 @@ class WordPiece:
                                                       max_chars=self.max_chars))
         return ids
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of `text` (no [CLS]/[SEP]; "[MASK]" in the text is ordinary text)."""
+    def encode(self, text: str, *, allowed_special=(), disallowed_special=()) -> list[int]:
+        """Token ids of `text`, without [CLS]/[SEP] around it.
+
+        "[MASK]" in the text is ordinary text unless asked for, as in `minilm.Tokenizer.encode`:
+        special tokens in `allowed_special` ("all" or a set) become their id, those in
+        `disallowed_special` ("all" or a set) raise ValueError. They are matched in the text as
+        written, before normalisation (as transformers' BertTokenizer matches its special tokens).
+        """
+        if not allowed_special and not disallowed_special:
+            return self._encode_ordinary(text)
+        allowed, disallowed = text_cuts.resolve(allowed_special, disallowed_special, self.special_tokens)
+        return self._encode(text, allowed, disallowed)
+
+    def _encode_ordinary(self, text: str) -> list[int]:
         ids: list[int] = []
         word = self._word
         for w in pre_tokenize(self.normalize(text)):
             ids.extend(word(w))
         return ids
 
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [self.encode(t) for t in texts]
+    def _encode(self, text: str, allowed: frozenset, disallowed: frozenset) -> list[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"text: expected str, got {type(text).__name__}")
+        ids: list[int] = []
+        for i, part in enumerate(text_cuts.split_specials(text, allowed, disallowed)):
+            if i % 2:
+                ids.append(self.ids[part])
+            elif part:
+                ids.extend(self._encode_ordinary(part))
+        return ids
+
+    def encode_batch(self, texts: Sequence[str], *, allowed_special=(), disallowed_special=()) -> list[list[int]]:
+        return [self.encode(t, allowed_special=allowed_special, disallowed_special=disallowed_special) for t in texts]
+
+    def encode_iterable(self, texts: Iterable[str], *, allowed_special=(),
+                        disallowed_special=()) -> Iterator[int]:
+        """The ids of `"".join(texts)`, yielded as they are ready, in memory bounded by one item plus
+        the longest word; equal to `encode` of the whole text with the same arguments."""
+        allowed, disallowed = text_cuts.resolve(allowed_special, disallowed_special, self.special_tokens)
+        return self._stream(texts, allowed, disallowed)  # the arguments are checked now, not at the first id
+
+    def _stream(self, texts: Iterable[str], allowed: frozenset, disallowed: frozenset) -> Iterator[int]:
+        for piece in text_cuts.regroup(texts, _LAST_PLACE, allowed | disallowed):
+            yield from self._encode(piece, allowed, disallowed)
 
     def encode_with_word_ids(self, text: str) -> tuple[list[int], list[int]]:
         """Token ids and, per token, the index of the pre-token ("word") it came from."""
