@@ -23,13 +23,19 @@ Design choices:
   lowest rank, which is the learned merge order for all but rare duplicate-merge
   cases; it is exact for GPT-2's own ranks (`Tokenizer.gpt2()`).
 - Special tokens `<|endoftext|> [PAD] [CLS] [SEP] [MASK] [UNK]` sit at the top of
-  the id range, in that order (so `<|endoftext|>` is 50256 for GPT-2 as it must be).
-  They are only ever inserted by id: `encode` treats text such as "[MASK]" as
-  ordinary text, so user text can never forge a special token.
-- `lowercase=True` lower-cases text before anything else (stored in the saved file,
-  so a model and its tokenizer stay in step). It is the simple way to make a cased
-  pretraining corpus (IMDB) and a lower-cased fine-tuning set (rt-polarity) look
-  alike; decoding cannot bring the case back.
+  the id range, in that order (so `<|endoftext|>` is 50256 for GPT-2 as it must be),
+  followed by the user's own (`train(..., special_tokens=["<|im_start|>"])`), which
+  the file keeps. By default `encode` treats text such as "[MASK]" as ordinary text,
+  so user text can never forge a special token; `allowed_special` ("all" or a set)
+  parses them and `disallowed_special` refuses them, as in tiktoken
+  (`minilm.data.text_cuts`). Training cuts their text out of the corpus.
+- `encode_iterable` encodes a stream (a file's lines) in bounded memory: it cuts the
+  stream only after a non-space character followed by a space, where GPT-2's
+  pre-tokens never cross, so its ids are those of the whole text.
+- `lowercase=True` lower-cases text, once any special tokens are found in it (stored
+  in the saved file, so a model and its tokenizer stay in step). It is the simple way
+  to make a cased pretraining corpus (IMDB) and a lower-cased fine-tuning set
+  (rt-polarity) look alike; decoding cannot bring the case back.
 - Word ids: the index of the pre-token each token came from. Token boundaries
   refine pre-token boundaries, so they are found by comparing byte offsets
   (vectorised), not by encoding word by word. Whole-word and span masking use them.
