@@ -6,8 +6,10 @@ What you will learn:
 - byte-pair encoding: merges learned from word counts, watched as they form, and how one
   sentence's tokens grow longer as merges are added;
 - what vocabulary size buys: bytes per token on unseen text, ours against GPT-2's;
-- special tokens ([CLS], [SEP], [MASK], [PAD], <|endoftext|>) are inserted by id and can
-  never be forged by ordinary text; word ids tie tokens back to words (whole-word masking).
+- special tokens ([CLS], [SEP], [MASK], [PAD], <|endoftext|>) are inserted by id, and text
+  becomes one only when `encode` is asked to parse it (allowed_special), so user text cannot
+  forge one; your own special tokens (a chat format's <|im_start|>); word ids tie tokens back
+  to words (whole-word masking).
 - WordPiece, the tokenizer of a real pretrained BERT: a fixed vocabulary of words and "##"
   pieces, greedy longest match, and [UNK] where BPE would fall back to bytes.
 
@@ -164,21 +166,51 @@ def section_5_against_gpt2(lesson, tok, gpt2) -> None:
 
 
 def section_6_special_tokens(lesson, tok) -> None:
-    """Special tokens are put in by id and cannot be forged from text; word ids tie tokens to words."""
+    """Special tokens are put in by id, parsed from text only on request; your own; word ids tie tokens to words."""
     lesson.section("6. Special tokens and word ids")
     specials = {name: getattr(tok, f"{name}_id") for name in ("pad", "cls", "sep", "mask", "unk", "eot")}
     forged = tok.encode("[MASK]")
     ids, word_ids = tok.encode_with_word_ids("An unwatchable mess.")
     row = [tok.cls_id] + ids + [tok.sep_id]
     lesson.say(f"""
-        Special tokens sit at the top of the id range: {specials}. They are only ever put in
-        by id, never produced from text: the string "[MASK]" in a review encodes as
+        Special tokens sit at the top of the id range: {specials}. By default they are only
+        put in by id, never produced from text: the string "[MASK]" in a review encodes as
         {forged} ({"|".join(tok.token_str(i) for i in forged)}), so a user cannot forge a
         mask. A BERT row is built by id: {row} = {" ".join(tok.token_str(i).strip() or "_" for i in row)}.
         Word ids say which pre-token each token came from: "An unwatchable mess." gives
         tokens {[tok.token_str(i) for i in ids]} with word ids {word_ids}. Whole-word masking
         (lesson 05) uses them to mask "unwatchable" entirely or not at all.""")
     lesson.record("special ids", specials)
+
+    joined = "Loved it.<|endoftext|>Hated it."  # two documents, joined the way GPT-2's training text is
+    parsed = tok.encode(joined, allowed_special={"<|endoftext|>"})
+    try:
+        tok.encode(joined, disallowed_special="all")
+        refused = "nothing"
+    except ValueError as e:
+        refused = str(e).split(",")[0]
+    chat = Tokenizer(tok.ranks, lowercase=True, special_tokens=["<|im_start|>", "<|im_end|>"])
+    turn = "<|im_start|>user\nIs it any good?<|im_end|>"
+    turn_ids = chat.encode(turn, allowed_special="all")
+    shown = turn.replace("\n", "\\n")
+    lines = [t + "\n" for t in load_classification("rt-polarity").test.texts[:200]]
+    streamed = list(tok.encode_iterable(lines))
+    lesson.say(f"""
+        Text you trust can ask for them: a pretraining corpus whose documents are joined by
+        <|endoftext|> is read with `encode(text, allowed_special={{"<|endoftext|>"}})` (tiktoken's
+        convention), and "{joined}" becomes {parsed}, with one id, {tok.eot_id}, where by
+        default "<|endoftext|>" is {len(tok.encode("<|endoftext|>"))} ordinary tokens. `disallowed_special="all"`
+        refuses text that looks like a special token instead of encoding it ({refused!r}).
+        You can add your own: a chat format marks turns with <|im_start|> and <|im_end|>;
+        `Tokenizer.train(texts, size, special_tokens=["<|im_start|>", "<|im_end|>"])` puts them
+        after the built-in six (here on our ranks: {dict(list(chat.special_tokens.items())[-2:])}),
+        keeps their text out of the merges it learns, and saves them with the tokenizer.
+        "{shown}" encodes as {turn_ids}. For text larger than memory,
+        `encode_iterable(open(path))` yields the ids line by line in bounded memory, cutting only
+        where GPT-2's pre-tokens cannot cross: over {len(lines)} held-out sentences its
+        {len(streamed):,} ids equal those of the whole text: {streamed == tok.encode("".join(lines))}.""")
+    lesson.record("<|endoftext|> parsed on request, text by default",
+                  parsed.count(tok.eot_id) == 1 and tok.eot_id not in tok.encode(joined))
 
 
 def section_7_wordpiece(lesson, bpe: Tokenizer, heldout: list[str]) -> None:

@@ -228,7 +228,7 @@ def test_for_corpus_trains_once_then_loads(tmp_path, monkeypatch):
     assert second.ranks == first.ranks and cached[0].stat().st_mtime_ns == mtime
 
 
-# ---------------------------------------------------------------------------------------------- special tokens in text
+# ------------------------------------------------------------------------------------- special tokens in text
 
 USER_SPECIALS = ["<|im_start|>", "<|im_end|>", "<| spaced token |>"]
 # Words the tokenizers learned, ordinary text, whitespace of every kind, near misses of special tokens, and
@@ -302,7 +302,7 @@ def test_overlapping_specials_the_longest_wins():
     assert tok.encode("xb<|a|>", allowed_special="all") == [ord("x"), b_] + tok.encode("a|>")
 
 
-# ---------------------------------------------------------------------------------------------- the user's special tokens
+# ---------------------------------------------------------------------------------- the user's special tokens
 
 
 def test_user_special_tokens_are_saved_and_never_learned(chat_tok, tmp_path):
@@ -382,7 +382,8 @@ def test_any_split_of_the_stream_gives_the_ids_of_the_whole(chat_tok, text, plac
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.text(alphabet=st.sampled_from(" \n\tΣσΑΒ'sİı.[MASK]"), max_size=40), st.lists(st.integers(0, 100), max_size=8))
+@given(st.text(alphabet=st.sampled_from(" \n\tΣσΑΒ'sİı.[MASK]"), max_size=40),
+       st.lists(st.integers(0, 100), max_size=8))
 def test_streaming_an_uncased_tokenizer_lower_cases_as_the_whole(text, places):
     tok = uncased()
     kw = {"allowed_special": {"[MASK]"}}
