@@ -236,7 +236,9 @@ class Tokenizer:
     """Byte-level BPE over tiktoken, with special tokens, casing option and word ids.
 
     `ranks` lists the token byte strings in rank order; ids 0..len(ranks)-1 are
-    those tokens and the special tokens follow.
+    those tokens and the special tokens follow: the built-in six (`SPECIAL_TOKENS`),
+    then the user's own from `special_tokens` (listing one of the six there is
+    harmless). `self.special_tokens` is {text: id} of all of them.
     """
 
     def __init__(self, ranks: Sequence[bytes], *, lowercase: bool = False, pattern: str = GPT2_PATTERN,
