@@ -49,7 +49,6 @@ import binascii
 import hashlib
 import heapq
 import json
-import os
 import re
 import sys
 from collections import Counter, defaultdict
