@@ -403,6 +403,7 @@ def test_streaming_raises_at_a_disallowed_special_and_checks_arguments_at_once(c
         chat_tok.encode_iterable(iter(()), allowed_special={"<|nope|>"})  # before any item is read
     with pytest.raises(TypeError, match="must be str"):
         list(chat_tok.encode_iterable([b"bytes"]))
+    assert list(chat_tok.encode_iterable("one string, not a stream")) == chat_tok.encode("one string, not a stream")
 
 
 def test_streaming_memory_does_not_grow_with_the_stream(chat_tok):

@@ -83,9 +83,10 @@ def regroup(texts: Iterable[str], last_place: re.Pattern, guard: Collection[str]
     """
     reach = max(1, max((len(g) for g in guard), default=1) - 1)  # a guard string covering p lies within this of p
     pending, checked = "", 0  # no usable place in pending[:checked + 1]
-    for text in texts:
+    for text in [texts] if isinstance(texts, str) else texts:  # one string is one item, not its characters
         if not isinstance(text, str):
-            raise TypeError(f"encode_iterable: the items must be str, got {type(text).__name__}")
+            raise TypeError(f"encode_iterable: the items must be str, got {type(text).__name__} "
+                            f"(a file opened in binary mode? open it with encoding='utf-8')")
         pending += text
         stop = len(pending) - reach + 1  # places up to stop - 1 have every guard string around them in view
         end, cut = stop, 0
