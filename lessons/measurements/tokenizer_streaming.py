@@ -6,7 +6,7 @@ tokenizer (IMDB, 8,192 ids, uncased), notes its peak resident memory (ru_maxrss)
 encodes the file: streamed line by line, or read whole and encoded at once. The ids are
 hashed as they come, so the streamed ids can be checked against the whole file's.
 
-    python lessons/measurements/tokenizer_streaming.py            # about 3 minutes on an idle 2-core CPU
+    python lessons/measurements/tokenizer_streaming.py            # about a minute on the 2-core CPU
     python lessons/measurements/tokenizer_streaming.py --table    # the table again, from the JSON below
 
 Writes lessons/measurements/tokenizer_streaming.json.
