@@ -7,7 +7,7 @@
 Design choices:
 - A run folder written by `minilm finetune` is self-describing (finetune.json): task,
   label names, max length, and either a full checkpoint or an adapter file with its base
-  checkpoint (checked by sha256). `finetune.load_finetuned` rebuilds the model; this
+  checkpoint (checked by sha256). `model_source.load_finetuned` rebuilds the model; this
   command only scores, with the same code path fine-tuning used, so it reproduces the
   run's own validation and test scores exactly.
 - Another data set may be scored if its labels are the model's: a label the model never
@@ -21,9 +21,9 @@ import argparse
 import json
 from pathlib import Path
 
-from minilm.nn import peft
-from minilm.downstream.finetuning import load_finetuned
 from minilm.downstream.tasks import TASKS
+from minilm.nn import peft
+from minilm.train import model_source
 
 SPLITS = ("train", "validation", "test")
 
@@ -38,7 +38,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = No
     """
     if split not in SPLITS:
         raise ValueError(f"--split={split!r}: expected one of {SPLITS}")
-    model, tokenizer, info = load_finetuned(run_dir)
+    model, tokenizer, info = model_source.load_finetuned(model_source.resolve(run_dir, flag="run"))
     if merge_lora:
         if info["method"] != "lora":
             raise ValueError(f"--merge-lora: {run_dir} was fine-tuned with method {info['method']!r}, not 'lora'")

@@ -3,8 +3,9 @@
     minilm generate runs/pretrain-gpt-mini --prompt "The film" --max-new-tokens 60 --top-p 0.9
 
 Design choices:
-- The checkpoint folder is self-describing (`minilm.train.checkpoint.load_model`): model class,
-  config, weights and tokenizer. A masked LM is refused with a pointer to `fill-mask`.
+- Any model source (`minilm.train.model_source`): a checkpoint or run folder (self-describing:
+  model class, config, weights and tokenizer) or a Hugging Face GPT-2 folder. A masked LM is
+  refused with a pointer to `fill-mask`.
 - Sampling is `CausalLM.generate` (KV cache; greedy with --temperature 0); --seed makes it
   reproducible. An empty prompt starts from <|endoftext|>, the document separator.
 """
@@ -13,6 +14,10 @@ from __future__ import annotations
 import argparse
 
 import torch
+
+from minilm.nn.model import CausalLM
+from minilm.train import model_source
+from minilm.train.trainer import resolve_device
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -47,15 +52,11 @@ def generate_text(model, tokenizer, prompt: str, *, max_new_tokens: int, tempera
 
 
 def run(args) -> int:
-    from minilm.train import run_folder
-    from minilm.nn.model import CausalLM
-    from minilm.train.trainer import resolve_device
-
     if args.max_new_tokens < 1 or args.num_samples < 1:  # before the model is loaded
         generate_text(None, None, "", max_new_tokens=args.max_new_tokens, num_samples=args.num_samples)
     device = resolve_device(args.device)
-    model, tokenizer = run_folder.load(args.checkpoint, CausalLM, device=device,
-                                       hint="; for a masked LM use `minilm fill-mask`")
+    source = model_source.resolve(args.checkpoint, flag="checkpoint")
+    model, tokenizer = model_source.load(source, CausalLM, device=device, hint="; for a masked LM use `minilm fill-mask`")
     texts = generate_text(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                           num_samples=args.num_samples, seed=args.seed)

@@ -80,12 +80,13 @@ def _model_classes() -> dict[str, type]:
             if isinstance(obj, type) and issubclass(obj, torch.nn.Module) and obj.__module__ == module.__name__}
 
 
-def _resolve_class(name: str, model_class: type | None = None) -> type:
-    if model_class is not None:
-        if _class_name(model_class) != name and model_class.__name__ != name:
+def class_named(name: str, given: type | None = None) -> type:
+    """The class a config.json names: minilm's own by name, or `given` (checked to be the one named)."""
+    if given is not None:
+        if _class_name(given) != name and given.__name__ != name:
             raise CheckpointError(f"config.json model_class={name!r} does not match the class passed in "
-                                  f"({_class_name(model_class)})")
-        return model_class
+                                  f"({_class_name(given)})")
+        return given
     known = _model_classes()
     if name not in known:
         raise CheckpointError(f"config.json model_class={name!r} is not one of minilm's model classes "
@@ -269,7 +270,7 @@ def load_model(directory, *, device: str | torch.device = "cpu", model_class: ty
     """
     directory = Path(directory)
     meta = read_config(directory)
-    cls = _resolve_class(meta["model_class"], model_class)
+    cls = class_named(meta["model_class"], model_class)
     config = ModelConfig.from_dict(meta["model_config"])
     model = cls(config, **meta.get("model_kwargs", {})).to(device)
     load_weights(directory, model, meta=meta)

@@ -52,10 +52,27 @@ Design choices:
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+from minilm.data.collate import clm_batch, mlm_batch, special_ids
+from minilm.data.corpus import decoder_rows, encoder_rows, tokenize_corpus
+from minilm.data.load import load_corpus
+from minilm.data.masking import COUNTS, DEFAULT_MASK_PROB, MaskingConfig
+from minilm.data.tokenizer import Tokenizer
+from minilm.nn.config import POSITIONS, PRESETS, ModelConfig
+from minilm.nn.electra import ELECTRA, held_out_metrics
+from minilm.nn.model import CausalLM, MaskedLM
+from minilm.store.atomic import atomic_write_text
+from minilm.train import model_source
+from minilm.train.model_source import ModelSource
+from minilm.train.optim import SCHEDULES
+from minilm.train.run_folder import RunFolder
+from minilm.train.trainer import PRECISIONS, TrainConfig, Trainer, resolve_device, resolve_precision, setup_distributed
 
 
 OBJECTIVES = {"mlm": "token", "whole_word": "whole_word", "span": "span", "sequence": "sequence", "clm": None,
@@ -126,8 +143,6 @@ class MaskedLMBatches:
         self._eval: list[dict] | None = None
 
     def _mask(self, rows: torch.Tensor, seed: int, masking=None) -> dict:
-        from minilm.data.collate import mlm_batch
-
         self.generator.manual_seed(seed)
         return mlm_batch(self.input_ids[rows], self.word_ids[rows], self.tokenizer, masking or self.masking,
                          self.generator)
@@ -164,13 +179,9 @@ class CausalLMBatches:
         self.sampler = RowSampler(len(self.rows), batch_size, seed, self.device)
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
-        from minilm.data.collate import clm_batch
-
         return _shard(clm_batch(self.rows[self.sampler.indices(step)], self.tokenizer), rank, world_size)
 
     def eval_batches(self):
-        from minilm.data.collate import clm_batch
-
         return [clm_batch(r, self.tokenizer) for r in self.rows.split(self.batch_size)]
 
     def constant_guess_accuracy(self) -> float:
@@ -207,14 +218,22 @@ class PretrainRecipe:
     position: str | None = None
     eval_rows: int = 256
     seed: int = 0
+    # How the run is carried out and kept (they do not change what is learned):
+    device: str = "auto"
+    precision: str = "auto"  # auto: bf16 on cuda, fp32 on cpu
+    compile: bool = False
+    log_every: int = 10
+    eval_every: int = 0  # 0: ~8 evaluations per run; 250 steps with a time budget
+    save_every: int = 0  # 0: ~4 resumable checkpoints per run; 1000 steps with a time budget
+    out: str = "runs/pretrain"
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
 
     DEFAULT_MINUTES = 10.0
     RECIPE_MASK_PROB = 0.3
 
     def __post_init__(self):
-        from minilm.nn.config import PRESETS
-        from minilm.train.optim import SCHEDULES
-
         def need(ok: bool, field: str, accepted: str):
             if not ok:
                 raise ValueError(f"--{field.replace('_', '-')}={getattr(self, field)!r} is invalid: expected {accepted}")
@@ -235,10 +254,14 @@ class PretrainRecipe:
              "at least 10 steps with a time budget (they are timed to fix the number of steps)")
         need(self.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}")
         need(self.mask_prob is None or 0.0 < self.mask_prob < 1.0, "mask_prob", "a fraction in (0, 1)")
-        need(self.mask_count in ("exact", "bernoulli"), "mask_count", "'exact' or 'bernoulli'")
+        need(self.mask_count in COUNTS, "mask_count", f"one of {COUNTS}")
         need(0.0 <= self.dropout < 1.0, "dropout", "a probability in [0, 1)")
-        need(self.position in (None, "rope", "learned"), "position", "'rope' or 'learned'")
+        need(self.position in (None, *POSITIONS), "position", f"one of {POSITIONS}")
         need(self.eval_rows >= 1, "eval_rows", "a positive integer")
+        need(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}")
+        for field in ("log_every", "eval_every", "save_every"):
+            need(getattr(self, field) >= (1 if field == "log_every" else 0), field,
+                 "an integer >= 1" if field == "log_every" else "an integer >= 0 (0: the recipe's)")
         if self.steps is None and self.time_budget is None:
             self.time_budget = self.DEFAULT_MINUTES
         if self.init is None:
@@ -246,9 +269,7 @@ class PretrainRecipe:
             self.vocab_size = self.vocab_size or 8192
             self.position = self.position or "rope"
 
-    def masking(self):
-        from minilm.data.masking import DEFAULT_MASK_PROB, MaskingConfig
-
+    def masking(self) -> MaskingConfig:
         default = {"sequence": DEFAULT_MASK_PROB["sequence"], "electra": ELECTRA_MASK_PROB}
         prob = self.mask_prob or default.get(self.objective, self.RECIPE_MASK_PROB)
         # ELECTRA's generator sees [MASK] at every chosen position: the replacements are its samples.
@@ -261,72 +282,77 @@ class PretrainRecipe:
                 "dropout", "position", "eval_rows")
         return {k: getattr(self, k) for k in keep}
 
+    def train_config(self) -> TrainConfig:
+        """The Trainer's settings for this recipe (the one place they are derived)."""
+        budget = 60 * self.time_budget if self.time_budget else 0.0
+        steps = self.steps
+        return TrainConfig(
+            steps=steps, lr=self.lr, warmup_steps=min(self.warmup, steps) if steps else self.warmup,
+            schedule=self.schedule, weight_decay=self.weight_decay, accumulation=self.accumulation,
+            device=self.device, precision=self.precision, compile=self.compile, log_every=self.log_every,
+            eval_every=self.eval_every or (250 if budget else max(1, steps // 8)),
+            save_every=self.save_every or (1000 if budget else max(1, steps // 4)),
+            seed=self.seed, resume=self.resume, overwrite=self.overwrite, progress=self.progress,
+            time_budget_s=budget)
+
 
 RECIPE = PretrainRecipe()
 
 
-def _model_class(objective: str) -> type:
-    from minilm.nn.electra import ELECTRA
-    from minilm.nn.model import CausalLM, MaskedLM
-
-    return {"clm": CausalLM, "electra": ELECTRA}.get(objective, MaskedLM)
+MODEL_CLASSES = {"clm": CausalLM, "electra": ELECTRA}  # objective -> model class (the rest: MaskedLM)
 
 
-def _from_checkpoint(recipe: PretrainRecipe):
-    """The --init model and tokenizer, after checking that the flags given agree with it."""
-    from minilm.train.checkpoint import constructor_kwargs, load_model
-    from minilm.nn.config import ModelConfig
-    from minilm.train.run_folder import resolve
-
-    base = resolve(recipe.init, flag="--init")
-    model, tokenizer = load_model(base)
-    want = _model_class(recipe.objective)
-    if not isinstance(model, want) or tokenizer is None:
-        raise ValueError(f"--init {recipe.init}: the checkpoint holds {type(model).__name__}"
-                         f"{'' if tokenizer is not None else ' without a tokenizer'}; --objective {recipe.objective} "
-                         f"continues {want.__name__} saved with its tokenizer")
-    config = model.config
+def _check_init(recipe: PretrainRecipe, source: ModelSource, config: ModelConfig) -> None:
+    """Refuse flags that contradict the --init model's shape (it comes from the checkpoint)."""
     clashes = []
     if recipe.preset is not None:
         shape = ModelConfig.preset(recipe.preset)
         clashes += [f"--preset {recipe.preset} has {k}={getattr(shape, k)}, the checkpoint {getattr(config, k)}"
                     for k in ("d_model", "n_layers", "n_heads", "d_ff") if getattr(shape, k) != getattr(config, k)]
-    if recipe.vocab_size is not None and recipe.vocab_size != tokenizer.vocab_size:
-        clashes.append(f"--vocab-size {recipe.vocab_size}, the checkpoint's tokenizer {tokenizer.vocab_size}")
+    if recipe.vocab_size is not None and recipe.vocab_size != config.vocab_size:
+        clashes.append(f"--vocab-size {recipe.vocab_size}, the checkpoint's tokenizer {config.vocab_size}")
     if recipe.position is not None and recipe.position != config.position:
         clashes.append(f"--position {recipe.position}, the checkpoint {config.position}")
     if recipe.seq_len > config.max_seq_len:
         clashes.append(f"--seq-len {recipe.seq_len} is longer than the checkpoint's max_seq_len {config.max_seq_len}")
     if clashes:
-        raise ValueError(f"--init {base}: " + "; ".join(clashes) + " (the shape and tokenizer come from the "
+        raise ValueError(f"--init {source}: " + "; ".join(clashes) + " (the shape and tokenizer come from the "
                          "checkpoint: leave these flags out)")
-    fresh = type(model)(dataclasses.replace(config, dropout=recipe.dropout, attention_dropout=recipe.dropout),
-                        **constructor_kwargs(model))
-    fresh.load_state_dict(model.state_dict())
-    return fresh, tokenizer, base
+
+
+def init_model(recipe: PretrainRecipe):
+    """The model and tokenizer the recipe starts from -> (model, tokenizer, the --init source or None).
+
+    Without --init (or with a preset): a new model of the preset's shape, the tokenizer trained
+    for the corpus. With any other source (`model_source`): its weights, tokenizer and shape,
+    dropout set to the recipe's.
+    """
+    want = MODEL_CLASSES.get(recipe.objective, MaskedLM)
+    source = model_source.resolve(recipe.init, arch=recipe.preset) if recipe.init is not None else None
+    if source is not None and source.kind != "scratch":
+        _check_init(recipe, source, model_source.config_of(source))
+        model, tokenizer = model_source.load(source, want, dropout=recipe.dropout, fresh_head=True,
+                                             hint=f" (--objective {recipe.objective} continues a {want.__name__})")
+        return model, tokenizer, source
+    preset = source.preset if source is not None and source.preset else recipe.preset or "bert-mini"
+    if source is not None and recipe.preset not in (None, preset):
+        raise ValueError(f"--init {recipe.init} and --preset {recipe.preset} name two shapes: give one")
+    tokenizer = Tokenizer.for_corpus(recipe.data, recipe.vocab_size or 8192, lowercase=True)
+    shape = ModelConfig.preset(preset)
+    scratch = model_source.resolve(preset)
+    extra = {"special_ids": special_ids(tokenizer)} if recipe.objective == "electra" else {}
+    model, tokenizer = model_source.load(
+        scratch, want, tokenizer=tokenizer, dropout=recipe.dropout, **extra,
+        config=dict(max_seq_len=max(recipe.seq_len, min(shape.max_seq_len, 512)), position=recipe.position or "rope"))
+    return model, tokenizer, None
 
 
 def build(recipe: PretrainRecipe, device: torch.device, verbose: bool = True):
     """Tokenizer, model, train and eval batch sources for `recipe` -> (tokenizer, model, train, eval)."""
-    from minilm.data.collate import special_ids
-    from minilm.nn.config import ModelConfig
-    from minilm.data.corpus import decoder_rows, encoder_rows, tokenize_corpus
-    from minilm.data.load import load_corpus
-    from minilm.data.tokenizer import Tokenizer
-
     causal = recipe.objective == "clm"
     t0 = time.perf_counter()
     torch.manual_seed(recipe.seed)
-    if recipe.init is not None:
-        model, tokenizer, base = _from_checkpoint(recipe)
-    else:
-        tokenizer = Tokenizer.for_corpus(recipe.data, recipe.vocab_size, lowercase=True)
-        preset = ModelConfig.preset(recipe.preset)
-        config = ModelConfig.preset(recipe.preset, vocab_size=tokenizer.vocab_size,
-                                    max_seq_len=max(recipe.seq_len, min(preset.max_seq_len, 512)),
-                                    dropout=recipe.dropout, attention_dropout=recipe.dropout, position=recipe.position)
-        extra = {"special_ids": special_ids(tokenizer)} if recipe.objective == "electra" else {}
-        model = _model_class(recipe.objective)(config, **extra)
+    model, tokenizer, base = init_model(recipe)
     docs = load_corpus(recipe.data)
     corpus = tokenize_corpus(docs, tokenizer, str(recipe.data))
     if causal:
@@ -340,7 +366,7 @@ def build(recipe: PretrainRecipe, device: torch.device, verbose: bool = True):
     if verbose:
         print(f"data: {len(docs):,} documents -> {len(rows):,} rows of {recipe.seq_len} tokens "
               f"({len(rows) - n_eval:,} train, {n_eval:,} held out), tokenizer vocab {tokenizer.vocab_size:,} "
-              f"[{time.perf_counter() - t0:.1f}s]" + (f"; weights from {base}" if recipe.init else ""), flush=True)
+              f"[{time.perf_counter() - t0:.1f}s]" + (f"; weights from {base}" if base else ""), flush=True)
     if causal:
         train = CausalLMBatches(rows[:-n_eval], tokenizer, recipe.batch_size, recipe.seed, device)
         held = CausalLMBatches(rows[-n_eval:], tokenizer, recipe.batch_size, recipe.seed, device)
@@ -351,3 +377,55 @@ def build(recipe: PretrainRecipe, device: torch.device, verbose: bool = True):
         held = MaskedLMBatches(rows[-n_eval:], word_ids[-n_eval:], tokenizer, masking, recipe.batch_size,
                                recipe.seed, device)
     return tokenizer, model, train, held
+
+
+def pretrain(recipe: PretrainRecipe, *, command: str = "minilm pretrain") -> dict:
+    """Run `recipe` into its run folder `recipe.out` -> the summary (also written to summary.json).
+
+    Every check that needs no data runs before any is loaded, and the folder is claimed (or
+    refused) before the corpus is read. `command` is recorded in every checkpoint.
+    """
+    rank, _, device = setup_distributed(resolve_device(recipe.device))  # under torchrun: this rank's GPU
+    config = recipe.train_config()
+    resolve_precision(config.precision, device)
+    sink = RunFolder(recipe.out, keep_last=config.keep_last, resume=recipe.resume, overwrite=recipe.overwrite,
+                     main=rank == 0, metadata={"command": command, "objective": recipe.objective,
+                                               "data": str(recipe.data), "seq_len": recipe.seq_len,
+                                               "settings": recipe.settings()})
+    tokenizer, model, train, held = build(recipe, device, verbose=rank == 0)
+    sink.tokenizer = tokenizer  # known once the corpus's tokenizer is trained (or the --init one loaded)
+    evaluate = None
+    if recipe.objective == "electra":  # both sides' scores; the trainer's default knows only token accuracy
+        evaluate = lambda t: held_out_metrics(t.model, held.eval_batches(), t.device, t.autocast, recipe.seed)  # noqa: E731
+    trainer = Trainer(model, config, train, held, evaluate=evaluate, sink=sink)
+    baseline = held.constant_guess_accuracy()
+    if trainer.is_main:
+        c, info = model.config, model.describe()
+        print(f"model: {c.d_model}-wide x {c.n_layers} layers ({c.norm}-norm, {c.position} positions, dropout "
+              f"{recipe.dropout}), {info['params']:,} parameters; {recipe.objective} on {recipe.data}; "
+              f"{recipe.steps or '?'} steps x {recipe.batch_size} x {recipe.seq_len} tokens on {trainer.device} "
+              f"({trainer.precision}); world size {trainer.world_size}"
+              + (f"; time budget {recipe.time_budget:g} min" if recipe.time_budget else ""), flush=True)
+        print(f"best constant guess on the held-out set: {100 * baseline:.2f}% token accuracy", flush=True)
+    t0 = time.perf_counter()
+    summary = trainer.fit()
+    summary.update(constant_guess_accuracy=baseline, wall_s=time.perf_counter() - t0,
+                   tokens_seen=trainer.step * recipe.batch_size * recipe.seq_len)
+    if trainer.is_main:
+        _report(summary, baseline)
+        atomic_write_text(Path(recipe.out, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _report(summary: dict, baseline: float) -> None:
+    """The held-out scores against the constant guess, in a line or two."""
+    if "eval_accuracy" in summary:
+        print(f"held-out token accuracy {100 * summary['eval_accuracy']:.2f}% vs constant guess "
+              f"{100 * baseline:.2f}% ({100 * (summary['eval_accuracy'] - baseline):+.2f} points)"
+              + ("" if "eval_perplexity" not in summary else
+                 f"; eval loss {summary['eval_loss']:.3f}, perplexity {summary['eval_perplexity']:.1f}"))
+    if "eval_discriminator_accuracy" in summary:
+        print(f"(that is the generator's; the discriminator: {100 * summary['eval_discriminator_accuracy']:.2f}% "
+              f"of held-out tokens right, {100 * summary['eval_replaced_recall']:.1f}% of the replaced ones found "
+              f"at {100 * summary['eval_replaced_precision']:.1f}% precision; "
+              f"{100 * summary['eval_replaced_fraction']:.1f}% of tokens were replaced)")
