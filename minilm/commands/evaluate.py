@@ -38,7 +38,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = No
     """
     if split not in SPLITS:
         raise ValueError(f"--split={split!r}: expected one of {SPLITS}")
-    model, tokenizer, info = model_source.load_finetuned(model_source.resolve(run_dir, flag="run"))
+    model, tokenizer, info = model_source.load_finetuned(model_source.resolve(run_dir, flag="run", accept=("finetuned",)))
     if merge_lora:
         if info["method"] != "lora":
             raise ValueError(f"--merge-lora: {run_dir} was fine-tuned with method {info['method']!r}, not 'lora'")

@@ -55,7 +55,7 @@ def run(args) -> int:
     if args.max_new_tokens < 1 or args.num_samples < 1:  # before the model is loaded
         generate_text(None, None, "", max_new_tokens=args.max_new_tokens, num_samples=args.num_samples)
     device = resolve_device(args.device)
-    source = model_source.resolve(args.checkpoint, flag="checkpoint")
+    source = model_source.resolve(args.checkpoint, flag="checkpoint", accept=("checkpoint", "huggingface"))
     model, tokenizer = model_source.load(source, CausalLM, device=device, hint="; for a masked LM use `minilm fill-mask`")
     texts = generate_text(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,

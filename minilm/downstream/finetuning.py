@@ -80,6 +80,9 @@ def build_model(task, init: str, *, arch: str | None = None, tokenizer_path: str
         check_tokenizer(tokenizer, config, f"--arch {arch}")
         return task.model(config), tokenizer, None
     body, own = model_source.load(source, Transformer, dropout=dropout)
+    if body.causal:
+        raise ValueError(f"--init {init} holds a decoder (causal) body; the fine-tuning tasks read every token both "
+                         f"ways and need an encoder (a masked LM or a BERT-family folder)")
     if tokenizer is not None and own.fingerprint() != tokenizer.fingerprint():
         raise ValueError(f"--tokenizer {tokenizer_path} is not the tokenizer saved with {source} (their merges or "
                          f"settings differ): the pretrained embeddings only fit their own tokenizer")

@@ -45,6 +45,8 @@ from minilm.train import checkpoint as ckpt
 from minilm.train import run_folder
 
 KINDS = ("scratch", "finetuned", "huggingface", "checkpoint")
+DESCRIBE = {"scratch": "a preset (random weights)", "finetuned": "a fine-tuned run (finetune.json)",
+            "huggingface": "a Hugging Face folder", "checkpoint": "a checkpoint or run folder"}
 SCRATCH = "scratch"
 # A fine-tuned run folder (written by minilm.downstream.finetuning):
 RUN_INFO = "finetune.json"  # what `minilm evaluate` needs to rebuild the model
@@ -68,9 +70,19 @@ class ModelSource:
         return str(self.path) if self.path is not None else self.name
 
 
-def resolve(name, *, flag: str = "--init", arch=None) -> ModelSource:
-    """Decide once what `name` is (see the module docstring); `arch` gives "scratch" its shape."""
-    name = str(name)
+def resolve(name, *, flag: str = "--init", arch=None, accept: tuple[str, ...] = KINDS) -> ModelSource:
+    """Decide once what `name` is (see the module docstring); `arch` gives "scratch" its shape.
+
+    `accept` lists the kinds the caller can use: any other is refused in one line naming both.
+    """
+    source = _decide(str(name), flag, arch)
+    if source.kind not in accept:
+        raise run_folder.RunFolderError(f"{flag} {name} is {DESCRIBE[source.kind]}; this command reads "
+                                        + " or ".join(DESCRIBE[k] for k in accept))
+    return source
+
+
+def _decide(name: str, flag: str, arch) -> ModelSource:
     if name == SCRATCH or (name in PRESETS and not Path(name).is_dir()):
         preset = name if name != SCRATCH else None
         shape = None
