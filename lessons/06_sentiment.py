@@ -32,6 +32,7 @@ from minilm.downstream.finetuning import DEFAULT_LR, FinetuneConfig, run_finetun
 from minilm.course.lesson import pretrained_checkpoint, start
 from minilm.downstream.metrics import mean_std
 from minilm.downstream.tasks import ClassifyTask, with_subset
+from minilm.train import model_source
 
 BATCH = 32
 MIN_STEPS = 64  # a few hundred labels are a handful of batches: enough epochs that every run takes this many steps
@@ -246,7 +247,7 @@ def probe_features(plan: Plan) -> dict[str, torch.Tensor]:
     from minilm.nn.model import Transformer
 
     t0 = time.perf_counter()
-    body, tokenizer = hf.load_pretrained(plan.real, Transformer)
+    body, tokenizer = model_source.load(model_source.resolve(plan.real), Transformer)
     body.to("cuda" if torch.cuda.is_available() else "cpu")  # --full on a GPU reads every sentence
     texts = set(plan.task.data.validation.texts) | set(plan.task.data.test.texts)
     for size in plan.sizes:

@@ -18,10 +18,11 @@ import torch
 from minilm.data.collate import classification_batch
 from minilm.downstream.compare import LORA_TARGET
 from minilm.data.load import load_classification
-from minilm.downstream.finetuning import DEFAULT_LR, FinetuneConfig, load_finetuned, run_finetune
+from minilm.downstream.finetuning import DEFAULT_LR, FinetuneConfig, run_finetune
 from minilm.course.lesson import pretrained_checkpoint, start
 from minilm.downstream.metrics import mean_std
 from minilm.nn.peft import merge_lora
+from minilm.train import model_source
 
 METHODS = ("full", "probe", "lora", "adapter", "prefix")
 SEEDS_QUICK = 3  # per method, as in --full
@@ -137,7 +138,7 @@ def section_3_trade_off(lesson, runs: dict) -> None:
 def section_4_merging(lesson, lora_run: str) -> None:
     """A LoRA run reloaded from its small file, merged into its base weights: the same logits."""
     lesson.section("4. Merging LoRA: same answers, no extra cost")
-    model, tok, _ = load_finetuned(lora_run)
+    model, tok, _ = model_source.load_finetuned(model_source.resolve(lora_run))
     batch = classification_batch(["a gorgeous, witty, seductive movie.", "the plot is nothing but boilerplate."],
                                  None, tok, 64)
     with torch.no_grad():

@@ -18,8 +18,10 @@ import matplotlib.pyplot as plt
 import torch
 
 from minilm import ModelConfig, Trainer, TrainConfig
-from minilm.train.checkpoint import load_model, read_config
+from minilm.train import model_source
+from minilm.train.checkpoint import read_config
 from minilm.data.collate import pad
+from minilm.data.sampler import RowSampler
 from minilm.downstream.finetuning import DEFAULT_LR, FinetuneConfig, run_finetune
 from minilm.course.lesson import pretrained_checkpoint, start
 from minilm.downstream.metrics import mean_std
@@ -66,16 +68,15 @@ def cloze_accuracy(log_probs, labels, ids, bias=None) -> float:
 
 
 class ClozeBatches:
-    """Few-shot batches for the Trainer: k labelled sentences as cloze rows, answers = label words."""
+    """Few-shot batches for the Trainer: k labelled sentences as cloze rows, answers = label words.
+    Which sentences make a step's batch, on which rank, is the library's one rule (`RowSampler`)."""
 
     def __init__(self, texts, labels, tokenizer, word_ids, batch_size, seed):
         self.texts, self.labels, self.tok, self.word_ids = texts, labels, tokenizer, word_ids
-        self.batch_size, self.seed = batch_size, seed
+        self.sampler = RowSampler(len(texts), batch_size, seed)
 
     def batch(self, step, rank=0, world_size=1):
-        per_epoch = max(1, len(self.texts) // self.batch_size)
-        perm = torch.randperm(len(self.texts), generator=torch.Generator().manual_seed(self.seed * 1000 + step // per_epoch))
-        idx = perm[(step % per_epoch) * self.batch_size:][: self.batch_size].tolist()
+        idx = self.sampler.indices(step, rank, world_size).tolist()
         return cloze_batch([self.texts[i] for i in idx], self.tok, [self.word_ids[self.labels[i]] for i in idx])
 
 
@@ -92,7 +93,7 @@ def section_1_cloze(lesson):
     """The task as a cloze prompt; returns (checkpoint, masked LM, tokenizer, task, single-token label words)."""
     lesson.section("1. Classification as fill-in-the-blank")
     checkpoint, where = pretrained_checkpoint(lesson)
-    mlm, tok = load_model(checkpoint)
+    mlm, tok = model_source.load(model_source.resolve(checkpoint), MaskedLM)
     eval_size = lesson.pick(smoke=32, quick=300, full=None)
     val_size = lesson.pick(smoke=16, quick=100, full=200)
     # One task for every run: the same test sentences for both methods, and a small validation

@@ -9,8 +9,9 @@ Design choices:
   and macro-F1) and `NERTask` (words -> IOB2 tags, `TokenClassifier`, entity-level F1 in the
   conlleval convention) differ only in how they load, collate and score; `finetune.py`
   trains and selects the same way for both.
-- Batch sources (`SentenceSource`, `TaggedSource`) give the global batch of a step as a pure
-  function of (seed, step), like pretraining, so runs are reproducible and shard across ranks.
+- Batch sources (`SentenceSource`, `TaggedSource`) draw their rows by pretraining's rule
+  (`minilm.data.sampler`): the global batch of a step is a pure function of (seed, step),
+  and each rank keeps its contiguous share, so runs are reproducible and shard across ranks.
 - NER scores *words*: each word's tag is predicted at its first sub-token (the collator labels
   only those); words cut off by `max_len` are predicted "O", so truncation costs recall
   instead of vanishing from the score. Gold tags are the data's own strings.
@@ -23,24 +24,25 @@ from __future__ import annotations
 import abc
 import copy
 import dataclasses
-import math
 import random
 import sys
 from pathlib import Path
 
 import torch
 
+from minilm.data.sampler import RowSampler
 from minilm.downstream import metrics
 
 
 class _Source(abc.ABC):
-    """A batch source over n examples: seeded epoch permutations for training, sorted eval batches."""
+    """A batch source over n examples: `RowSampler`'s seeded epochs for training, sorted eval batches."""
 
     def __init__(self, n: int, batch_size: int, seed: int, eval_batch_size: int = 128):
         if n < 1:
             raise ValueError("the split is empty: nothing to train or score on")
         self.n, self.batch_size, self.seed, self.eval_batch_size = n, batch_size, seed, eval_batch_size
-        self.steps_per_epoch = max(1, n // batch_size)  # the last partial batch is dropped, as is usual
+        self.sampler = RowSampler(n, batch_size, seed)
+        self.steps_per_epoch = max(1, n // batch_size)  # an "epoch" of steps; the rows left over open the next
 
     @abc.abstractmethod
     def length(self, i: int) -> int:
@@ -52,13 +54,7 @@ class _Source(abc.ABC):
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
         """This rank's share of the global batch of `step` (a pure function of seed and step)."""
-        epoch, i = divmod(step, self.steps_per_epoch)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        perm = torch.randperm(self.n, generator=g)  # (n,)
-        rows = perm[i * self.batch_size:(i + 1) * self.batch_size]
-        if len(rows) < self.batch_size:  # fewer examples than one batch: wrap around
-            rows = perm.repeat(math.ceil(self.batch_size / self.n))[:self.batch_size]
-        return self.collate(rows[rank::world_size].tolist())
+        return self.collate(self.sampler.indices(step, rank, world_size).tolist())
 
     def eval_chunks(self) -> list[list[int]]:
         """Evaluation batches as example indices: sorted by length, so they carry little padding."""

@@ -63,6 +63,7 @@ from minilm.data.collate import clm_batch, mlm_batch, special_ids
 from minilm.data.corpus import decoder_rows, encoder_rows, tokenize_corpus
 from minilm.data.load import load_corpus
 from minilm.data.masking import COUNTS, DEFAULT_MASK_PROB, MaskingConfig
+from minilm.data.sampler import EVAL_MASKS, MASKS, RowSampler, mix, shard
 from minilm.data.tokenizer import Tokenizer
 from minilm.nn.config import POSITIONS, PRESETS, ModelConfig
 from minilm.nn.electra import ELECTRA, held_out_metrics
@@ -78,52 +79,6 @@ from minilm.train.trainer import PRECISIONS, TrainConfig, Trainer, resolve_devic
 OBJECTIVES = {"mlm": "token", "whole_word": "whole_word", "span": "span", "sequence": "sequence", "clm": None,
               "electra": "token"}  # objective -> masking strategy (None: causal LM, no masking)
 ELECTRA_MASK_PROB = 0.15  # the paper's rate: the generator fills 15% of the tokens, the discriminator reads all
-
-def _mix(seed: int, *values: int) -> int:
-    """A 63-bit seed from a tuple of integers (splitmix-style), so (seed, step) streams never collide."""
-    x = seed & 0xFFFFFFFFFFFFFFFF
-    for v in values:
-        x = (x ^ (v + 0x9E3779B97F4A7C15 + (x << 6) + (x >> 2))) & 0xFFFFFFFFFFFFFFFF
-        x = (x * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-        x ^= x >> 31
-    return x & 0x7FFFFFFFFFFFFFFF
-
-
-class RowSampler:
-    """Which rows make the global batch of a step: epoch after epoch of seeded permutations."""
-
-    def __init__(self, n_rows: int, batch_size: int, seed: int, device: torch.device):
-        if n_rows < 1:
-            raise ValueError("the corpus gave no training rows: use a larger corpus or a smaller --seq-len")
-        self.n_rows, self.batch_size, self.seed, self.device = n_rows, batch_size, seed, device
-        self._perms: dict[int, torch.Tensor] = {}
-
-    def _perm(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._perms:
-            g = torch.Generator(device="cpu").manual_seed(_mix(self.seed, 1, epoch))
-            self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}
-            self._perms[epoch] = torch.randperm(self.n_rows, generator=g).to(self.device)  # (N,)
-        return self._perms[epoch]
-
-    def indices(self, step: int) -> torch.Tensor:
-        """Row indices of the global batch of `step` (B,), on the device."""
-        start = step * self.batch_size
-        first, last = start // self.n_rows, (start + self.batch_size - 1) // self.n_rows
-        parts = []
-        for epoch in range(first, last + 1):
-            lo = max(start, epoch * self.n_rows) - epoch * self.n_rows
-            hi = min(start + self.batch_size, (epoch + 1) * self.n_rows) - epoch * self.n_rows
-            parts.append(self._perm(epoch)[lo:hi])
-        return torch.cat(parts)  # (B,)
-
-
-def _shard(batch: dict, rank: int, world_size: int) -> dict:
-    size = next(iter(batch.values())).shape[0]
-    if size % world_size:
-        raise ValueError(f"--batch-size {size} is not divisible by the world size {world_size}")
-    per = size // world_size
-    return {k: v[rank * per:(rank + 1) * per] for k, v in batch.items()}
-
 
 class MaskedLMBatches:
     """Masked-LM batches from packed rows held on `device`.
@@ -148,7 +103,7 @@ class MaskedLMBatches:
                          self.generator)
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
-        return _shard(self._mask(self.sampler.indices(step), _mix(self.seed, 2, step)), rank, world_size)
+        return shard(self._mask(self.sampler.indices(step), mix(self.seed, MASKS, step)), rank, world_size)
 
     def eval_batches(self):
         """Held-out batches in which every chosen token is replaced by [MASK].
@@ -160,7 +115,8 @@ class MaskedLMBatches:
         if self._eval is None:
             hidden = dataclasses.replace(self.masking, mask_frac=1.0, random_frac=0.0, keep_frac=0.0)
             rows = torch.arange(len(self.input_ids), device=self.device)
-            self._eval = [self._mask(r, _mix(self.seed, 3, i), hidden) for i, r in enumerate(rows.split(self.batch_size))]
+            self._eval = [self._mask(r, mix(self.seed, EVAL_MASKS, i), hidden)
+                          for i, r in enumerate(rows.split(self.batch_size))]
         return self._eval
 
     def constant_guess_accuracy(self) -> float:
@@ -179,7 +135,7 @@ class CausalLMBatches:
         self.sampler = RowSampler(len(self.rows), batch_size, seed, self.device)
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
-        return _shard(clm_batch(self.rows[self.sampler.indices(step)], self.tokenizer), rank, world_size)
+        return shard(clm_batch(self.rows[self.sampler.indices(step)], self.tokenizer), rank, world_size)
 
     def eval_batches(self):
         return [clm_batch(r, self.tokenizer) for r in self.rows.split(self.batch_size)]
