@@ -10,9 +10,9 @@ from minilm.nn import peft
 from minilm.train.checkpoint import save_checkpoint
 from minilm.cli import main as cli
 from minilm.nn.config import ModelConfig
-from minilm.commands.evaluate import evaluate_run
 from minilm.train.checkpoint import CheckpointError
-from minilm.downstream.finetuning import FinetuneConfig, build_model, load_finetuned, results_table, run_finetune
+from minilm.downstream.finetuning import (FinetuneConfig, build_model, evaluate_run, load_finetuned, results_table,
+                                         run_finetune)
 from minilm.downstream.tasks import ClassifyTask, NERTask
 from minilm.nn.model import MaskedLM
 from minilm.data.tokenizer import Tokenizer

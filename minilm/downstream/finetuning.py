@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +164,13 @@ class FinetuneConfig:
     @property
     def peak_lr(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.method]
+
+    def default_out(self) -> str:
+        """runs/finetune-TASK-DATA-METHOD-INIT-sSEED: the data set is in the name, so runs on other data never
+        collide."""
+        init = "scratch" if self.init == "scratch" else "pretrained"
+        data = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.data).stem if os.sep in self.data else self.data)
+        return f"runs/finetune-{self.task}-{data}-{self.method}-{init}-s{self.seed}"
 
     def train_config(self, steps_per_epoch: int) -> TrainConfig:
         """The Trainer's settings: `epochs` epochs, linear decay to zero after the warmup, an evaluation
@@ -304,6 +312,37 @@ def _save_finetuned(out: Path, cfg: FinetuneConfig, task, model, tokenizer, base
 def load_finetuned(run_dir: str | Path):
     """Rebuild a fine-tuned model from its run folder -> (model, tokenizer, info)."""
     return model_source.load_finetuned(model_source.resolve(run_dir, flag="run"))
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = None,
+                 allow_unseen_labels: bool | None = None, batch_size: int = 128, merge_lora: bool = False) -> dict:
+    """Score the fine-tuned model in `run_dir` on `split` of its data (or of `data`) -> scores dict.
+
+    merge_lora: fold a LoRA run's updates into the base weights first (inference at the base
+    model's cost; equal to the unmerged model up to float rounding).
+    Returns {"task", "data", "split", "metric", <scores>, "report"}; predictions are left out.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"--split={split!r}: expected one of {SPLITS}")
+    source = model_source.resolve(run_dir, flag="run", accept=("finetuned",))
+    model, tokenizer, info = model_source.load_finetuned(source)
+    if merge_lora:
+        if info["method"] != "lora":
+            raise ValueError(f"--merge-lora: {run_dir} was fine-tuned with method {info['method']!r}, not 'lora'")
+        peft.merge_lora(model)
+    data = data or info["data"]
+    allow = info.get("allow_unseen_labels", False) if allow_unseen_labels is None else allow_unseen_labels
+    task = TASKS[info["task"]](data, label_names=info["label_names"], allow_unseen=allow)
+    source = task.source(split, tokenizer, batch_size=batch_size, max_len=info["max_len"])
+    source.eval_batch_size = batch_size
+    scored = task.score(model, source)
+    picture = Path(run_dir) / f"confusion_{split}.png"
+    report = task.report(source, scored, picture)
+    scores = {k: v for k, v in scored.items() if k != "predictions"}
+    return {"task": info["task"], "data": data, "split": split, "metric": task.metric, **scores, "report": report}
 
 
 # ---------------------------------------------------------------- tables
