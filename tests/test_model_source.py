@@ -23,37 +23,35 @@ transformers = pytest.importorskip("transformers")
 
 PLAIN = "this command reads a checkpoint or run folder or a Hugging Face folder"
 NOT_FINETUNED = "this command reads a fine-tuned run (finetune.json)"
+PRESET, FOLDER, HF = "is a preset (random weights); ", "is a checkpoint or run folder; ", "is a Hugging Face folder"
+NOT_CAUSAL = "holds a MaskedLM, not a CausalLM; for a masked LM use `minilm fill-mask`"
+NOT_ENCODER = "holds a decoder (causal) body"
+CLASSIFIER = "holds a SequenceClassifier, not a MaskedLM (--objective mlm continues a MaskedLM)"
+FINETUNED = f"is a fine-tuned run (finetune.json); {PLAIN}"
 TABLE = {  # source kind -> {command: None (runs) or the refusal's words}
-    "preset": {"pretrain": None, "finetune": None, "evaluate": f"is a preset (random weights); {NOT_FINETUNED}",
-               "fill-mask": f"is a preset (random weights); {PLAIN}", "generate": f"is a preset (random weights); {PLAIN}"},
-    "scratch": {"pretrain": None, "finetune": None, "evaluate": f"is a preset (random weights); {NOT_FINETUNED}",
-                "fill-mask": f"is a preset (random weights); {PLAIN}",
-                "generate": f"is a preset (random weights); {PLAIN}"},
-    "checkpoint": {"pretrain": None, "finetune": None, "evaluate": f"is a checkpoint or run folder; {NOT_FINETUNED}",
-                   "fill-mask": None, "generate": "holds a MaskedLM, not a CausalLM; for a masked LM use `minilm fill-mask`"},
-    "run folder": {"pretrain": None, "finetune": None, "evaluate": f"is a checkpoint or run folder; {NOT_FINETUNED}",
-                   "fill-mask": None, "generate": "holds a MaskedLM, not a CausalLM; for a masked LM use `minilm fill-mask`"},
-    "causal run folder": {"pretrain": None, "finetune": "holds a decoder (causal) body",
-                          "evaluate": f"is a checkpoint or run folder; {NOT_FINETUNED}",
+    "preset": {"pretrain": None, "finetune": None, "evaluate": PRESET + NOT_FINETUNED,
+               "fill-mask": PRESET + PLAIN, "generate": PRESET + PLAIN},
+    "scratch": {"pretrain": None, "finetune": None, "evaluate": PRESET + NOT_FINETUNED,
+                "fill-mask": PRESET + PLAIN, "generate": PRESET + PLAIN},
+    "checkpoint": {"pretrain": None, "finetune": None, "evaluate": FOLDER + NOT_FINETUNED,
+                   "fill-mask": None, "generate": NOT_CAUSAL},
+    "run folder": {"pretrain": None, "finetune": None, "evaluate": FOLDER + NOT_FINETUNED,
+                   "fill-mask": None, "generate": NOT_CAUSAL},
+    "causal run folder": {"pretrain": None, "finetune": NOT_ENCODER, "evaluate": FOLDER + NOT_FINETUNED,
                           "fill-mask": "holds a CausalLM, not a MaskedLM; for a causal LM use `minilm generate`",
                           "generate": None},
-    "HF BERT with MLM head": {"pretrain": None, "finetune": None,
-                              "evaluate": f"is a Hugging Face folder; {NOT_FINETUNED}", "fill-mask": None,
-                              "generate": "is a Hugging Face folder of a BERT-family encoder, not a CausalLM"},
-    "HF BERT headless": {"pretrain": None, "finetune": None, "evaluate": f"is a Hugging Face folder; {NOT_FINETUNED}",
+    "HF BERT with MLM head": {"pretrain": None, "finetune": None, "evaluate": f"{HF}; {NOT_FINETUNED}",
+                              "fill-mask": None,
+                              "generate": f"{HF} of a BERT-family encoder, not a CausalLM"},
+    "HF BERT headless": {"pretrain": None, "finetune": None, "evaluate": f"{HF}; {NOT_FINETUNED}",
                          "fill-mask": "is a BERT encoder without a masked-LM head",
-                         "generate": "is a Hugging Face folder of a BERT-family encoder, not a CausalLM"},
-    "HF GPT-2": {"pretrain": None, "finetune": "holds a decoder (causal) body",
-                 "evaluate": f"is a Hugging Face folder; {NOT_FINETUNED}",
-                 "fill-mask": "is a Hugging Face folder of a GPT-2 decoder, not a MaskedLM", "generate": None},
-    "fine-tuned (full)": {"pretrain": "holds a SequenceClassifier, not a MaskedLM (--objective mlm continues a MaskedLM)",
-                          "finetune": None, "evaluate": None,
-                          "fill-mask": f"is a fine-tuned run (finetune.json); {PLAIN}",
-                          "generate": f"is a fine-tuned run (finetune.json); {PLAIN}"},
-    "fine-tuned (LoRA)": {"pretrain": "holds a SequenceClassifier, not a MaskedLM (--objective mlm continues a MaskedLM)",
-                          "finetune": "holds a lora adapter on", "evaluate": None,
-                          "fill-mask": f"is a fine-tuned run (finetune.json); {PLAIN}",
-                          "generate": f"is a fine-tuned run (finetune.json); {PLAIN}"},
+                         "generate": f"{HF} of a BERT-family encoder, not a CausalLM"},
+    "HF GPT-2": {"pretrain": None, "finetune": NOT_ENCODER, "evaluate": f"{HF}; {NOT_FINETUNED}",
+                 "fill-mask": f"{HF} of a GPT-2 decoder, not a MaskedLM", "generate": None},
+    "fine-tuned (full)": {"pretrain": CLASSIFIER, "finetune": None, "evaluate": None,
+                          "fill-mask": FINETUNED, "generate": FINETUNED},
+    "fine-tuned (LoRA)": {"pretrain": CLASSIFIER, "finetune": "holds a lora adapter on", "evaluate": None,
+                          "fill-mask": FINETUNED, "generate": FINETUNED},
 }
 COMMANDS = ("pretrain", "finetune", "evaluate", "fill-mask", "generate")
 CAUSAL = ("causal run folder", "HF GPT-2")

@@ -44,6 +44,7 @@ def run(args) -> int:
         raise ValueError(f'text={args.text!r} has no "[MASK]" to fill')
     device = resolve_device(args.device)
     source = model_source.resolve(args.checkpoint, flag="checkpoint", accept=("checkpoint", "huggingface"))
-    model, tokenizer = model_source.load(source, MaskedLM, device=device, hint="; for a causal LM use `minilm generate`")
+    model, tokenizer = model_source.load(source, MaskedLM, device=device,
+                                         hint="; for a causal LM use `minilm generate`")
     print(format_predictions(args.text, model.fill_mask(tokenizer, args.text, top_k=args.top_k)))
     return 0

@@ -38,7 +38,8 @@ def run(args) -> int:
         generate_text(None, None, "", max_new_tokens=args.max_new_tokens, num_samples=args.num_samples)
     device = resolve_device(args.device)
     source = model_source.resolve(args.checkpoint, flag="checkpoint", accept=("checkpoint", "huggingface"))
-    model, tokenizer = model_source.load(source, CausalLM, device=device, hint="; for a masked LM use `minilm fill-mask`")
+    model, tokenizer = model_source.load(source, CausalLM, device=device,
+                                         hint="; for a masked LM use `minilm fill-mask`")
     texts = generate_text(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                           num_samples=args.num_samples, seed=args.seed)

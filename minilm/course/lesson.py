@@ -111,6 +111,7 @@ class Lesson:
 
     def save_figure(self, fig, name: str) -> Path:
         """Save a matplotlib figure as `out/name.png`, close it, and list it in the report."""
+        # Lazy: pyplot takes ~0.5 s to import, which only a run that draws should pay.
         import matplotlib.pyplot as plt
 
         path = self.out / f"{name}.png"

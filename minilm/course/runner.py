@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from minilm.store.atomic import atomic_write_text
 from minilm.course.lesson import RESULTS_FILE, lesson_title
 
@@ -96,8 +98,6 @@ def _children_cpu() -> float:
 
 def write_report(runs_done: list[LessonRun], mode: str, runs: Path, total: float) -> Path:
     """Write runs/course/REPORT.md: a summary table, then each lesson's key figures and pictures."""
-    import torch
-
     report = runs / "course" / "REPORT.md"
     failed = [r for r in runs_done if not r.ok]
     lines = [

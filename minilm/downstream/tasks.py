@@ -30,8 +30,11 @@ from pathlib import Path
 
 import torch
 
+from minilm.data.collate import classification_batch, token_classification_batch, word_predictions
+from minilm.data.load import load_classification, load_ner
 from minilm.data.sampler import RowSampler
 from minilm.downstream import metrics
+from minilm.nn.model import SequenceClassifier, TokenClassifier
 
 
 class _Source(abc.ABC):
@@ -78,8 +81,6 @@ class SentenceSource(_Source):
         return len(self.texts[i])
 
     def collate(self, idx: list[int]) -> dict:
-        from minilm.data.collate import classification_batch
-
         return classification_batch([self.texts[i] for i in idx], [self.labels[i] for i in idx], self.tokenizer,
                                     self.max_len)
 
@@ -96,8 +97,6 @@ class TaggedSource(_Source):
         return len(self.words[i])
 
     def collate(self, idx: list[int]) -> dict:
-        from minilm.data.collate import token_classification_batch
-
         # A gold tag the model cannot know (NERTask allow_unseen) is "O" for the loss; scoring keeps it.
         tags = [[t if t in self.tag_to_id else "O" for t in self.tags[i]] for i in idx]
         return token_classification_batch([self.words[i] for i in idx], tags, self.tokenizer, self.tag_to_id,
@@ -139,8 +138,6 @@ class ClassifyTask:
 
     def __init__(self, data: str, label_names: list[str] | None = None, allow_unseen: bool = False,
                  allow_rare: bool = False):
-        from minilm.data.load import load_classification
-
         self.data = load_classification(data, allow_rare_labels=allow_rare)
         self.label_names = list(self.data.label_names)
         if label_names is not None and list(label_names) != self.label_names:
@@ -172,8 +169,6 @@ class ClassifyTask:
         return len(getattr(self.data, split).texts)
 
     def model(self, config):
-        from minilm.nn.model import SequenceClassifier
-
         # Mean pooling, not [CLS]: masked-LM pretraining never trains the [CLS] output, and with
         # rt-polarity at 512 labels mean pooling scored 60.0% vs 53.5% (pretrained) and 58.3% vs
         # 49.0% (scratch), seed 0: a fairer baseline and a better model.
@@ -214,8 +209,6 @@ class NERTask:
 
     def __init__(self, data: str, label_names: list[str] | None = None, allow_unseen: bool = False,
                  allow_rare: bool = False):
-        from minilm.data.load import load_ner
-
         self.data = load_ner(data, allow_rare_labels=allow_rare)
         if label_names is None:
             seen = {t for sent in self.data.train.tags for t in sent}
@@ -248,8 +241,6 @@ class NERTask:
         return len(getattr(self.data, split).words)
 
     def model(self, config):
-        from minilm.nn.model import TokenClassifier
-
         return TokenClassifier(config, num_labels=self.num_labels)
 
     def source(self, split: str, tokenizer, *, batch_size: int, max_len: int, seed: int = 0) -> TaggedSource:
@@ -260,8 +251,6 @@ class NERTask:
     def score(self, model, source: TaggedSource) -> dict:
         """Entity P/R/F1 over words: each word's tag is the prediction at its first sub-token
         (`collate.word_predictions`); words cut off by max_len are predicted "O"."""
-        from minilm.data.collate import word_predictions
-
         pred: list[list[str]] = [[] for _ in range(source.n)]
         loss_sum, n_labels = 0.0, 0
         for idx, batch, out in predict_batches(model, source):

@@ -37,6 +37,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from minilm.data.tokenizer import Tokenizer
 from minilm.nn.config import PRETRAINED_DIR, ModelConfig  # noqa: F401  (PRETRAINED_DIR re-exported)
 from minilm.store.atomic import atomic_folder, recover_folder
 from minilm.store.fetch import sha256_file
@@ -229,8 +230,6 @@ def load_model(directory, *, device: str | torch.device = "cpu", model_class: ty
     load_weights(directory, model, meta=meta)
     tokenizer = None
     if (directory / TOKENIZER).is_file():
-        from minilm.data.tokenizer import Tokenizer
-
         tokenizer = Tokenizer.load(directory / TOKENIZER)
     return model, tokenizer
 

@@ -350,9 +350,10 @@ def pretrain(recipe: PretrainRecipe, *, command: str = "minilm pretrain") -> dic
                                                "settings": recipe.settings()})
     tokenizer, model, train, held = build(recipe, device, verbose=rank == 0)
     sink.tokenizer = tokenizer  # known once the corpus's tokenizer is trained (or the --init one loaded)
-    evaluate = None
-    if recipe.objective == "electra":  # both sides' scores; the trainer's default knows only token accuracy
-        evaluate = lambda t: held_out_metrics(t.model, held.eval_batches(), t.device, t.autocast, recipe.seed)  # noqa: E731
+    def electra_scores(t: Trainer) -> dict:  # both sides' scores; the trainer's default knows only token accuracy
+        return held_out_metrics(t.model, held.eval_batches(), t.device, t.autocast, recipe.seed)
+
+    evaluate = electra_scores if recipe.objective == "electra" else None
     trainer = Trainer(model, config, train, held, evaluate=evaluate, sink=sink)
     baseline = held.constant_guess_accuracy()
     if trainer.is_main:
