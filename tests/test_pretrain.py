@@ -149,7 +149,7 @@ def test_pretraining_model_memorises_one_batch_of_real_text():
     """The sanity check every new recipe must pass: one fixed batch of IMDB rows, 30% masked,
     driven far below the unigram plateau. Measured with this very setup: post-norm reaches
     0.01, while a pre-norm masked LM without an embedding norm (a recipe once tried) stays at
-    2.8; see the pretrain module's docstring."""
+    2.8; see lessons/measurements/design_choices.md."""
     from minilm.data.collate import mlm_batch
     from minilm.nn.config import ModelConfig
     from minilm.data.corpus import encoder_rows, tokenize_corpus

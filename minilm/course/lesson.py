@@ -109,6 +109,13 @@ class Lesson:
         (self.out / f"{title.replace(' ', '_')}.md").write_text(markdown.strip() + "\n")
         self._write()
 
+    def save_data(self, name: str, data) -> Path:
+        """Keep raw measurements as `out/name.json` (JSON-serialisable), for scripts that read the run
+        afterwards (lessons/measurements/targets.py checks the course's targets from them)."""
+        path = self.out / f"{name}.json"
+        path.write_text(json.dumps(data, indent=1) + "\n")
+        return path
+
     def save_figure(self, fig, name: str) -> Path:
         """Save a matplotlib figure as `out/name.png`, close it, and list it in the report."""
         # Lazy: pyplot takes ~0.5 s to import, which only a run that draws should pay.
@@ -239,7 +246,7 @@ def pretrained_mlm(lesson: Lesson):
 
 # The CPU fallback for the shared encoder: `minilm pretrain`'s recipe with a fixed number of steps.
 # Not its time budget: on a busy machine a budget buys few steps, and the weak result would be
-# cached for good (a 10-minute budget bought 68 steps under load, still at the unigram plateau).
+# cached for good (lessons/measurements/design_choices.md).
 FALLBACK_PRETRAIN = dict(preset="bert-mini", objective="mlm", data="imdb", vocab_size=8192, steps=1000)
 
 

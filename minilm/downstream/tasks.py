@@ -169,9 +169,8 @@ class ClassifyTask:
         return len(getattr(self.data, split).texts)
 
     def model(self, config):
-        # Mean pooling, not [CLS]: masked-LM pretraining never trains the [CLS] output, and with
-        # rt-polarity at 512 labels mean pooling scored 60.0% vs 53.5% (pretrained) and 58.3% vs
-        # 49.0% (scratch), seed 0: a fairer baseline and a better model.
+        # Mean pooling, not [CLS]: masked-LM pretraining never trains the [CLS] output, so mean
+        # pooling is the fairer baseline and the better model (lessons/measurements/design_choices.md).
         return SequenceClassifier(config, num_labels=self.num_labels, pooling="mean")
 
     def source(self, split: str, tokenizer, *, batch_size: int, max_len: int, seed: int = 0) -> SentenceSource:

@@ -1,53 +1,45 @@
-"""`minilm pretrain`: self-supervised pretraining on unlabelled text, and its batch sources.
+"""Self-supervised pretraining: the recipe, its batch sources, and `pretrain(recipe)` behind `minilm pretrain`.
 
     minilm pretrain                                   # 10 CPU-minutes of bert-mini MLM on IMDB -> runs/pretrain/final
     minilm pretrain --device cuda --precision bf16 --batch-size 256 --lr 1e-3 --warmup 300 \
         --time-budget 4 --out runs/bert-mini-gpu       # a few GPU minutes
+    minilm pretrain --init HF_BERT_FOLDER --data rt-polarity:train-text  # task-adaptive, from a real BERT
     torchrun --nproc_per_node=2 -m minilm pretrain …  # data parallel, same global batch
     MINILM_CACHE=/path/to/cache minilm pretrain …     # offline: fetched IMDB, tokenizer and tokenized corpus
 
-Design choices:
+Design choices (the figures behind them: lessons/measurements/design_choices.md):
 - The default is a recipe that *learns* on a small budget (in the spirit of Geiping &
   Goldstein's "Cramming"): no dropout while pretraining, exact-count masking at a higher rate
   than BERT's 15% (more supervised positions per step), loss and logits only at masked
   positions (the model's sparse prediction), short rows (128), a short warmup, and small
   batches (16 rows) at lr 1e-3. BERT's original masking stays flags away (`--dropout 0.1
   --mask-prob 0.15 --mask-count bernoulli`).
-- Held-out accuracy is scored with every predicted token hidden (`eval_batches`). Scored
-  BERT's way, the 10% of predicted tokens left visible are answered by copying the input,
-  which models learn within a few hundred steps: on IMDB that alone reads as ~12% against a
-  3.9% constant guess, and it hid the fact that the learned-position runs never left the
-  unigram plateau (30 CPU-minutes of bert-mini, 1,535 steps: 3.8% vs 3.9%, loss 6.79
-  against the unigram's 6.85; neither 100% [MASK] training nor lr 3e-4 changed that).
-- Rotary positions (RoFormer) are what got the model off the plateau on the CPU: with the
-  same recipe, bert-mini reached 6.7% after 150 steps and 11.9% after 250 (one thread, then
-  two; honest scoring). Angles fixed by position let attention find a blank's neighbours
-  from the first step, where a learned position table starts as noise (on a synthetic task
-  whose blanks are copies of their neighbours, learned positions stayed at chance for 300
-  steps at every lr tried). `--position learned` keeps BERT's table, for Hugging Face export.
-- The blocks are the preset's: post-norm for the BERT presets. Not Cramming's pre-norm: a
-  pre-norm masked LM whose embeddings are not normalised (GPT-2's layout) could not even
-  memorise one batch (loss stuck at the batch's unigram entropy, 5.08, after 150 steps,
-  where post-norm and transformers' BERT reached 0.02), most likely because the tied
-  decoder's gradient drags every token embedding, and with them the unnormalised residual
-  stream, the same way (with the embeddings normalised, or the decoder untied, the same
-  model memorised the batch).
-- Batches are a pure function of (seed, step): the rows of a step come from a seeded
-  permutation of the epoch, the masks from a generator seeded by (seed, step). Resume needs no
-  data state, and the *global* batch is the same for any number of ranks: each rank masks
-  the global batch and keeps its slice.
+- Held-out accuracy is scored with every predicted token hidden (`eval_batches`): scored
+  BERT's way, copying the visible tenth of the answers inflates the score and hides a model
+  stuck at the unigram plateau.
+- Rotary positions (RoFormer) by default: angles fixed by position let attention find a
+  blank's neighbours from the first step, where a learned table starts as noise and kept
+  bert-mini on the plateau for the whole CPU budget. `--position learned` keeps BERT's
+  table, for Hugging Face export.
+- The blocks are the preset's: post-norm for the BERT presets. Not Cramming's pre-norm: with
+  unnormalised embeddings and a tied decoder, a pre-norm masked LM could not memorise one batch.
+- Batches follow the library's one rule (`minilm.data.sampler`): the rows of a step come from
+  a seeded permutation of the epoch, the masks from a generator seeded by (seed, step); each
+  rank masks the global batch and keeps its slice, so resume needs no data state and any
+  number of ranks trains like one.
 - Rows live on the training device and are masked there, batched: on a GPU, data and masking
   cost no host round trip.
 - The tokenizer is `Tokenizer.for_corpus(data, vocab, lowercase=True)`, cached under
   $MINILM_CACHE with the tokenized corpus, so a copied cache folder lets an offline machine
   start training at once, and fine-tuning on lower-cased rt-polarity sees the same pieces.
-- The run folder's `final/` (and `best/`) is a checkpoint `minilm finetune --init` reads, and
-  `minilm pretrain --init` continues (fresh optimiser and warmup, same tokenizer and shape).
-- The recipe's settings and defaults live in one dataclass, `PretrainRecipe`.
+- `--init` takes any model source (`minilm.train.model_source`): a checkpoint or run folder
+  continues with its tokenizer and shape, a Hugging Face BERT folder with its WordPiece (a
+  fresh masked-LM head when it has none), always with a fresh optimiser and warmup.
+- Every setting of `minilm pretrain` lives in one dataclass, `PretrainRecipe`, which builds
+  its own `TrainConfig`; `pretrain(recipe)` claims the run folder before reading any data.
 - `--objective electra` (minilm/nn/electra.py) trains a generator and a discriminator on the
-  same masked batches, every chosen token shown as [MASK]. It is not the default: at 10
-  CPU-minutes its encoder fine-tuned at chance where the masked LM's gained 2 points over
-  scratch (`minilm bench objectives`; the figures are in the README).
+  same masked batches, every chosen token shown as [MASK]. It is not the default: at the
+  course's CPU budget its encoder fine-tuned at chance (`minilm bench objectives`).
 """
 from __future__ import annotations
 
