@@ -120,8 +120,9 @@ def load(source: ModelSource, want: type, *, device="cpu", tokenizer=None, dropo
     config: scratch only, ModelConfig fields over the preset's (e.g. max_seq_len, position).
     kwargs go to the constructor of a model built here (num_labels=, special_ids=).
     """
-    if source.kind == "scratch":
-        model, tokenizer = _scratch(source, want, tokenizer, config or {}, kwargs)
+    if source.kind == "scratch":  # built with the dropout asked for, not rebuilt for it below
+        shape = {**({} if dropout is None else {"dropout": dropout, "attention_dropout": dropout}), **(config or {})}
+        model, tokenizer = _scratch(source, want, tokenizer, shape, kwargs)
     elif source.kind == "finetuned":
         model, tokenizer = _from_finetuned(source, want, hint)
     elif source.kind == "huggingface":
@@ -169,8 +170,8 @@ def _scratch(source, want, tokenizer, overrides: dict, kwargs):
         if tokenizer is None:
             raise ValueError(f"{source.flag} {source.name}: a preset has no tokenizer; pass the one to train with")
         config = ModelConfig.preset(source.preset, vocab_size=tokenizer.vocab_size, **overrides)
-    check_tokenizer(tokenizer, config, f"{source.arch.flag} {source.arch}" if source.arch else f"{source.flag} "
-                                                                                               f"{source.name}")
+    where = f"{source.arch.flag} {source.arch}" if source.arch else f"{source.flag} {source.name}"
+    check_tokenizer(tokenizer, config, where)
     return want(config, **kwargs), tokenizer
 
 
