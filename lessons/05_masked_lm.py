@@ -20,7 +20,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from minilm import MaskedLM, ModelConfig, Trainer, TrainConfig
-from minilm.train.checkpoint import load_model, read_config
+from minilm.train import model_source
+from minilm.train.checkpoint import read_config
 from minilm.data.collate import mlm_batch
 from minilm.data.corpus import encoder_rows, tokenize_corpus
 from minilm.course.lesson import lesson_corpus, pretrained_checkpoint, start
@@ -208,7 +209,7 @@ def section_4_fill_mask(lesson, model, tok, before, live_steps: int) -> None:
     """fill-mask on a few probes: untrained, the live run, and the shared pretrained encoder."""
     lesson.section("4. fill-mask: before, after, and the shared pretrained encoder")
     path, where = pretrained_checkpoint(lesson)
-    shared, shared_tok = load_model(path)
+    shared, shared_tok = model_source.load(model_source.resolve(path), MaskedLM)
     shared.eval()
     lesson.say(f"""
         The shared encoder is {where}, the starting point of lessons 06-09.

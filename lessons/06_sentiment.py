@@ -32,6 +32,7 @@ from minilm.downstream.finetuning import DEFAULT_LR, FinetuneConfig, run_finetun
 from minilm.course.lesson import pretrained_checkpoint, start
 from minilm.downstream.metrics import mean_std
 from minilm.downstream.tasks import ClassifyTask, with_subset
+from minilm.train import model_source
 
 BATCH = 32
 MIN_STEPS = 64  # a few hundred labels are a handful of batches: enough epochs that every run takes this many steps
@@ -48,10 +49,6 @@ RUNGS = {  # the ladder, bottom to top: what each rung trains and on what featur
     "real BERT fine-tuned": "the same real BERT, every weight fine-tuned",
 }
 SEEDS = {"smoke": 1, "quick": 2, "full": 3}  # per cell; quick trades a seed for fitting in minutes
-# The targets this ladder was built to meet (mean test accuracy over the seeds, the whole test split).
-GAP_GOALS = {512: (12.0, True), 6824: (5.0, False)}  # shared minus scratch: (points, must clear 2 std), per size
-BOW_GOAL = 512  # the shared encoder scores higher than bag of words at this many labels
-REAL_GOALS = {512: 0.75, 6824: 0.80}  # the real checkpoint's accuracy at that many labels
 
 
 class Plan(NamedTuple):  # not a dataclass: tests import lessons as files, outside sys.modules
@@ -246,7 +243,7 @@ def probe_features(plan: Plan) -> dict[str, torch.Tensor]:
     from minilm.nn.model import Transformer
 
     t0 = time.perf_counter()
-    body, tokenizer = hf.load_pretrained(plan.real, Transformer)
+    body, tokenizer = model_source.load(model_source.resolve(plan.real), Transformer)
     body.to("cuda" if torch.cuda.is_available() else "cpu")  # --full on a GPU reads every sentence
     texts = set(plan.task.data.validation.texts) | set(plan.task.data.test.texts)
     for size in plan.sizes:
@@ -321,16 +318,12 @@ def section_4_curve(lesson, plan: Plan, results: dict, seconds: dict) -> None:
 
 
 def section_5_verdict(lesson, plan: Plan, results: dict) -> None:
-    """What the ladder says, read from the runs, and each target met or missed."""
+    """What the ladder says, read from the runs (the raw accuracies are kept in ladder.json)."""
     lesson.section("5. Does pretraining make labels go further?")
+    lesson.save_data("ladder", {"sizes": plan.sizes, "seeds": plan.seeds, "test_accuracy": results})
 
     def mean(rung, size):
         return mean_std(results[rung][size])[0]
-
-    def target(what: str, met: bool, measured: str) -> str:
-        verdict = "met" if met else "MISSED"
-        lesson.record(f"target: {what}", f"{verdict} ({measured})", headline=not met)
-        return f"Target: {what}: {verdict} ({measured})."
 
     lines = []
     for s in plan.sizes:
@@ -339,31 +332,15 @@ def section_5_verdict(lesson, plan: Plan, results: dict) -> None:
         where = ("clear of" if gap > 2 * noise else "below scratch by more than" if gap < -2 * noise else "within")
         lines.append(f"With {s:,} labels the shared encoder scores {pm:.1%} against {sm:.1%} from scratch: "
                      f"{gap:+.1f} points, {where} twice the seed-to-seed spread ({noise:.1f} points).")
-        if s in GAP_GOALS:
-            goal, clear = GAP_GOALS[s]
-            lines[-1] += " " + target(f"shared encoder - scratch at {s:,} labels >= +{goal:g} points"
-                                      + (" and outside 2 std" if clear else ""),
-                                      gap >= goal and (not clear or gap > 2 * noise), f"{gap:+.1f}")
     lines.append("Against bag of words, the shared encoder scores " + "; ".join(
         f"{mean('shared encoder', s):.1%} vs {mean('bag of words', s):.1%} at {s:,}" for s in plan.sizes) + ".")
-    if BOW_GOAL in plan.sizes:
-        enc, bow = mean("shared encoder", BOW_GOAL), mean("bag of words", BOW_GOAL)
-        lines[-1] += " " + target(f"shared encoder > bag of words at {BOW_GOAL:,} labels", enc > bow,
-                                  f"{enc:.1%} vs {bow:.1%}")
     gains = {s: 100 * (mean("shared + TAPT", s) - mean("shared encoder", s)) for s in plan.sizes}
     lines.append("Task-adaptive pretraining adds " + "; ".join(f"{g:+.1f} points at {s:,}" for s, g in gains.items())
-                 + ". " + target("shared + TAPT >= the shared encoder alone, at every size run",
-                                 min(gains.values()) >= 0, f"worst {min(gains.values()):+.1f} points"))
+                 + ": more masked-LM steps on the task's own text should help, or at least not hurt.")
     real = [r for r in ("real BERT fine-tuned", "real BERT probe") if r in plan.rungs]
-    for s, goal in REAL_GOALS.items():
-        if real and s in plan.sizes:
-            best = max(real, key=lambda r: mean(r, s))
-            lines.append(target(f"the real BERT at {s:,} labels >= {goal:.0%}", mean(best, s) >= goal,
-                                f"{mean(best, s):.1%}, {best}"))
-    unmeasured = sorted({*GAP_GOALS, BOW_GOAL, *REAL_GOALS} - set(plan.sizes))
-    if unmeasured:
-        lines.append(f"The targets at {' and '.join(f'{s:,}' for s in unmeasured)} labels are checked by --full, "
-                     f"which runs those sizes.")
+    if real:
+        lines.append("The real BERT, pretrained on far more text, scores " + "; ".join(
+            f"{max(mean(r, s) for r in real):.1%} at {s:,}" for s in plan.sizes) + " (its better rung).")
     lesson.say("\n\n".join(lines))
     lesson.say("""
         How to read the curve: from scratch, a model must learn what words mean from the

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from minilm.train.checkpoint import load_model
+from minilm.train import model_source
 from minilm.data.collate import token_classification_batch
 from minilm.data.load import load_ner
 from minilm.downstream.finetuning import FinetuneConfig, run_finetune
@@ -63,7 +63,7 @@ def section_2_subtokens(lesson, data):
     """First-sub-token alignment on one sentence; returns the shared encoder's (checkpoint, description)."""
     lesson.section("2. Words into sub-tokens: label the first piece")
     checkpoint, where = pretrained_checkpoint(lesson)
-    _, tok = load_model(checkpoint)
+    tok = model_source.tokenizer_of(model_source.resolve(checkpoint))
     tag_to_id = {t: k for k, t in enumerate(data.tag_names)}
     sentence = ["Schwarzenegger", "visited", "Wolfsburg", "for", "Volkswagen", "."]
     sentence_tags = ["B-PER", "O", "B-LOC", "O", "B-ORG", "O"]

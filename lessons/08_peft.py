@@ -16,12 +16,12 @@ import matplotlib.pyplot as plt
 import torch
 
 from minilm.data.collate import classification_batch
-from minilm.downstream.compare import LORA_TARGET
 from minilm.data.load import load_classification
-from minilm.downstream.finetuning import DEFAULT_LR, FinetuneConfig, load_finetuned, run_finetune
+from minilm.downstream.finetuning import DEFAULT_LR, FinetuneConfig, run_finetune
 from minilm.course.lesson import pretrained_checkpoint, start
 from minilm.downstream.metrics import mean_std
 from minilm.nn.peft import merge_lora
+from minilm.train import model_source
 
 METHODS = ("full", "probe", "lora", "adapter", "prefix")
 SEEDS_QUICK = 3  # per method, as in --full
@@ -107,19 +107,20 @@ def section_3_trade_off(lesson, runs: dict) -> None:
     (full, full_sd), (lora, lora_sd) = acc["full"], acc["lora"]
     share = runs["lora"][0]["trainable_pct"]
     gap = 100 * (lora - full)
-    met = share <= LORA_TARGET["max_trainable_pct"] and gap >= -LORA_TARGET["max_gap"]
+    lesson.save_data("peft", {"test_accuracy": {m: [r["test"]["accuracy"] for r in rows] for m, rows in runs.items()},
+                              "trainable_pct": {m: rows[0]["trainable_pct"] for m, rows in runs.items()}})
     lesson.say(f"""
         Full fine-tuning trains all {runs['full'][0]['total_params']:,} parameters and writes the
         whole model ({sizes['full'] / 1e6:.1f} MB). LoRA trains {share:.1f}% of
         them and its file is {sizes['lora'] / 1e6:.2f} MB, and scores {lora:.1%} ± {lora_sd:.1%} against full
         fine-tuning's {full:.1%} ± {full_sd:.1%} ({gap:+.1f} points, over {n_seeds} seed{'s' * (n_seeds > 1)}).
-        Target: LoRA at most {LORA_TARGET['max_trainable_pct']:g}% of the parameters and within
-        {LORA_TARGET['max_gap']:g} points of full fine-tuning: {'met' if met else 'MISSED'}. The probe is the
+        LoRA's bet is that the update fine-tuning needs has a low rank, so a few percent of
+        the parameters should come within a couple of points of training them all. The probe is the
         cheapest and shows how much of the task the frozen features already solve. With one frozen
         base, every further task costs one small file instead of one more model.""")
     lesson.record("LoRA vs full fine-tuning: trainable share, test accuracy",
                   f"{share:.1f}% of the parameters, {lora:.1%} vs {full:.1%} ({gap:+.1f} points, "
-                  f"{n_seeds} seeds): target {'met' if met else 'MISSED'}", headline=True)
+                  f"{n_seeds} seeds)", headline=True)
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for m, rows in runs.items():
@@ -137,7 +138,7 @@ def section_3_trade_off(lesson, runs: dict) -> None:
 def section_4_merging(lesson, lora_run: str) -> None:
     """A LoRA run reloaded from its small file, merged into its base weights: the same logits."""
     lesson.section("4. Merging LoRA: same answers, no extra cost")
-    model, tok, _ = load_finetuned(lora_run)
+    model, tok, _ = model_source.load_finetuned(model_source.resolve(lora_run))
     batch = classification_batch(["a gorgeous, witty, seductive movie.", "the plot is nothing but boilerplate."],
                                  None, tok, 64)
     with torch.no_grad():

@@ -28,7 +28,7 @@ from minilm import MaskedLM, ModelConfig, Trainer, TrainConfig
 from minilm.data.corpus import encoder_rows, tokenize_corpus
 from minilm.course.lesson import lesson_corpus, start
 from minilm.train.pretraining import RECIPE, MaskedLMBatches
-from minilm.train.trainer import PEAK_FLOPS
+from minilm.train.mfu import PEAK_FLOPS
 
 
 def matmul_flops(n: int, dtype=torch.float32, repeats: int = 3) -> float:

@@ -31,6 +31,7 @@ COMMANDS = {
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions minilm raises for mistakes and faults a user can fix (not for bugs)."""
+    # Lazy: the table imports only the command asked for (`minilm --help` should not load torch).
     from minilm.train.checkpoint import CheckpointError
     from minilm.store.fetch import FetchError
 

@@ -3,7 +3,9 @@ import stat
 
 import numpy as np
 import pytest
+import torch
 
+from minilm.store import atomic
 from minilm.store.atomic import atomic_open, atomic_path, atomic_write_bytes, atomic_write_text
 
 
@@ -58,3 +60,35 @@ def test_refuses_append_mode(tmp_path):
     with pytest.raises(ValueError, match="mode='a'"):
         with atomic_open(tmp_path / "x", "a"):
             pass
+
+
+@pytest.mark.parametrize("stop_at", ["move the old folder aside", "move the new folder in"])
+def test_a_hugging_face_export_replaced_by_a_run_killed_mid_swap_is_recovered(tmp_path, monkeypatch, stop_at):
+    """save_hf swaps folders with atomic_folder: stopped at either rename, the old or the new export comes back."""
+    from minilm.nn import hf
+    from minilm.nn.config import ModelConfig
+    from minilm.nn.model import MaskedLM
+
+    def model(seed):
+        torch.manual_seed(seed)
+        return MaskedLM(ModelConfig.preset("bert-tiny", vocab_size=64, max_seq_len=16, position="learned"))
+
+    folder = tmp_path / "export"
+    hf.save_hf(model(0), None, folder)
+
+    class Killed(BaseException):
+        pass
+
+    def die(label):
+        if label == stop_at:
+            raise Killed(label)
+
+    monkeypatch.setattr(atomic, "FAULT_HOOK", die)
+    with pytest.raises(Killed):
+        hf.save_hf(model(1), None, folder)
+    monkeypatch.setattr(atomic, "FAULT_HOOK", None)
+    atomic.recover_folder(folder, complete=hf.is_hf_folder, cleanup=True)
+    loaded = MaskedLM.from_hf(folder)
+    expected = model(0 if stop_at == "move the old folder aside" else 1)
+    assert all(torch.equal(v, expected.state_dict()[k]) for k, v in loaded.state_dict().items())
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]  # the temporary folders are gone

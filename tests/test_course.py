@@ -110,7 +110,6 @@ def test_lesson_harness_modes_and_results(tmp_path, capsys):
 
 def test_shared_checkpoint_falls_back_to_a_cached_cpu_pretraining(tmp_path, monkeypatch):
     """Without the committed checkpoint, lessons 05-09 pretrain once with `minilm pretrain` and reuse it."""
-    import minilm.cli
     import minilm.course.lesson as harness
     from minilm.train.checkpoint import load_model
 
@@ -119,18 +118,19 @@ def test_shared_checkpoint_falls_back_to_a_cached_cpu_pretraining(tmp_path, monk
                               for i in range(200)))
     monkeypatch.setenv("MINILM_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(harness, "PRETRAINED_DIR", tmp_path / "no-such-asset")
-    monkeypatch.setattr(harness, "FALLBACK_PRETRAIN", [
-        "--preset", "bert-tiny", "--data", str(text), "--vocab-size", "300", "--seq-len", "16", "--batch-size", "4",
-        "--steps", "2", "--warmup", "1", "--eval-rows", "4", "--no-progress"])
+    monkeypatch.setattr(harness, "FALLBACK_PRETRAIN", dict(
+        preset="bert-tiny", data=str(text), vocab_size=300, seq_len=16, batch_size=4, steps=2, warmup=1, eval_rows=4,
+        progress=False))
     (tmp_path / "06_x.py").write_text('"""A lesson that fine-tunes."""\n')
     lesson = start(str(tmp_path / "06_x.py"), ["--out", str(tmp_path / "out")])
     path, where = harness.pretrained_checkpoint(lesson)
     assert path == tmp_path / "cache" / "lessons" / "pretrained-bert-mini" / "final" and "CPU pretraining" in where
+    assert "--vocab-size 300" in where and "--no-progress" in where  # the command that made it, as flags
     model, tokenizer = load_model(path)
     assert type(model).__name__ == "MaskedLM" and tokenizer.vocab_size == 300
 
-    def no_second_pretraining(argv):
-        raise AssertionError(f"pretrained again: {argv}")
+    def no_second_pretraining(recipe, **_):
+        raise AssertionError(f"pretrained again: {recipe}")
 
-    monkeypatch.setattr(minilm.cli, "main", no_second_pretraining)
+    monkeypatch.setattr(harness, "pretrain", no_second_pretraining)
     assert harness.pretrained_checkpoint(lesson)[0] == path  # cached: no second pretraining

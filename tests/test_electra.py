@@ -100,9 +100,10 @@ def test_checkpoint_round_trip_and_the_body_is_what_fine_tuning_reads(tokenizer,
         c = loaded.eval()(**b, rng=torch.Generator().manual_seed(1))
     assert torch.allclose(a.loss, c.loss) and torch.equal(a.replaced, c.replaced)
 
-    from minilm.downstream.finetuning import _load_base
+    from minilm.nn.model import Transformer
+    from minilm.train import model_source
 
-    body, tok = _load_base(tmp_path / "ckpt")
+    body, tok = model_source.load(model_source.resolve(tmp_path / "ckpt"), Transformer)
     assert body is not None and sum(p.numel() for p in body.parameters()) == sum(
         p.numel() for p in model.body.parameters())
 
@@ -138,5 +139,5 @@ def test_cli_pretrain_electra_scores_both_sides_and_finetune_reads_it(tmp_path, 
         assert torch.equal(again.state_dict()[k], v), k
     wrong = parser.parse_args(["--data", str(corpus_file), "--init", str(out), "--seq-len", "32", "--steps", "2",
                                "--out", str(tmp_path / "wrong")])
-    with pytest.raises(ValueError, match=r"the checkpoint holds ELECTRA; --objective mlm continues MaskedLM"):
+    with pytest.raises(ValueError, match=r"holds an ELECTRA, not a MaskedLM \(--objective mlm continues a MaskedLM\)"):
         build(recipe_from(wrong), torch.device("cpu"), verbose=False)

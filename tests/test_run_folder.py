@@ -81,6 +81,7 @@ def test_a_kill_at_any_rename_leaves_the_old_or_the_new_final(tmp_path, kill_at)
     save_checkpoint(run / "final", tiny(seed=0))
     script = textwrap.dedent(f"""
         import os, torch
+        from minilm.store import atomic
         from minilm.train import checkpoint
         from minilm.nn.config import ModelConfig
         from minilm.nn.model import MaskedLM
@@ -89,7 +90,7 @@ def test_a_kill_at_any_rename_leaves_the_old_or_the_new_final(tmp_path, kill_at)
             calls.append(label)
             if len(calls) == {kill_at}:
                 os._exit(9)
-        checkpoint.FAULT_HOOK = die
+        atomic.FAULT_HOOK = die
         torch.manual_seed(1)
         checkpoint.save_checkpoint({str(run / 'final')!r},
                                    MaskedLM(ModelConfig.preset("bert-tiny", vocab_size=64, max_seq_len=16)))

@@ -10,16 +10,17 @@ import sys
 
 import torch
 
-from minilm.train.checkpoint import load_model
 from minilm.data.collate import pad
 from minilm.data.load import load_classification
+from minilm.nn.model import Transformer
+from minilm.train import model_source
 
 
 def main(folders):
     texts = load_classification("rt-polarity").test.texts[:200]
     for folder in folders:
-        model, tok = load_model(folder)
-        body = model.body.eval()
+        body, tok = model_source.load(model_source.resolve(folder, flag="folder"), Transformer)
+        body.eval()
         x = pad([[tok.cls_id, *tok.encode(t)[:60], tok.sep_id] for t in texts], tok.pad_id)  # (N, T)
         mask = (x != tok.pad_id).long()
         with torch.no_grad():

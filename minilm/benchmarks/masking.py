@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from minilm.data.collate import maskable_positions, mlm_batch, replacement_ids
 from minilm.nn.config import ModelConfig
 from minilm.data.masking import COUNTS, STRATEGIES, MaskingConfig, mask_tokens
+from minilm.nn.model import MaskedLM
 
 SPECIALS = ("<|endoftext|>", "[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")  # minilm's Tokenizer order
 
@@ -74,8 +75,6 @@ def timed(fn, sync) -> tuple[float, float]:
 
 def training_step(config: ModelConfig, batch: dict, device: torch.device):
     """A closure doing one MaskedLM training step (forward, loss, backward, AdamW, zero_grad) on `batch`."""
-    from minilm.nn.model import MaskedLM
-
     torch.manual_seed(0)
     model = MaskedLM(config).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
@@ -92,6 +91,7 @@ def training_step(config: ModelConfig, batch: dict, device: torch.device):
 
 def hf_collator(vocab: Vocabulary):
     """transformers' DataCollatorForLanguageModeling over a word-level tokenizer with the same ids."""
+    # Lazy: the reference library is a test-only dependency and slow to import; only a run of this benchmark needs it.
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers.models import WordLevel
     from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerFast
@@ -118,6 +118,7 @@ def configure(parser):
 
 
 def run(args):
+    # Lazy: the reference library is a test-only dependency and slow to import; only a run of this benchmark needs it.
     import transformers
 
     device = torch.device(args.device)

@@ -81,6 +81,7 @@ def matmul_flops(model: MaskedLM, batch_size: int, seq_len: int, n_labelled: int
 
 def hf_twin(ours: MaskedLM):
     """transformers' BertForMaskedLM of the same shape, holding the same weights."""
+    # Lazy: the reference library is a test-only dependency and slow to import; only a run of this benchmark needs it.
     import transformers
 
     c = ours.config
@@ -95,6 +96,7 @@ def hf_twin(ours: MaskedLM):
 
 
 def run(args):
+    # Lazy: the reference library is a test-only dependency and slow to import; only a run of this benchmark needs it.
     import transformers
 
     torch.manual_seed(0)

@@ -26,7 +26,11 @@ import platform
 import time
 from pathlib import Path
 
+from minilm.downstream.finetuning import FinetuneConfig, run_finetune
+from minilm.downstream.metrics import mean_std
+from minilm.downstream.tasks import ClassifyTask
 from minilm.store.atomic import atomic_write_text
+from minilm.train.pretraining import PretrainRecipe, pretrain
 
 BATCH, MIN_STEPS, EPOCHS = 32, 64, 4  # lesson 06's fine-tuning recipe
 
@@ -43,24 +47,22 @@ def configure(parser):
     parser.add_argument("--out", default="runs/bench-objectives", help="folder for the runs and the table")
 
 
-def pretrain(objective: str, args, folder: Path) -> dict:
+def pretrain_once(objective: str, args, folder: Path) -> dict:
     """`minilm pretrain` for one objective into `folder` (reused when finished): its summary."""
-    from minilm.cli import main as minilm_main
-
     if not (folder / "summary.json").exists():
-        budget = ["--steps", str(args.steps), "--warmup", str(min(10, args.steps))] if args.steps else [
-            "--time-budget", f"{args.minutes:g}"]
-        argv = ["pretrain", "--objective", objective, *budget, *(["--preset", args.preset] if args.preset else []),
-                "--no-progress", "--overwrite", "--out", str(folder)]
-        print("  minilm " + " ".join(argv), flush=True)
-        if minilm_main(argv):
-            raise RuntimeError(f"minilm pretrain --objective {objective} failed; see the output above")
+        budget = dict(steps=args.steps, warmup=min(10, args.steps)) if args.steps else dict(time_budget=args.minutes)
+        recipe = PretrainRecipe(objective=objective, preset=args.preset, progress=False, overwrite=True,
+                                out=str(folder), **budget)
+        flags = " ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in budget.items())
+        command = (f"minilm pretrain --objective {objective} {flags}" + (f" --preset {args.preset}" if args.preset
+                                                                          else "") + f" --out {folder}")
+        print("  " + command, flush=True)
+        if pretrain(recipe, command=command)["interrupted"]:
+            raise KeyboardInterrupt
     return json.loads((folder / "summary.json").read_text())
 
 
 def fine_tune(init: str, arch: str, size: int, seed: int, task, eval_size) -> float:
-    from minilm.downstream.finetuning import FinetuneConfig, run_finetune
-
     n_train = task.split_size("train")
     cfg = FinetuneConfig(task="classify", data="rt-polarity", init=init, arch=arch, method="full", seed=seed,
                          epochs=max(EPOCHS, math.ceil(MIN_STEPS * BATCH / size)), batch_size=BATCH,
@@ -69,15 +71,12 @@ def fine_tune(init: str, arch: str, size: int, seed: int, task, eval_size) -> fl
 
 
 def run(args):
-    from minilm.downstream.metrics import mean_std
-    from minilm.downstream.tasks import ClassifyTask
-
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     sizes = [int(s) for s in args.labels.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    summaries = {o: pretrain(o, args, out / o) for o in objectives}
+    summaries = {o: pretrain_once(o, args, out / o) for o in objectives}
     task = ClassifyTask("rt-polarity")
     arms = {"scratch": "scratch", **{o: str(out / o / "final") for o in objectives}}
     arch = arms[objectives[0]]  # the scratch arm takes the first encoder's shape and tokenizer

@@ -25,7 +25,15 @@ import time
 
 import torch
 
-from minilm.train.pretraining import RECIPE
+from minilm.data.corpus import encoder_rows, tokenize_corpus
+from minilm.data.load import load_corpus
+from minilm.data.masking import MaskingConfig
+from minilm.data.tokenizer import Tokenizer
+from minilm.nn.config import ModelConfig
+from minilm.nn.model import MaskedLM
+from minilm.train.optim import parameter_groups
+from minilm.train.pretraining import RECIPE, MaskedLMBatches
+from minilm.train.trainer import TrainConfig, Trainer
 
 
 def configure(parser):
@@ -46,6 +54,7 @@ def configure(parser):
 
 def hf_collator(tokenizer, mask_prob: float):
     """transformers' DataCollatorForLanguageModeling over a word-level HF tokenizer with minilm's ids."""
+    # Lazy: the reference library is a test-only dependency and slow to import; only a run of this benchmark needs it.
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers.models import WordLevel
     from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerFast
@@ -61,6 +70,7 @@ def hf_collator(tokenizer, mask_prob: float):
 
 
 def hf_model(config):
+    # Lazy: the reference library is a test-only dependency and slow to import; only a run of this benchmark needs it.
     import transformers
 
     c = config
@@ -71,16 +81,8 @@ def hf_model(config):
 
 
 def run(args):
+    # Lazy: the reference library is a test-only dependency and slow to import; only a run of this benchmark needs it.
     import transformers
-
-    from minilm.nn.config import ModelConfig
-    from minilm.data.corpus import encoder_rows, tokenize_corpus
-    from minilm.data.load import load_corpus
-    from minilm.data.masking import MaskingConfig
-    from minilm.nn.model import MaskedLM
-    from minilm.train.pretraining import MaskedLMBatches
-    from minilm.data.tokenizer import Tokenizer
-    from minilm.train.trainer import TrainConfig, Trainer, parameter_groups
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"

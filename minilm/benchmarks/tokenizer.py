@@ -49,7 +49,7 @@ def _gpt2_byte_chars() -> dict[int, str]:
 
 
 def train_hf(docs, vocab_size):
-    try:
+    try:  # lazy: `tokenizers` is a test-only dependency, needed only when this benchmark runs
         from tokenizers import Tokenizer as HFTokenizer, models, normalizers, pre_tokenizers, trainers
     except ImportError:
         raise SystemExit("minilm bench tokenizer: needs the `tokenizers` library "

@@ -15,6 +15,10 @@ import os
 import platform
 import time
 
+from minilm.data.load import load_corpus
+from minilm.data.wordpiece import WordPiece
+from minilm.nn.hf import real_checkpoint
+
 
 def configure(parser):
     parser.add_argument("--folder", default=None,
@@ -33,11 +37,8 @@ def _best(fn, repeats):
 
 
 def run(args):
+    # Lazy: the reference library is a test-only dependency and slow to import; only a run of this benchmark needs it.
     from transformers import AutoTokenizer
-
-    from minilm.data.load import load_corpus
-    from minilm.nn.hf import real_checkpoint
-    from minilm.data.wordpiece import WordPiece
 
     folder = args.folder or real_checkpoint()
     docs = load_corpus("imdb")[: args.docs]

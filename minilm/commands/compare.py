@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -32,8 +33,6 @@ def run(args) -> int:
 
 def _parallel_seeds(args) -> None:
     """Run each seed in its own process (at most args.jobs at once); they share out/runs.jsonl."""
-    import subprocess
-
     base = [sys.executable, "-m", "minilm", "compare", "--init", args.init, "--out", args.out, "--device", args.device]
     base += ["--quick"] * args.quick + (["--only", args.only] if args.only else [])
     Path(args.out).mkdir(parents=True, exist_ok=True)

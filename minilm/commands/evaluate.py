@@ -7,9 +7,9 @@
 Design choices:
 - A run folder written by `minilm finetune` is self-describing (finetune.json): task,
   label names, max length, and either a full checkpoint or an adapter file with its base
-  checkpoint (checked by sha256). `finetune.load_finetuned` rebuilds the model; this
-  command only scores, with the same code path fine-tuning used, so it reproduces the
-  run's own validation and test scores exactly.
+  checkpoint (checked by sha256). `finetuning.evaluate_run` rebuilds the model
+  (`model_source.load_finetuned`) and scores it with the same code path fine-tuning used, so
+  it reproduces the run's own validation and test scores exactly; this command prints.
 - Another data set may be scored if its labels are the model's: a label the model never
   saw is an error (or, with --allow-unseen-labels, a counted miss), never a silent remap.
 - Prints the seqeval-style report (entities) or the per-class report and writes the scores
@@ -21,38 +21,7 @@ import argparse
 import json
 from pathlib import Path
 
-from minilm.nn import peft
-from minilm.downstream.finetuning import load_finetuned
-from minilm.downstream.tasks import TASKS
-
-SPLITS = ("train", "validation", "test")
-
-
-def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = None,
-                 allow_unseen_labels: bool | None = None, batch_size: int = 128, merge_lora: bool = False) -> dict:
-    """Score the fine-tuned model in `run_dir` on `split` of its data (or of `data`) -> scores dict.
-
-    merge_lora: fold a LoRA run's updates into the base weights first (inference at the base
-    model's cost; equal to the unmerged model up to float rounding).
-    Returns {"task", "data", "split", "metric", <scores>, "report"}; predictions are left out.
-    """
-    if split not in SPLITS:
-        raise ValueError(f"--split={split!r}: expected one of {SPLITS}")
-    model, tokenizer, info = load_finetuned(run_dir)
-    if merge_lora:
-        if info["method"] != "lora":
-            raise ValueError(f"--merge-lora: {run_dir} was fine-tuned with method {info['method']!r}, not 'lora'")
-        peft.merge_lora(model)
-    data = data or info["data"]
-    allow = info.get("allow_unseen_labels", False) if allow_unseen_labels is None else allow_unseen_labels
-    task = TASKS[info["task"]](data, label_names=info["label_names"], allow_unseen=allow)
-    source = task.source(split, tokenizer, batch_size=batch_size, max_len=info["max_len"])
-    source.eval_batch_size = batch_size
-    scored = task.score(model, source)
-    picture = Path(run_dir) / f"confusion_{split}.png"
-    report = task.report(source, scored, picture)
-    scores = {k: v for k, v in scored.items() if k != "predictions"}
-    return {"task": info["task"], "data": data, "split": split, "metric": task.metric, **scores, "report": report}
+from minilm.downstream.finetuning import SPLITS, evaluate_run
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

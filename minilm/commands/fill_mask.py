@@ -3,14 +3,18 @@
     minilm fill-mask runs/pretrain-bert-mini "the movie was [MASK] and the acting superb."
 
 Design choices:
-- A checkpoint folder, a run folder (its final/) or a Hugging Face folder (`run_folder.load`);
-  a causal LM is refused.
+- Any model source (`minilm.train.model_source`): a checkpoint, a run folder (its final/), a
+  Hugging Face BERT folder with its masked-LM head; a causal LM, a headless BERT or a
+  fine-tuned classifier is refused in one line.
 - The work is `MaskedLM.fill_mask`; this module only prints its top-k table per mask.
 """
 from __future__ import annotations
 
 import argparse
 
+from minilm.nn.model import MaskedLM
+from minilm.train import model_source
+from minilm.train.trainer import resolve_device
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -34,16 +38,13 @@ def format_predictions(text: str, predictions: list[list[tuple[str, float]]]) ->
 
 
 def run(args) -> int:
-    from minilm.train import run_folder
-    from minilm.nn.model import MaskedLM
-    from minilm.train.trainer import resolve_device
-
     if args.top_k < 1:
         raise ValueError(f"--top-k={args.top_k}: expected a positive integer")
     if "[MASK]" not in args.text:
         raise ValueError(f'text={args.text!r} has no "[MASK]" to fill')
     device = resolve_device(args.device)
-    model, tokenizer = run_folder.load(args.checkpoint, MaskedLM, device=device,
-                                       hint="; for a causal LM use `minilm generate`")
+    source = model_source.resolve(args.checkpoint, flag="checkpoint", accept=("checkpoint", "huggingface"))
+    model, tokenizer = model_source.load(source, MaskedLM, device=device,
+                                         hint="; for a causal LM use `minilm generate`")
     print(format_predictions(args.text, model.fill_mask(tokenizer, args.text, top_k=args.top_k)))
     return 0

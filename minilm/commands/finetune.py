@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import re
 import sys
-from pathlib import Path
 
 from minilm.downstream.finetuning import DEFAULT_LR, RUN_INFO, FinetuneConfig, run_finetune
 from minilm.downstream.tasks import TASKS
@@ -56,10 +53,7 @@ def run(args: argparse.Namespace) -> int:
     values = {k: v for k, v in vars(args).items() if k in fields}
     values["lora_targets"] = tuple(t for t in args.lora_targets.split(",") if t)
     cfg = FinetuneConfig(**values)
-    if cfg.out is None:
-        init = "scratch" if cfg.init == "scratch" else "pretrained"
-        data = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(cfg.data).stem if os.sep in cfg.data else cfg.data)
-        cfg.out = f"runs/finetune-{cfg.task}-{data}-{cfg.method}-{init}-s{cfg.seed}"
+    cfg.out = cfg.out or cfg.default_out()  # the command always keeps a run folder
     row = run_finetune(cfg)
     print(f"wrote {cfg.out}/results.md, results.json, {RUN_INFO}", file=sys.stderr)
     return 130 if row["interrupted"] else 0  # interrupted: the best epoch so far was still scored and saved

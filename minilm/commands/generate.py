@@ -3,16 +3,20 @@
     minilm generate runs/pretrain-gpt-mini --prompt "The film" --max-new-tokens 60 --top-p 0.9
 
 Design choices:
-- The checkpoint folder is self-describing (`minilm.train.checkpoint.load_model`): model class,
-  config, weights and tokenizer. A masked LM is refused with a pointer to `fill-mask`.
-- Sampling is `CausalLM.generate` (KV cache; greedy with --temperature 0); --seed makes it
-  reproducible. An empty prompt starts from <|endoftext|>, the document separator.
+- Any model source (`minilm.train.model_source`): a checkpoint or run folder (self-describing:
+  model class, config, weights and tokenizer) or a Hugging Face GPT-2 folder. A masked LM is
+  refused with a pointer to `fill-mask`.
+- Sampling is `nn.sampling.generate_text` over `CausalLM.generate` (KV cache; greedy with
+  --temperature 0); --seed makes it reproducible. An empty prompt starts from <|endoftext|>, the document separator.
 """
 from __future__ import annotations
 
 import argparse
 
-import torch
+from minilm.nn.model import CausalLM
+from minilm.nn.sampling import generate_text
+from minilm.train import model_source
+from minilm.train.trainer import resolve_device
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -29,33 +33,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N")
 
 
-def generate_text(model, tokenizer, prompt: str, *, max_new_tokens: int, temperature: float = 1.0,
-                  top_k: int | None = None, top_p: float | None = None, num_samples: int = 1,
-                  seed: int = 0) -> list[str]:
-    """`num_samples` continuations of `prompt` (the prompt itself not included)."""
-    if max_new_tokens < 1:
-        raise ValueError(f"--max-new-tokens={max_new_tokens}: expected a positive integer")
-    if num_samples < 1:
-        raise ValueError(f"--num-samples={num_samples}: expected a positive integer")
-    device = next(model.parameters()).device
-    ids = tokenizer.encode(prompt) if prompt else [tokenizer.eot_id]
-    prompt_ids = torch.tensor([ids] * num_samples, device=device)  # (S, T)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    out = model.generate(prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                         generator=generator)  # (S, T + max_new_tokens)
-    return [tokenizer.decode(row[len(ids):].tolist()) for row in out]
-
-
 def run(args) -> int:
-    from minilm.train import run_folder
-    from minilm.nn.model import CausalLM
-    from minilm.train.trainer import resolve_device
-
     if args.max_new_tokens < 1 or args.num_samples < 1:  # before the model is loaded
         generate_text(None, None, "", max_new_tokens=args.max_new_tokens, num_samples=args.num_samples)
     device = resolve_device(args.device)
-    model, tokenizer = run_folder.load(args.checkpoint, CausalLM, device=device,
-                                       hint="; for a masked LM use `minilm fill-mask`")
+    source = model_source.resolve(args.checkpoint, flag="checkpoint", accept=("checkpoint", "huggingface"))
+    model, tokenizer = model_source.load(source, CausalLM, device=device,
+                                         hint="; for a masked LM use `minilm fill-mask`")
     texts = generate_text(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                           num_samples=args.num_samples, seed=args.seed)

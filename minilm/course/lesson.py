@@ -29,12 +29,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import torch
+
+from minilm.course.catalog import unfinished_assignment
+from minilm.data.load import cache_dir, load_corpus
+from minilm.data.tokenizer import Tokenizer
+from minilm.nn.config import PRETRAINED_DIR, ModelConfig
+from minilm.nn.model import MaskedLM
+from minilm.train import model_source
+from minilm.train.checkpoint import save_checkpoint
+from minilm.train.pretraining import PretrainRecipe, pretrain
 
 matplotlib.use("Agg")  # lessons run headless (CI, ssh, `minilm course`)
 
 MODES = ("smoke", "quick", "full")
 RESULTS_FILE = "results.json"
-from minilm.nn.config import PRETRAINED_DIR  # noqa: E402  (one home for the asset's path)
 
 
 def lesson_title(path: str | Path) -> str:
@@ -99,8 +109,16 @@ class Lesson:
         (self.out / f"{title.replace(' ', '_')}.md").write_text(markdown.strip() + "\n")
         self._write()
 
+    def save_data(self, name: str, data) -> Path:
+        """Keep raw measurements as `out/name.json` (JSON-serialisable), for scripts that read the run
+        afterwards (lessons/measurements/targets.py checks the course's targets from them)."""
+        path = self.out / f"{name}.json"
+        path.write_text(json.dumps(data, indent=1) + "\n")
+        return path
+
     def save_figure(self, fig, name: str) -> Path:
         """Save a matplotlib figure as `out/name.png`, close it, and list it in the report."""
+        # Lazy: pyplot takes ~0.5 s to import, which only a run that draws should pay.
         import matplotlib.pyplot as plt
 
         path = self.out / f"{name}.png"
@@ -157,8 +175,6 @@ def start(file: str, argv: list[str] | None = None) -> Lesson:
 
 def _stop_on_unfinished_assignment(kind, error, traceback) -> None:
     """In a handout, a lesson that meets a hollowed function stops with one line naming the assignment."""
-    from minilm.course.catalog import unfinished_assignment
-
     name = unfinished_assignment(error)
     if name is None:
         return sys.__excepthook__(kind, error, traceback)
@@ -168,9 +184,6 @@ def _stop_on_unfinished_assignment(kind, error, traceback) -> None:
 
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch so a lesson prints the same numbers on every run."""
-    import numpy as np
-    import torch
-
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -182,9 +195,6 @@ def lesson_corpus(lesson: Lesson):
     IMDB with the course tokenizer (`Tokenizer.for_corpus("imdb", 8192)`, trained once and
     cached); smoke runs take 300 reviews and a 600-token BPE trained on them in a second.
     """
-    from minilm.data.load import load_corpus
-    from minilm.data.tokenizer import Tokenizer
-
     docs = load_corpus("imdb")
     if lesson.smoke:
         docs = docs[:300]
@@ -201,15 +211,9 @@ def pretrained_checkpoint(lesson: Lesson) -> tuple[Path, str]:
     an untrained bert-tiny with the smoke tokenizer, saved once, so tests take seconds.
     The folder is what `minilm finetune --init` and `load_model` read.
     """
-    from minilm.data.load import cache_dir
-
     if lesson.smoke:
         directory = cache_dir() / "lessons" / "smoke-bert-tiny"
         if not (directory / "READY").exists():
-            from minilm.train.checkpoint import save_checkpoint
-            from minilm.nn.config import ModelConfig
-            from minilm.nn.model import MaskedLM
-
             _, tokenizer = lesson_corpus(lesson)
             config = ModelConfig.preset("bert-tiny", vocab_size=tokenizer.vocab_size, max_seq_len=128,
                                         dropout=0.0, attention_dropout=0.0)
@@ -220,37 +224,40 @@ def pretrained_checkpoint(lesson: Lesson) -> tuple[Path, str]:
         return PRETRAINED_DIR, ("the committed checkpoint minilm/assets/pretrained "
                                 "(made by minilm pretrain; the command is in its config.json)")
     directory = cache_dir() / "lessons" / "pretrained-bert-mini"
+    command = "minilm pretrain " + as_flags(FALLBACK_PRETRAIN)
     if not (directory / "READY").exists():
-        from minilm.cli import main as minilm_main
-
-        args = [*FALLBACK_PRETRAIN, "--out", str(directory), "--overwrite"]  # no READY: an unfinished run
         print(f"No committed pretrained checkpoint: pretraining one on this CPU, once, into {directory}.\n"
-              f"  minilm pretrain {' '.join(args)}", flush=True)
-        if minilm_main(["pretrain", *args]):
-            raise RuntimeError(f"the fallback pretraining into {directory} failed; see the output above")
-        (directory / "READY").write_text(" ".join(args) + "\n")  # only a finished run is reused
-    return _final_checkpoint(directory), f"a CPU pretraining cached in {directory} (minilm pretrain {' '.join(FALLBACK_PRETRAIN)})"
+              f"  {command} --out {directory}", flush=True)
+        # --overwrite: a folder without READY holds an unfinished run.
+        recipe = PretrainRecipe(**FALLBACK_PRETRAIN, out=str(directory), overwrite=True)
+        if pretrain(recipe, command=command)["interrupted"]:
+            raise KeyboardInterrupt
+        (directory / "READY").write_text(command + "\n")  # only a finished run is reused
+    path = model_source.resolve(directory, accept=("checkpoint",)).path
+    return path, f"a CPU pretraining cached in {directory} ({command})"
 
 
 def pretrained_mlm(lesson: Lesson):
     """The shared pretrained encoder loaded: `(MaskedLM in eval mode, Tokenizer, what it is)`."""
-    from minilm.train.checkpoint import load_model
-
     path, where = pretrained_checkpoint(lesson)
-    model, tokenizer = load_model(path)
+    model, tokenizer = model_source.load(model_source.resolve(path), MaskedLM)
     return model.eval(), tokenizer, where
 
 
 # The CPU fallback for the shared encoder: `minilm pretrain`'s recipe with a fixed number of steps.
 # Not its time budget: on a busy machine a budget buys few steps, and the weak result would be
-# cached for good (measured: 68 steps in 10 minutes under load, still at the unigram plateau).
-FALLBACK_PRETRAIN = ["--preset", "bert-mini", "--objective", "mlm", "--data", "imdb", "--vocab-size", "8192",
-                     "--steps", "1000"]
+# cached for good (lessons/measurements/design_choices.md).
+FALLBACK_PRETRAIN = dict(preset="bert-mini", objective="mlm", data="imdb", vocab_size=8192, steps=1000)
 
 
-def _final_checkpoint(directory: Path) -> Path:
-    """A `minilm pretrain` run folder keeps its finished model in `final/`."""
-    if not (directory / "final" / "config.json").exists():
-        raise FileNotFoundError(f"{directory} holds no finished pretraining (final/config.json is missing); "
-                                f"delete the folder to pretrain again")
-    return directory / "final"
+def as_flags(settings: dict) -> str:
+    """`minilm pretrain` flags for PretrainRecipe settings: {"vocab_size": 8192, "progress": False} ->
+    "--vocab-size 8192 --no-progress"."""
+    flags = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + key.replace("_", "-"))
+        else:
+            flags += [flag, str(value)]
+    return " ".join(flags)

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from minilm.store.atomic import atomic_write_text
 from minilm.course.lesson import RESULTS_FILE, lesson_title
 
@@ -65,7 +67,7 @@ def run_lesson(path: Path, mode: str, runs: Path, timeout: float) -> LessonRun:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, str(path), f"--{mode}", "--out", str(out)]
     # Passive OpenMP waiting: on a busy machine, torch's spinning threads otherwise burn the
-    # very cores they wait for (measured: a tiny model's step 15x slower with 2 busy threads).
+    # very cores they wait for (measured: lessons/measurements/design_choices.md).
     env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONUNBUFFERED": "1"}
     t0, cpu0 = time.perf_counter(), _children_cpu()
     with open(log_path, "wb") as log:
@@ -96,8 +98,6 @@ def _children_cpu() -> float:
 
 def write_report(runs_done: list[LessonRun], mode: str, runs: Path, total: float) -> Path:
     """Write runs/course/REPORT.md: a summary table, then each lesson's key figures and pictures."""
-    import torch
-
     report = runs / "course" / "REPORT.md"
     failed = [r for r in runs_done if not r.ok]
     lines = [

@@ -158,8 +158,9 @@ def _tokenize(docs: Sequence[str], tokenizer, name: str) -> tuple[np.ndarray, np
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool, \
             tqdm(total=len(docs), desc=f"tokenizing {name}", unit="doc", disable=None) as bar:
         for b in range(0, len(docs), batch):
-            texts = [tokenizer.normalize(d) for d in docs[b:b + batch]]
-            encoded = tokenizer.encoding.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
+            texts = [tokenizer.normalize(d) for d in docs[b:b + batch]]  # word_ids reads the normalised text
+            # Any tokenizer: BPE, or an --init checkpoint's WordPiece (normalising twice changes nothing).
+            encoded = tokenizer.encode_batch(texts)
             for doc_ids, flags in pool.map(word_starts, zip(texts, encoded)):
                 ids.append(doc_ids)
                 starts.append(flags)

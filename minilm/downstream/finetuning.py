@@ -8,7 +8,8 @@ Design choices:
 - The task (`tasks.py`: ClassifyTask, NERTask) says how to load, batch and score; this module
   builds the model, trains it with the `Trainer` and keeps the run folder. The trainer's
   evaluation is the task's validation score, through its `evaluate` hook, and the best epoch's
-  trainable weights are kept in memory through `on_best`: no trainer subclass.
+  trainable weights are kept in memory by the sink it writes to (`BestInMemory`): no trainer
+  subclass, no checkpoint written per epoch.
 - Select on validation, test once: after every epoch the validation score is computed;
   the best epoch's weights are restored and the test split is scored exactly once.
 - `--init scratch` builds the same architecture with random weights and the same
@@ -27,26 +28,28 @@ Design choices:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from minilm.nn import peft
-from minilm.train import run_folder
-from minilm.store.atomic import atomic_write_text
-from minilm.train.checkpoint import PRETRAINED_DIR
-from minilm.store.fetch import sha256_file
+from minilm.data.tokenizer import Tokenizer
 from minilm.downstream.tasks import TASKS, with_subset
-from minilm.train.trainer import Trainer
-
-RUN_INFO = "finetune.json"  # what `minilm evaluate` needs to rebuild the model
-ADAPTER = "adapter.safetensors"
-MODEL_DIR = "model"
-BASE_DIR = "base"
+from minilm.nn import peft
+from minilm.nn.config import PRETRAINED_DIR, ModelConfig
+from minilm.nn.model import Transformer
+from minilm.store.atomic import atomic_write_text
+from minilm.store.fetch import sha256_file
+from minilm.train import model_source, run_folder
+from minilm.train.checkpoint import constructor_kwargs, save_checkpoint
+from minilm.train.model_source import ADAPTER, BASE_DIR, MODEL_DIR, RUN_INFO, check_tokenizer, load_tokenizer
+from minilm.train.sink import Sink
+from minilm.train.trainer import TrainConfig, Trainer, resolve_device
 
 # Peak learning rates that work for BERT-mini-sized encoders: the body moves slowly, new
 # parameters (head, low-rank factors, adapters, prefixes) need ~10x more.
@@ -56,105 +59,45 @@ DEFAULT_LR = {"full": 2e-4, "probe": 2e-3, "lora": 1e-3, "adapter": 1e-3, "prefi
 # ---------------------------------------------------------------- model and tokenizer
 
 
-def check_tokenizer(tokenizer, config, where: str) -> None:
-    """Refuse a tokenizer whose ids do not fit the model's embedding table."""
-    if tokenizer.vocab_size != config.vocab_size:
-        raise ValueError(f"{where}: the tokenizer has vocab_size={tokenizer.vocab_size} but the model was built for "
-                         f"vocab_size={config.vocab_size}; use the tokenizer saved with the checkpoint")
-    specials = {"pad_id": tokenizer.pad_id, "cls_id": tokenizer.cls_id, "sep_id": tokenizer.sep_id,
-                "mask_id": tokenizer.mask_id, "unk_id": tokenizer.unk_id}
-    bad = {k: v for k, v in specials.items() if not 0 <= v < config.vocab_size}
-    if bad:
-        raise ValueError(f"{where}: tokenizer special ids {bad} are outside the model's vocabulary "
-                         f"(0..{config.vocab_size - 1}); this tokenizer does not belong to this model")
-
-
-def load_tokenizer(path: str | Path):
-    """A tokenizer from a tokenizer file or from a checkpoint folder's tokenizer.json."""
-    from minilm.data.tokenizer import Tokenizer
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "tokenizer.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"tokenizer {path} not found: pass a tokenizer.json or a checkpoint folder holding one")
-    return Tokenizer.load(path)
-
-
-def _base_digest(base: Path) -> str:
-    """The sha256 of a base checkpoint's weights: recorded by a minilm checkpoint (and checked on read),
-    hashed here for a Hugging Face folder."""
-    from minilm.nn import hf
-    from minilm.train.checkpoint import read_config
-
-    if hf.is_hf_folder(base):
-        return sha256_file(next(base / n for n in hf.WEIGHT_FILES if (base / n).is_file()))
-    return read_config(base)["files"]["model.safetensors"]  # read_config checks every file's integrity
-
-
-def _load_base(base: Path):
-    """(the Transformer body, tokenizer or None) of a minilm checkpoint or a Hugging Face folder."""
-    from minilm.nn import hf
-    from minilm.train.checkpoint import load_model
-    from minilm.nn.model import Transformer
-
-    if hf.is_hf_folder(base):
-        return hf.load_pretrained(base, Transformer)
-    model, tokenizer = load_model(base)
-    if not hasattr(model, "body"):
-        raise ValueError(f"--init {base}: {type(model).__name__} has no .body to fine-tune")
-    return model.body, tokenizer
-
-
-def _with_dropout(config_dict: dict, dropout: float | None):
-    from minilm.nn.config import ModelConfig
-
-    if dropout is not None:
-        config_dict = {**config_dict, "dropout": dropout, "attention_dropout": dropout}
-    return ModelConfig.from_dict(config_dict)
-
-
 def build_model(task, init: str, *, arch: str | None = None, tokenizer_path: str | None = None,
                 dropout: float | None = 0.1, seed: int = 0):
-    """-> (task model, tokenizer, base checkpoint Path or None for scratch).
+    """-> (task model, tokenizer, the base ModelSource, or None from scratch).
 
-    `init` is a checkpoint or run folder, or a Hugging Face BERT-family folder (the body is
-    copied from it, the tokenizer comes with it), or "scratch" (same architecture and tokenizer
-    as `arch`, random weights). `arch` is a checkpoint folder or a preset name; by default the
-    committed pretrained checkpoint, else "bert-mini".
+    `init` is any source `model_source.resolve` accepts: a checkpoint or run folder, a Hugging
+    Face BERT-family folder, a run fine-tuned with --method full (the body is copied from it, the
+    tokenizer comes with it), or "scratch" / a preset (random weights; the shape and tokenizer of
+    `arch`, by default the committed pretrained checkpoint, else "bert-mini").
     """
-    from minilm.nn import hf
-    from minilm.train.checkpoint import read_config
-    from minilm.nn.config import PRESETS, ModelConfig
-    from minilm.data.tokenizer import Tokenizer
-
     torch.manual_seed(seed)  # the head's (and, from scratch, the body's) initialisation
-    if init != "scratch":
-        base = Path(init) if hf.is_hf_folder(init) else run_folder.resolve(init, flag="--init")
-        body, tokenizer = _load_base(base)
-        if tokenizer_path is not None:
-            own, tokenizer = tokenizer, load_tokenizer(tokenizer_path)
-            if own is not None and own.fingerprint() != tokenizer.fingerprint():
-                raise ValueError(f"--tokenizer {tokenizer_path} is not the tokenizer saved with {base} (their merges "
-                                 f"or settings differ): the pretrained embeddings only fit their own tokenizer")
-        if tokenizer is None:
-            raise ValueError(f"--init {init}: the checkpoint has no tokenizer.json; pass --tokenizer")
-        config = _with_dropout(body.config.to_dict(), dropout)
-        check_tokenizer(tokenizer, config, f"--init {init}")
-        model = task.model(config)
-        model.body.load_state_dict(body.state_dict())
-        return model, tokenizer, base
     arch = arch or (str(PRETRAINED_DIR) if (PRETRAINED_DIR / "config.json").is_file() else "bert-mini")
-    if arch in PRESETS:
-        tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else Tokenizer.for_corpus("imdb", 8192)
-        config = ModelConfig.preset(arch, vocab_size=tokenizer.vocab_size)
-        config = _with_dropout(config.to_dict(), dropout)
-    else:
-        arch_dir = run_folder.resolve(arch, flag="--arch")
-        config = _with_dropout(read_config(arch_dir)["model_config"], dropout)
-        tokenizer = load_tokenizer(tokenizer_path or arch_dir)
-    check_tokenizer(tokenizer, config, f"--arch {arch}")
-    return task.model(config), tokenizer, None
+    source = model_source.resolve(init, arch=arch)
+    tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
+    if source.kind == "scratch":
+        if tokenizer is None and source.arch is None:
+            tokenizer = Tokenizer.for_corpus("imdb", 8192)  # the course's tokenizer for a bare preset
+        config = model_source.config_of(source) or ModelConfig.preset(source.preset, vocab_size=tokenizer.vocab_size)
+        config = dataclasses.replace(config, **_dropout(dropout))
+        tokenizer = tokenizer or model_source.tokenizer_of(source.arch)
+        check_tokenizer(tokenizer, config, f"--arch {arch}")
+        return task.model(config), tokenizer, None
+    body, own = model_source.load(source, Transformer, dropout=dropout)
+    if body.causal:
+        raise ValueError(f"--init {init} holds a decoder (causal) body; the fine-tuning tasks read every token both "
+                         f"ways and need an encoder (a masked LM or a BERT-family folder)")
+    if tokenizer is not None and own.fingerprint() != tokenizer.fingerprint():
+        raise ValueError(f"--tokenizer {tokenizer_path} is not the tokenizer saved with {source} (their merges or "
+                         f"settings differ): the pretrained embeddings only fit their own tokenizer")
+    tokenizer = tokenizer or own
+    check_tokenizer(tokenizer, body.config, f"--init {init}")
+    model = task.model(body.config)
+    model.body.load_state_dict(body.state_dict())
+    if source.kind == "finetuned":  # a full fine-tuning run: an adapter's base is its checkpoint
+        source = model_source.resolve(source.path / model_source.MODEL_DIR)
+    return model, tokenizer, source
+
+
+def _dropout(dropout: float | None) -> dict:
+    return {} if dropout is None else {"dropout": dropout, "attention_dropout": dropout}
 
 
 # ---------------------------------------------------------------- training
@@ -222,6 +165,49 @@ class FinetuneConfig:
     def peak_lr(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.method]
 
+    def default_out(self) -> str:
+        """runs/finetune-TASK-DATA-METHOD-INIT-sSEED: the data set is in the name, so runs on other data never
+        collide."""
+        init = "scratch" if self.init == "scratch" else "pretrained"
+        data = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.data).stem if os.sep in self.data else self.data)
+        return f"runs/finetune-{self.task}-{data}-{self.method}-{init}-s{self.seed}"
+
+    def train_config(self, steps_per_epoch: int) -> TrainConfig:
+        """The Trainer's settings: `epochs` epochs, linear decay to zero after the warmup, an evaluation
+        (the validation score) after every epoch; BERT's AdamW betas and eps."""
+        steps = self.epochs * steps_per_epoch
+        return TrainConfig(steps=steps, lr=self.peak_lr, warmup_steps=int(self.warmup_ratio * steps),
+                           schedule="linear", min_lr_ratio=0.0, weight_decay=self.weight_decay, beta2=0.999,
+                           eps=1e-8, device=self.device, precision="auto", eval_every=steps_per_epoch,
+                           log_every=max(1, min(50, steps // 20)), seed=self.seed, progress=self.progress)
+
+
+class BestInMemory(Sink):
+    """Fine-tuning's sink: metrics and curves in the run folder (when there is one), the best
+    epoch's trainable weights in memory (a few MB for LoRA; no checkpoint is written mid-run)."""
+
+    def __init__(self, folder: Path | None = None):
+        self.folder, self.step, self.state = folder, None, None
+
+    def log(self, record: dict) -> None:
+        if self.folder is not None:
+            run_folder.append_metrics(self.folder, record)
+
+    def best(self, model, step: int, metrics: dict) -> None:
+        self.step, self.state = step, peft.trainable_state_dict(model)
+
+    def restore_best(self, model) -> int:
+        """Copy the kept weights back into `model` -> the step they were kept at."""
+        with torch.no_grad():
+            params = dict(model.named_parameters())
+            for name, t in self.state.items():
+                params[name].copy_(t)
+        return self.step
+
+    def close(self) -> None:
+        if self.folder is not None:
+            run_folder.plot_metrics(self.folder)
+
 
 def run_finetune(cfg: FinetuneConfig, task=None) -> dict:
     """Fine-tune, select the best epoch on validation, score test once; write the run folder.
@@ -231,14 +217,9 @@ def run_finetune(cfg: FinetuneConfig, task=None) -> dict:
     `task` may be passed in to reuse loaded data across runs (it is not modified unless
     cfg.train_size is set).
     """
-    from minilm.train.checkpoint import save_checkpoint
-    from minilm.train.trainer import TrainConfig
-
     t0 = time.perf_counter()
     # Under torchrun every rank trains; only rank 0 writes (the trainer follows the same rule).
     out = Path(cfg.out) if cfg.out and int(os.environ.get("RANK", "0")) == 0 else None
-    from minilm.train.trainer import resolve_device
-
     resolve_device(cfg.device)  # every check that needs no data runs before any is loaded
     if out is not None:
         run_folder.prepare(out, overwrite=cfg.overwrite)
@@ -256,38 +237,26 @@ def run_finetune(cfg: FinetuneConfig, task=None) -> dict:
     if out is not None and base is None and cfg.method != "full":
         # A random base cannot be fetched again: keep it, so the adapter file can be reloaded.
         save_checkpoint(out / BASE_DIR, model, tokenizer)
-        base = out / BASE_DIR
+        base = model_source.resolve(out / BASE_DIR)
     settings = cfg.method_settings()
     peft.apply_method(model, cfg.method, **settings)
     trainable, total = peft.count_parameters(model)
 
     train = task.source("train", tokenizer, batch_size=cfg.batch_size, max_len=max_len, seed=cfg.seed)
     val = task.source("validation", tokenizer, batch_size=cfg.batch_size, max_len=max_len)
-    steps = cfg.epochs * train.steps_per_epoch
-    tc = TrainConfig(steps=steps, lr=cfg.peak_lr, warmup_steps=int(cfg.warmup_ratio * steps), schedule="linear",
-                     min_lr_ratio=0.0, weight_decay=cfg.weight_decay, beta2=0.999, eps=1e-8, device=cfg.device,
-                     precision="auto", eval_every=train.steps_per_epoch, log_every=max(1, min(50, steps // 20)),
-                     seed=cfg.seed, progress=cfg.progress)
-    best = {}  # the best epoch so far: step and trainable weights, kept in memory
 
-    def validate(model) -> dict:
-        scored = task.score(model, val)
+    def validate(trainer) -> dict:
+        scored = task.score(trainer.model, val)
         return {"eval_loss": scored["loss"], f"eval_{task.metric}": scored[task.metric]}
 
-    def keep(trainer, metrics) -> None:
-        best.update(step=trainer.step, state=peft.trainable_state_dict(trainer.model))
-
-    trainer = Trainer(model, tc, train, val, out, evaluate=validate, select=(f"eval_{task.metric}", "max"),
-                      on_best=keep, checkpoints=False)
+    sink = BestInMemory(out)
+    trainer = Trainer(model, cfg.train_config(train.steps_per_epoch), train, val, evaluate=validate,
+                      select=(f"eval_{task.metric}", "max"), sink=sink)
     interrupted = trainer.fit()["interrupted"]
-    if not best:  # stopped (Ctrl-C) before the first evaluation: keep what there is
-        keep(trainer, {})
-    best_step, best_state = best["step"], best["state"]
     model = trainer.model
-    with torch.no_grad():  # restore the selected epoch
-        params = dict(model.named_parameters())
-        for name, t in best_state.items():
-            params[name].copy_(t)
+    if sink.state is None:  # stopped (Ctrl-C) before the first evaluation: keep what there is
+        sink.best(model, trainer.step, {})
+    best_step = sink.restore_best(model)
     val_scored = task.score(model, val)
     test = task.source("test", tokenizer, batch_size=cfg.batch_size, max_len=max_len)
     test_scored = task.score(model, test)  # the one look at test
@@ -321,8 +290,6 @@ def _public(scored: dict) -> dict:
 
 
 def _save_finetuned(out: Path, cfg: FinetuneConfig, task, model, tokenizer, base, settings, row, max_len) -> None:
-    from minilm.train.checkpoint import constructor_kwargs, save_checkpoint
-
     info = {"task": cfg.task, "data": cfg.data, "method": cfg.method, "settings": settings,
             "label_names": task.label_names, "max_len": max_len,
             "allow_unseen_labels": cfg.allow_unseen_labels, "results": row}
@@ -332,10 +299,10 @@ def _save_finetuned(out: Path, cfg: FinetuneConfig, task, model, tokenizer, base
     else:
         peft.save_adapter(out / ADAPTER, model, cfg.method, settings)
         tokenizer.save(out / "tokenizer.json")
-        base = Path(base).resolve()
+        folder = base.path.resolve()
         # A base inside the run folder (from scratch) is named relative to it, so the folder can move.
-        where = str(base.relative_to(out.resolve())) if base.is_relative_to(out.resolve()) else str(base)
-        info.update(adapter=ADAPTER, base=where, base_sha256=_base_digest(base),
+        where = str(folder.relative_to(out.resolve())) if folder.is_relative_to(out.resolve()) else str(folder)
+        info.update(adapter=ADAPTER, base=where, base_sha256=model_source.weights_digest(base),
                     model_class=type(model).__name__, model_config=model.config.to_dict(),
                     model_kwargs=constructor_kwargs(model),  # num_labels, pooling
                     files={name: sha256_file(out / name) for name in (ADAPTER, "tokenizer.json")})
@@ -344,40 +311,38 @@ def _save_finetuned(out: Path, cfg: FinetuneConfig, task, model, tokenizer, base
 
 def load_finetuned(run_dir: str | Path):
     """Rebuild a fine-tuned model from its run folder -> (model, tokenizer, info)."""
-    from minilm.train.checkpoint import CheckpointError, _resolve_class, load_model
-    from minilm.nn.config import ModelConfig
+    return model_source.load_finetuned(model_source.resolve(run_dir, flag="run"))
 
-    run_dir = Path(run_dir)
-    path = run_dir / RUN_INFO
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a fine-tuning run folder: {RUN_INFO} is missing")
-    try:
-        info = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is corrupt or truncated ({e})") from None
-    for name, digest in info.get("files", {}).items():  # the adapter and its tokenizer, checked like checkpoints
-        f = run_dir / name
-        if not f.is_file() or sha256_file(f) != digest:
-            raise CheckpointError(f"{f} is {'missing' if not f.is_file() else 'corrupt or changed'}: its sha256 does "
-                                  f"not match the one in {RUN_INFO}; fine-tune again to rebuild it")
-    if "model" in info:
-        model, tokenizer = load_model(run_dir / info["model"])
-        return model.eval(), tokenizer, info
-    base = run_dir / info["base"]  # an absolute path stays absolute
-    if not (base / "config.json").is_file():
-        raise FileNotFoundError(f"{run_dir}: the adapter's base checkpoint {base} is missing")
-    if _base_digest(base) != info["base_sha256"]:
-        raise ValueError(f"{run_dir}: the base checkpoint {base} changed since fine-tuning (its weights' sha256 "
-                         f"differs); the adapter only fits the weights it was trained on")
-    body, _ = _load_base(base)
-    config = ModelConfig.from_dict(info["model_config"])
-    kwargs = info.get("model_kwargs", {"num_labels": len(info["label_names"])})
-    model = _resolve_class(info["model_class"])(config, **kwargs)  # minilm's own classes only
-    model.body.load_state_dict(body.state_dict())
-    peft.load_adapter(run_dir / info["adapter"], model)
-    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
-    check_tokenizer(tokenizer, config, str(run_dir))
-    return model.eval(), tokenizer, info
+
+SPLITS = ("train", "validation", "test")
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = None,
+                 allow_unseen_labels: bool | None = None, batch_size: int = 128, merge_lora: bool = False) -> dict:
+    """Score the fine-tuned model in `run_dir` on `split` of its data (or of `data`) -> scores dict.
+
+    merge_lora: fold a LoRA run's updates into the base weights first (inference at the base
+    model's cost; equal to the unmerged model up to float rounding).
+    Returns {"task", "data", "split", "metric", <scores>, "report"}; predictions are left out.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"--split={split!r}: expected one of {SPLITS}")
+    source = model_source.resolve(run_dir, flag="run", accept=("finetuned",))
+    model, tokenizer, info = model_source.load_finetuned(source)
+    if merge_lora:
+        if info["method"] != "lora":
+            raise ValueError(f"--merge-lora: {run_dir} was fine-tuned with method {info['method']!r}, not 'lora'")
+        peft.merge_lora(model)
+    data = data or info["data"]
+    allow = info.get("allow_unseen_labels", False) if allow_unseen_labels is None else allow_unseen_labels
+    task = TASKS[info["task"]](data, label_names=info["label_names"], allow_unseen=allow)
+    source = task.source(split, tokenizer, batch_size=batch_size, max_len=info["max_len"])
+    source.eval_batch_size = batch_size
+    scored = task.score(model, source)
+    picture = Path(run_dir) / f"confusion_{split}.png"
+    report = task.report(source, scored, picture)
+    scores = {k: v for k, v in scored.items() if k != "predictions"}
+    return {"task": info["task"], "data": data, "split": split, "metric": task.metric, **scores, "report": report}
 
 
 # ---------------------------------------------------------------- tables

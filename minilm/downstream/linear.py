@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from minilm.data.collate import classification_batch
+
 L2_GRID = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)  # strongest first: ties keep the simpler model
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
 
@@ -169,8 +171,6 @@ def encoder_features(body: torch.nn.Module, tokenizer, texts: Sequence[str], *, 
     """(n, D) float64 sentence vectors: the mean over real tokens of `body`'s last layer (a
     `minilm.Transformer`, called as body(input_ids, attention_mask) -> (B, T, D)) for each text,
     framed and truncated as fine-tuning frames it (`collate.classification_batch`)."""
-    from minilm.data.collate import classification_batch
-
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch: little padding
     out = torch.empty(len(texts), body.config.d_model, dtype=torch.float64)
     device = next(body.parameters()).device

@@ -114,6 +114,7 @@ def confusion_matrix(gold: Sequence[int], pred: Sequence[int], num_labels: int) 
 def plot_confusion_matrix(matrix: np.ndarray, label_names: Sequence[str], path: str | Path,
                           title: str = "confusion matrix") -> Path:
     """Write the matrix as a PNG heat map, counts in the cells, rows normalised for the colour."""
+    # Lazy: pyplot takes ~0.5 s to import, which only a run that draws should pay.
     import matplotlib
 
     matplotlib.use("Agg")  # files only: works without a display

@@ -9,8 +9,9 @@ Design choices:
   and macro-F1) and `NERTask` (words -> IOB2 tags, `TokenClassifier`, entity-level F1 in the
   conlleval convention) differ only in how they load, collate and score; `finetune.py`
   trains and selects the same way for both.
-- Batch sources (`SentenceSource`, `TaggedSource`) give the global batch of a step as a pure
-  function of (seed, step), like pretraining, so runs are reproducible and shard across ranks.
+- Batch sources (`SentenceSource`, `TaggedSource`) draw their rows by pretraining's rule
+  (`minilm.data.sampler`): the global batch of a step is a pure function of (seed, step),
+  and each rank keeps its contiguous share, so runs are reproducible and shard across ranks.
 - NER scores *words*: each word's tag is predicted at its first sub-token (the collator labels
   only those); words cut off by `max_len` are predicted "O", so truncation costs recall
   instead of vanishing from the score. Gold tags are the data's own strings.
@@ -23,24 +24,28 @@ from __future__ import annotations
 import abc
 import copy
 import dataclasses
-import math
 import random
 import sys
 from pathlib import Path
 
 import torch
 
+from minilm.data.collate import classification_batch, token_classification_batch, word_predictions
+from minilm.data.load import load_classification, load_ner
+from minilm.data.sampler import RowSampler
 from minilm.downstream import metrics
+from minilm.nn.model import SequenceClassifier, TokenClassifier
 
 
 class _Source(abc.ABC):
-    """A batch source over n examples: seeded epoch permutations for training, sorted eval batches."""
+    """A batch source over n examples: `RowSampler`'s seeded epochs for training, sorted eval batches."""
 
     def __init__(self, n: int, batch_size: int, seed: int, eval_batch_size: int = 128):
         if n < 1:
             raise ValueError("the split is empty: nothing to train or score on")
         self.n, self.batch_size, self.seed, self.eval_batch_size = n, batch_size, seed, eval_batch_size
-        self.steps_per_epoch = max(1, n // batch_size)  # the last partial batch is dropped, as is usual
+        self.sampler = RowSampler(n, batch_size, seed)
+        self.steps_per_epoch = max(1, n // batch_size)  # an "epoch" of steps; the rows left over open the next
 
     @abc.abstractmethod
     def length(self, i: int) -> int:
@@ -52,13 +57,7 @@ class _Source(abc.ABC):
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
         """This rank's share of the global batch of `step` (a pure function of seed and step)."""
-        epoch, i = divmod(step, self.steps_per_epoch)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        perm = torch.randperm(self.n, generator=g)  # (n,)
-        rows = perm[i * self.batch_size:(i + 1) * self.batch_size]
-        if len(rows) < self.batch_size:  # fewer examples than one batch: wrap around
-            rows = perm.repeat(math.ceil(self.batch_size / self.n))[:self.batch_size]
-        return self.collate(rows[rank::world_size].tolist())
+        return self.collate(self.sampler.indices(step, rank, world_size).tolist())
 
     def eval_chunks(self) -> list[list[int]]:
         """Evaluation batches as example indices: sorted by length, so they carry little padding."""
@@ -82,8 +81,6 @@ class SentenceSource(_Source):
         return len(self.texts[i])
 
     def collate(self, idx: list[int]) -> dict:
-        from minilm.data.collate import classification_batch
-
         return classification_batch([self.texts[i] for i in idx], [self.labels[i] for i in idx], self.tokenizer,
                                     self.max_len)
 
@@ -100,8 +97,6 @@ class TaggedSource(_Source):
         return len(self.words[i])
 
     def collate(self, idx: list[int]) -> dict:
-        from minilm.data.collate import token_classification_batch
-
         # A gold tag the model cannot know (NERTask allow_unseen) is "O" for the loss; scoring keeps it.
         tags = [[t if t in self.tag_to_id else "O" for t in self.tags[i]] for i in idx]
         return token_classification_batch([self.words[i] for i in idx], tags, self.tokenizer, self.tag_to_id,
@@ -143,8 +138,6 @@ class ClassifyTask:
 
     def __init__(self, data: str, label_names: list[str] | None = None, allow_unseen: bool = False,
                  allow_rare: bool = False):
-        from minilm.data.load import load_classification
-
         self.data = load_classification(data, allow_rare_labels=allow_rare)
         self.label_names = list(self.data.label_names)
         if label_names is not None and list(label_names) != self.label_names:
@@ -176,11 +169,8 @@ class ClassifyTask:
         return len(getattr(self.data, split).texts)
 
     def model(self, config):
-        from minilm.nn.model import SequenceClassifier
-
-        # Mean pooling, not [CLS]: masked-LM pretraining never trains the [CLS] output, and with
-        # rt-polarity at 512 labels mean pooling scored 60.0% vs 53.5% (pretrained) and 58.3% vs
-        # 49.0% (scratch), seed 0: a fairer baseline and a better model.
+        # Mean pooling, not [CLS]: masked-LM pretraining never trains the [CLS] output, so mean
+        # pooling is the fairer baseline and the better model (lessons/measurements/design_choices.md).
         return SequenceClassifier(config, num_labels=self.num_labels, pooling="mean")
 
     def source(self, split: str, tokenizer, *, batch_size: int, max_len: int, seed: int = 0) -> SentenceSource:
@@ -218,8 +208,6 @@ class NERTask:
 
     def __init__(self, data: str, label_names: list[str] | None = None, allow_unseen: bool = False,
                  allow_rare: bool = False):
-        from minilm.data.load import load_ner
-
         self.data = load_ner(data, allow_rare_labels=allow_rare)
         if label_names is None:
             seen = {t for sent in self.data.train.tags for t in sent}
@@ -252,8 +240,6 @@ class NERTask:
         return len(getattr(self.data, split).words)
 
     def model(self, config):
-        from minilm.nn.model import TokenClassifier
-
         return TokenClassifier(config, num_labels=self.num_labels)
 
     def source(self, split: str, tokenizer, *, batch_size: int, max_len: int, seed: int = 0) -> TaggedSource:
@@ -264,8 +250,6 @@ class NERTask:
     def score(self, model, source: TaggedSource) -> dict:
         """Entity P/R/F1 over words: each word's tag is the prediction at its first sub-token
         (`collate.word_predictions`); words cut off by max_len are predicted "O"."""
-        from minilm.data.collate import word_predictions
-
         pred: list[list[str]] = [[] for _ in range(source.n)]
         loss_sum, n_labels = 0.0, 0
         for idx, batch, out in predict_batches(model, source):

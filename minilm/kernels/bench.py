@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from minilm.kernels.bench_compile import compile_ahead, compile_tasks
 from minilm.kernels.bench_report import environment, short_table, summarize, write_outputs
@@ -51,8 +52,6 @@ def run(args):
         print("minilm.kernels.bench: no CUDA GPU on this machine, so there is nothing to measure. Run it where there is "
               "an NVIDIA GPU (or pass --dry-run to exercise the harness on fake timings).")
         return 0
-    from tqdm import tqdm
-
     lab = DryLab() if args.dry_run else GPULab()
     env = environment(lab)
     cols = SOFTMAX_QUICK_COLS if args.quick else SOFTMAX_FULL_COLS

@@ -22,8 +22,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import torch
+from tqdm import tqdm
 
 from minilm.kernels.bench_suites import MASKED_SOFTMAX_SCALE, MASKED_SOFTMAX_SHAPE, SOFTMAX_ELEMENTS, attention_cases
+
+# Triton and the kernels (which import it) are imported inside the functions that run them: a dry run,
+# `minilm bench --help` and a machine without Triton need neither.
 
 
 def compile_tasks(cols_list, quick):
@@ -70,8 +74,6 @@ def compile_ahead(tasks, progress_desc="compiling kernels"):
 
     A failure here is reported and otherwise ignored: the benchmark then compiles as it goes.
     """
-    from tqdm import tqdm
-
     workers = max(1, min(len(tasks), os.cpu_count() or 1, 16))
     start = time.time()
     try:

@@ -17,6 +17,9 @@ import torch
 
 from minilm.kernels.bench_suites import Result
 
+# Triton and the kernels (which import it) are imported inside the functions that run them: a dry run,
+# `minilm bench --help` and a machine without Triton need neither.
+
 
 def _geomean(xs):
     xs = [x for x in xs if x > 0 and math.isfinite(x)]

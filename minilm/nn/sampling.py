@@ -6,6 +6,7 @@ Design choices:
 - top-k and top-p both work by setting the logits of excluded tokens to -inf before the
   softmax, so they compose (k first, then p) and the kept probabilities renormalise.
 - A `torch.Generator` makes sampling reproducible.
+- `generate_text` is text in, texts out (the `minilm generate` command prints it).
 """
 from __future__ import annotations
 
@@ -42,3 +43,20 @@ def sample_next(logits: Tensor, *, temperature: float = 1.0, top_k: int | None =
         logits = logits.masked_fill(drop, float("-inf"))
     probs = torch.softmax(logits, dim=-1)  # (B, V)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+
+
+def generate_text(model, tokenizer, prompt: str, *, max_new_tokens: int, temperature: float = 1.0,
+                  top_k: int | None = None, top_p: float | None = None, num_samples: int = 1,
+                  seed: int = 0) -> list[str]:
+    """`num_samples` continuations of `prompt` (the prompt itself not included)."""
+    if max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens={max_new_tokens}: expected a positive integer")
+    if num_samples < 1:
+        raise ValueError(f"--num-samples={num_samples}: expected a positive integer")
+    device = next(model.parameters()).device
+    ids = tokenizer.encode(prompt) if prompt else [tokenizer.eot_id]
+    prompt_ids = torch.tensor([ids] * num_samples, device=device)  # (S, T)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    out = model.generate(prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                         generator=generator)  # (S, T + max_new_tokens)
+    return [tokenizer.decode(row[len(ids):].tolist()) for row in out]

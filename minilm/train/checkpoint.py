@@ -16,10 +16,10 @@ Design choices:
 - Refuse rather than guess: config.json records the sha256 of every file, so a truncated
   or edited file is caught before it is parsed; missing, unexpected or mis-shaped weights
   are listed by name.
-- Replacing a folder (`final/` at the end of every run) is crash-safe: the new folder is
-  complete under a temporary name before the old one is moved aside, and `recover` finishes
-  or undoes a replacement that a kill interrupted, so a reader finds the old folder or the
-  new one, never none. `FAULT_HOOK` lets a test stop the process at every rename.
+- Replacing a folder (`final/` at the end of every run) is crash-safe: `atomic.atomic_folder`
+  (the one way minilm replaces a folder) writes the new one whole before the old one is moved
+  aside, and `recover` finishes or undoes a replacement that a kill interrupted, so a reader
+  finds the old folder or the new one, never none.
 - The model class is stored by name (`MaskedLM`, or `package.module.Class` for a class
   outside `minilm.nn.model`) with the constructor arguments it needs besides its config
   (e.g. `num_labels`), read off the model's attributes of the same name. Loading never
@@ -28,21 +28,19 @@ Design choices:
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from minilm.data.tokenizer import Tokenizer
 from minilm.nn.config import PRETRAINED_DIR, ModelConfig  # noqa: F401  (PRETRAINED_DIR re-exported)
+from minilm.store.atomic import atomic_folder, recover_folder
 from minilm.store.fetch import sha256_file
-
-# Called with a label before each rename of a folder replacement; tests set it to kill the process there.
-FAULT_HOOK = None
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -74,18 +72,17 @@ def _class_name(cls: type) -> str:
 
 def _model_classes() -> dict[str, type]:
     """minilm's own model classes by name: the only classes a checkpoint may name."""
-    import importlib
-
     return {name: obj for module in map(importlib.import_module, MODEL_MODULES) for name, obj in vars(module).items()
             if isinstance(obj, type) and issubclass(obj, torch.nn.Module) and obj.__module__ == module.__name__}
 
 
-def _resolve_class(name: str, model_class: type | None = None) -> type:
-    if model_class is not None:
-        if _class_name(model_class) != name and model_class.__name__ != name:
+def class_named(name: str, given: type | None = None) -> type:
+    """The class a config.json names: minilm's own by name, or `given` (checked to be the one named)."""
+    if given is not None:
+        if _class_name(given) != name and given.__name__ != name:
             raise CheckpointError(f"config.json model_class={name!r} does not match the class passed in "
-                                  f"({_class_name(model_class)})")
-        return model_class
+                                  f"({_class_name(given)})")
+        return given
     known = _model_classes()
     if name not in known:
         raise CheckpointError(f"config.json model_class={name!r} is not one of minilm's model classes "
@@ -121,22 +118,6 @@ def _unique_state(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict
     return kept, aliases
 
 
-def _rename(src: Path, dst: Path, label: str) -> None:
-    if FAULT_HOOK is not None:
-        FAULT_HOOK(label)
-    os.replace(src, dst)
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished folder into place; the old one is removed only after the new one is in."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        _rename(final, old, "move the old folder aside")
-    _rename(tmp, final, "move the new folder in")
-    if old.exists():
-        shutil.rmtree(old)
-
-
 def _complete(folder: Path) -> bool:
     try:
         read_config(folder)
@@ -146,26 +127,9 @@ def _complete(folder: Path) -> bool:
 
 
 def recover(final, *, cleanup: bool = False) -> None:
-    """Finish or undo a replacement of `final` that a crash interrupted.
-
-    With `final` missing, the newest complete `.final.tmp-*` (a new folder that was fully
-    written) is moved in, else the `.final.old-*` that was moved aside goes back. With
-    `cleanup`, left-over temporary folders beside an intact `final` are removed (only the
-    process that owns the run folder may do that: another may be writing one right now).
-    """
-    final = Path(final)
-    parent = final.parent
-    if not parent.is_dir():
-        return
-    temps = sorted(parent.glob(f".{final.name}.tmp-*"), key=lambda p: p.stat().st_mtime, reverse=True)
-    olds = sorted(parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime, reverse=True)
-    if not final.exists():
-        for candidate in [*filter(_complete, temps), *olds]:
-            os.replace(candidate, final)
-            break
-    if cleanup:
-        for left in parent.glob(f".{final.name}.*-*"):
-            shutil.rmtree(left, ignore_errors=True)
+    """Finish or undo a replacement of the checkpoint folder `final` that a crash interrupted
+    (`atomic.recover_folder`: a new folder counts as complete when its config.json checks out)."""
+    recover_folder(final, complete=_complete, cleanup=cleanup)
 
 
 def save_checkpoint(directory, model: torch.nn.Module, tokenizer=None, *, trainer_state: dict | None = None,
@@ -176,12 +140,7 @@ def save_checkpoint(directory, model: torch.nn.Module, tokenizer=None, *, traine
     config.json under "extra". Wrappers (DDP, torch.compile) are unwrapped first.
     """
     final = Path(directory)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    with atomic_folder(final) as tmp:
         model = unwrap(model)
         tensors, aliases = _unique_state(model)
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
@@ -200,10 +159,6 @@ def save_checkpoint(directory, model: torch.nn.Module, tokenizer=None, *, traine
             "extra": extra,
         }
         (tmp / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _replace_dir(tmp, final)
     return final
 
 
@@ -269,14 +224,12 @@ def load_model(directory, *, device: str | torch.device = "cpu", model_class: ty
     """
     directory = Path(directory)
     meta = read_config(directory)
-    cls = _resolve_class(meta["model_class"], model_class)
+    cls = class_named(meta["model_class"], model_class)
     config = ModelConfig.from_dict(meta["model_config"])
     model = cls(config, **meta.get("model_kwargs", {})).to(device)
     load_weights(directory, model, meta=meta)
     tokenizer = None
     if (directory / TOKENIZER).is_file():
-        from minilm.data.tokenizer import Tokenizer
-
         tokenizer = Tokenizer.load(directory / TOKENIZER)
     return model, tokenizer
 

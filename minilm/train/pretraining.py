@@ -1,112 +1,76 @@
-"""`minilm pretrain`: self-supervised pretraining on unlabelled text, and its batch sources.
+"""Self-supervised pretraining: the recipe, its batch sources, and `pretrain(recipe)` behind `minilm pretrain`.
 
     minilm pretrain                                   # 10 CPU-minutes of bert-mini MLM on IMDB -> runs/pretrain/final
     minilm pretrain --device cuda --precision bf16 --batch-size 256 --lr 1e-3 --warmup 300 \
         --time-budget 4 --out runs/bert-mini-gpu       # a few GPU minutes
+    minilm pretrain --init HF_BERT_FOLDER --data rt-polarity:train-text  # task-adaptive, from a real BERT
     torchrun --nproc_per_node=2 -m minilm pretrain …  # data parallel, same global batch
     MINILM_CACHE=/path/to/cache minilm pretrain …     # offline: fetched IMDB, tokenizer and tokenized corpus
 
-Design choices:
+Design choices (the figures behind them: lessons/measurements/design_choices.md):
 - The default is a recipe that *learns* on a small budget (in the spirit of Geiping &
   Goldstein's "Cramming"): no dropout while pretraining, exact-count masking at a higher rate
   than BERT's 15% (more supervised positions per step), loss and logits only at masked
   positions (the model's sparse prediction), short rows (128), a short warmup, and small
   batches (16 rows) at lr 1e-3. BERT's original masking stays flags away (`--dropout 0.1
   --mask-prob 0.15 --mask-count bernoulli`).
-- Held-out accuracy is scored with every predicted token hidden (`eval_batches`). Scored
-  BERT's way, the 10% of predicted tokens left visible are answered by copying the input,
-  which models learn within a few hundred steps: on IMDB that alone reads as ~12% against a
-  3.9% constant guess, and it hid the fact that the learned-position runs never left the
-  unigram plateau (30 CPU-minutes of bert-mini, 1,535 steps: 3.8% vs 3.9%, loss 6.79
-  against the unigram's 6.85; neither 100% [MASK] training nor lr 3e-4 changed that).
-- Rotary positions (RoFormer) are what got the model off the plateau on the CPU: with the
-  same recipe, bert-mini reached 6.7% after 150 steps and 11.9% after 250 (one thread, then
-  two; honest scoring). Angles fixed by position let attention find a blank's neighbours
-  from the first step, where a learned position table starts as noise (on a synthetic task
-  whose blanks are copies of their neighbours, learned positions stayed at chance for 300
-  steps at every lr tried). `--position learned` keeps BERT's table, for Hugging Face export.
-- The blocks are the preset's: post-norm for the BERT presets. Not Cramming's pre-norm: a
-  pre-norm masked LM whose embeddings are not normalised (GPT-2's layout) could not even
-  memorise one batch (loss stuck at the batch's unigram entropy, 5.08, after 150 steps,
-  where post-norm and transformers' BERT reached 0.02), most likely because the tied
-  decoder's gradient drags every token embedding, and with them the unnormalised residual
-  stream, the same way (with the embeddings normalised, or the decoder untied, the same
-  model memorised the batch).
-- Batches are a pure function of (seed, step): the rows of a step come from a seeded
-  permutation of the epoch, the masks from a generator seeded by (seed, step). Resume needs no
-  data state, and the *global* batch is the same for any number of ranks: each rank masks
-  the global batch and keeps its slice.
+- Held-out accuracy is scored with every predicted token hidden (`eval_batches`): scored
+  BERT's way, copying the visible tenth of the answers inflates the score and hides a model
+  stuck at the unigram plateau.
+- Rotary positions (RoFormer) by default: angles fixed by position let attention find a
+  blank's neighbours from the first step, where a learned table starts as noise and kept
+  bert-mini on the plateau for the whole CPU budget. `--position learned` keeps BERT's
+  table, for Hugging Face export.
+- The blocks are the preset's: post-norm for the BERT presets. Not Cramming's pre-norm: with
+  unnormalised embeddings and a tied decoder, a pre-norm masked LM could not memorise one batch.
+- Batches follow the library's one rule (`minilm.data.sampler`): the rows of a step come from
+  a seeded permutation of the epoch, the masks from a generator seeded by (seed, step); each
+  rank masks the global batch and keeps its slice, so resume needs no data state and any
+  number of ranks trains like one.
 - Rows live on the training device and are masked there, batched: on a GPU, data and masking
   cost no host round trip.
 - The tokenizer is `Tokenizer.for_corpus(data, vocab, lowercase=True)`, cached under
   $MINILM_CACHE with the tokenized corpus, so a copied cache folder lets an offline machine
   start training at once, and fine-tuning on lower-cased rt-polarity sees the same pieces.
-- The run folder's `final/` (and `best/`) is a checkpoint `minilm finetune --init` reads, and
-  `minilm pretrain --init` continues (fresh optimiser and warmup, same tokenizer and shape).
-- The recipe's settings and defaults live in one dataclass, `PretrainRecipe`.
+- `--init` takes any model source (`minilm.train.model_source`): a checkpoint or run folder
+  continues with its tokenizer and shape, a Hugging Face BERT folder with its WordPiece (a
+  fresh masked-LM head when it has none), always with a fresh optimiser and warmup.
+- Every setting of `minilm pretrain` lives in one dataclass, `PretrainRecipe`, which builds
+  its own `TrainConfig`; `pretrain(recipe)` claims the run folder before reading any data.
 - `--objective electra` (minilm/nn/electra.py) trains a generator and a discriminator on the
-  same masked batches, every chosen token shown as [MASK]. It is not the default: at 10
-  CPU-minutes its encoder fine-tuned at chance where the masked LM's gained 2 points over
-  scratch (`minilm bench objectives`; the figures are in the README).
+  same masked batches, every chosen token shown as [MASK]. It is not the default: at the
+  course's CPU budget its encoder fine-tuned at chance (`minilm bench objectives`).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+from minilm.data.collate import clm_batch, mlm_batch, special_ids
+from minilm.data.corpus import decoder_rows, encoder_rows, tokenize_corpus
+from minilm.data.load import load_corpus
+from minilm.data.masking import COUNTS, DEFAULT_MASK_PROB, MaskingConfig
+from minilm.data.sampler import EVAL_MASKS, MASKS, RowSampler, mix, shard
+from minilm.data.tokenizer import Tokenizer
+from minilm.nn.config import POSITIONS, PRESETS, ModelConfig
+from minilm.nn.electra import ELECTRA, held_out_metrics
+from minilm.nn.model import CausalLM, MaskedLM
+from minilm.store.atomic import atomic_write_text
+from minilm.train import model_source
+from minilm.train.model_source import ModelSource
+from minilm.train.optim import SCHEDULES
+from minilm.train.run_folder import RunFolder
+from minilm.train.trainer import PRECISIONS, TrainConfig, Trainer, resolve_device, resolve_precision, setup_distributed
 
 
 OBJECTIVES = {"mlm": "token", "whole_word": "whole_word", "span": "span", "sequence": "sequence", "clm": None,
               "electra": "token"}  # objective -> masking strategy (None: causal LM, no masking)
 ELECTRA_MASK_PROB = 0.15  # the paper's rate: the generator fills 15% of the tokens, the discriminator reads all
-
-def _mix(seed: int, *values: int) -> int:
-    """A 63-bit seed from a tuple of integers (splitmix-style), so (seed, step) streams never collide."""
-    x = seed & 0xFFFFFFFFFFFFFFFF
-    for v in values:
-        x = (x ^ (v + 0x9E3779B97F4A7C15 + (x << 6) + (x >> 2))) & 0xFFFFFFFFFFFFFFFF
-        x = (x * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-        x ^= x >> 31
-    return x & 0x7FFFFFFFFFFFFFFF
-
-
-class RowSampler:
-    """Which rows make the global batch of a step: epoch after epoch of seeded permutations."""
-
-    def __init__(self, n_rows: int, batch_size: int, seed: int, device: torch.device):
-        if n_rows < 1:
-            raise ValueError("the corpus gave no training rows: use a larger corpus or a smaller --seq-len")
-        self.n_rows, self.batch_size, self.seed, self.device = n_rows, batch_size, seed, device
-        self._perms: dict[int, torch.Tensor] = {}
-
-    def _perm(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._perms:
-            g = torch.Generator(device="cpu").manual_seed(_mix(self.seed, 1, epoch))
-            self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}
-            self._perms[epoch] = torch.randperm(self.n_rows, generator=g).to(self.device)  # (N,)
-        return self._perms[epoch]
-
-    def indices(self, step: int) -> torch.Tensor:
-        """Row indices of the global batch of `step` (B,), on the device."""
-        start = step * self.batch_size
-        first, last = start // self.n_rows, (start + self.batch_size - 1) // self.n_rows
-        parts = []
-        for epoch in range(first, last + 1):
-            lo = max(start, epoch * self.n_rows) - epoch * self.n_rows
-            hi = min(start + self.batch_size, (epoch + 1) * self.n_rows) - epoch * self.n_rows
-            parts.append(self._perm(epoch)[lo:hi])
-        return torch.cat(parts)  # (B,)
-
-
-def _shard(batch: dict, rank: int, world_size: int) -> dict:
-    size = next(iter(batch.values())).shape[0]
-    if size % world_size:
-        raise ValueError(f"--batch-size {size} is not divisible by the world size {world_size}")
-    per = size // world_size
-    return {k: v[rank * per:(rank + 1) * per] for k, v in batch.items()}
-
 
 class MaskedLMBatches:
     """Masked-LM batches from packed rows held on `device`.
@@ -126,14 +90,12 @@ class MaskedLMBatches:
         self._eval: list[dict] | None = None
 
     def _mask(self, rows: torch.Tensor, seed: int, masking=None) -> dict:
-        from minilm.data.collate import mlm_batch
-
         self.generator.manual_seed(seed)
         return mlm_batch(self.input_ids[rows], self.word_ids[rows], self.tokenizer, masking or self.masking,
                          self.generator)
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
-        return _shard(self._mask(self.sampler.indices(step), _mix(self.seed, 2, step)), rank, world_size)
+        return shard(self._mask(self.sampler.indices(step), mix(self.seed, MASKS, step)), rank, world_size)
 
     def eval_batches(self):
         """Held-out batches in which every chosen token is replaced by [MASK].
@@ -145,7 +107,8 @@ class MaskedLMBatches:
         if self._eval is None:
             hidden = dataclasses.replace(self.masking, mask_frac=1.0, random_frac=0.0, keep_frac=0.0)
             rows = torch.arange(len(self.input_ids), device=self.device)
-            self._eval = [self._mask(r, _mix(self.seed, 3, i), hidden) for i, r in enumerate(rows.split(self.batch_size))]
+            self._eval = [self._mask(r, mix(self.seed, EVAL_MASKS, i), hidden)
+                          for i, r in enumerate(rows.split(self.batch_size))]
         return self._eval
 
     def constant_guess_accuracy(self) -> float:
@@ -164,13 +127,9 @@ class CausalLMBatches:
         self.sampler = RowSampler(len(self.rows), batch_size, seed, self.device)
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
-        from minilm.data.collate import clm_batch
-
-        return _shard(clm_batch(self.rows[self.sampler.indices(step)], self.tokenizer), rank, world_size)
+        return shard(clm_batch(self.rows[self.sampler.indices(step)], self.tokenizer), rank, world_size)
 
     def eval_batches(self):
-        from minilm.data.collate import clm_batch
-
         return [clm_batch(r, self.tokenizer) for r in self.rows.split(self.batch_size)]
 
     def constant_guess_accuracy(self) -> float:
@@ -207,14 +166,22 @@ class PretrainRecipe:
     position: str | None = None
     eval_rows: int = 256
     seed: int = 0
+    # How the run is carried out and kept (they do not change what is learned):
+    device: str = "auto"
+    precision: str = "auto"  # auto: bf16 on cuda, fp32 on cpu
+    compile: bool = False
+    log_every: int = 10
+    eval_every: int = 0  # 0: ~8 evaluations per run; 250 steps with a time budget
+    save_every: int = 0  # 0: ~4 resumable checkpoints per run; 1000 steps with a time budget
+    out: str = "runs/pretrain"
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
 
     DEFAULT_MINUTES = 10.0
     RECIPE_MASK_PROB = 0.3
 
     def __post_init__(self):
-        from minilm.nn.config import PRESETS
-        from minilm.train.optim import SCHEDULES
-
         def need(ok: bool, field: str, accepted: str):
             if not ok:
                 raise ValueError(f"--{field.replace('_', '-')}={getattr(self, field)!r} is invalid: expected {accepted}")
@@ -235,10 +202,14 @@ class PretrainRecipe:
              "at least 10 steps with a time budget (they are timed to fix the number of steps)")
         need(self.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}")
         need(self.mask_prob is None or 0.0 < self.mask_prob < 1.0, "mask_prob", "a fraction in (0, 1)")
-        need(self.mask_count in ("exact", "bernoulli"), "mask_count", "'exact' or 'bernoulli'")
+        need(self.mask_count in COUNTS, "mask_count", f"one of {COUNTS}")
         need(0.0 <= self.dropout < 1.0, "dropout", "a probability in [0, 1)")
-        need(self.position in (None, "rope", "learned"), "position", "'rope' or 'learned'")
+        need(self.position in (None, *POSITIONS), "position", f"one of {POSITIONS}")
         need(self.eval_rows >= 1, "eval_rows", "a positive integer")
+        need(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}")
+        for field in ("log_every", "eval_every", "save_every"):
+            need(getattr(self, field) >= (1 if field == "log_every" else 0), field,
+                 "an integer >= 1" if field == "log_every" else "an integer >= 0 (0: the recipe's)")
         if self.steps is None and self.time_budget is None:
             self.time_budget = self.DEFAULT_MINUTES
         if self.init is None:
@@ -246,9 +217,7 @@ class PretrainRecipe:
             self.vocab_size = self.vocab_size or 8192
             self.position = self.position or "rope"
 
-    def masking(self):
-        from minilm.data.masking import DEFAULT_MASK_PROB, MaskingConfig
-
+    def masking(self) -> MaskingConfig:
         default = {"sequence": DEFAULT_MASK_PROB["sequence"], "electra": ELECTRA_MASK_PROB}
         prob = self.mask_prob or default.get(self.objective, self.RECIPE_MASK_PROB)
         # ELECTRA's generator sees [MASK] at every chosen position: the replacements are its samples.
@@ -261,72 +230,77 @@ class PretrainRecipe:
                 "dropout", "position", "eval_rows")
         return {k: getattr(self, k) for k in keep}
 
+    def train_config(self) -> TrainConfig:
+        """The Trainer's settings for this recipe (the one place they are derived)."""
+        budget = 60 * self.time_budget if self.time_budget else 0.0
+        steps = self.steps
+        return TrainConfig(
+            steps=steps, lr=self.lr, warmup_steps=min(self.warmup, steps) if steps else self.warmup,
+            schedule=self.schedule, weight_decay=self.weight_decay, accumulation=self.accumulation,
+            device=self.device, precision=self.precision, compile=self.compile, log_every=self.log_every,
+            eval_every=self.eval_every or (250 if budget else max(1, steps // 8)),
+            save_every=self.save_every or (1000 if budget else max(1, steps // 4)),
+            seed=self.seed, resume=self.resume, overwrite=self.overwrite, progress=self.progress,
+            time_budget_s=budget)
+
 
 RECIPE = PretrainRecipe()
 
 
-def _model_class(objective: str) -> type:
-    from minilm.nn.electra import ELECTRA
-    from minilm.nn.model import CausalLM, MaskedLM
-
-    return {"clm": CausalLM, "electra": ELECTRA}.get(objective, MaskedLM)
+MODEL_CLASSES = {"clm": CausalLM, "electra": ELECTRA}  # objective -> model class (the rest: MaskedLM)
 
 
-def _from_checkpoint(recipe: PretrainRecipe):
-    """The --init model and tokenizer, after checking that the flags given agree with it."""
-    from minilm.train.checkpoint import constructor_kwargs, load_model
-    from minilm.nn.config import ModelConfig
-    from minilm.train.run_folder import resolve
-
-    base = resolve(recipe.init, flag="--init")
-    model, tokenizer = load_model(base)
-    want = _model_class(recipe.objective)
-    if not isinstance(model, want) or tokenizer is None:
-        raise ValueError(f"--init {recipe.init}: the checkpoint holds {type(model).__name__}"
-                         f"{'' if tokenizer is not None else ' without a tokenizer'}; --objective {recipe.objective} "
-                         f"continues {want.__name__} saved with its tokenizer")
-    config = model.config
+def _check_init(recipe: PretrainRecipe, source: ModelSource, config: ModelConfig) -> None:
+    """Refuse flags that contradict the --init model's shape (it comes from the checkpoint)."""
     clashes = []
     if recipe.preset is not None:
         shape = ModelConfig.preset(recipe.preset)
         clashes += [f"--preset {recipe.preset} has {k}={getattr(shape, k)}, the checkpoint {getattr(config, k)}"
                     for k in ("d_model", "n_layers", "n_heads", "d_ff") if getattr(shape, k) != getattr(config, k)]
-    if recipe.vocab_size is not None and recipe.vocab_size != tokenizer.vocab_size:
-        clashes.append(f"--vocab-size {recipe.vocab_size}, the checkpoint's tokenizer {tokenizer.vocab_size}")
+    if recipe.vocab_size is not None and recipe.vocab_size != config.vocab_size:
+        clashes.append(f"--vocab-size {recipe.vocab_size}, the checkpoint's tokenizer {config.vocab_size}")
     if recipe.position is not None and recipe.position != config.position:
         clashes.append(f"--position {recipe.position}, the checkpoint {config.position}")
     if recipe.seq_len > config.max_seq_len:
         clashes.append(f"--seq-len {recipe.seq_len} is longer than the checkpoint's max_seq_len {config.max_seq_len}")
     if clashes:
-        raise ValueError(f"--init {base}: " + "; ".join(clashes) + " (the shape and tokenizer come from the "
+        raise ValueError(f"--init {source}: " + "; ".join(clashes) + " (the shape and tokenizer come from the "
                          "checkpoint: leave these flags out)")
-    fresh = type(model)(dataclasses.replace(config, dropout=recipe.dropout, attention_dropout=recipe.dropout),
-                        **constructor_kwargs(model))
-    fresh.load_state_dict(model.state_dict())
-    return fresh, tokenizer, base
+
+
+def init_model(recipe: PretrainRecipe):
+    """The model and tokenizer the recipe starts from -> (model, tokenizer, the --init source or None).
+
+    Without --init (or with a preset): a new model of the preset's shape, the tokenizer trained
+    for the corpus. With any other source (`model_source`): its weights, tokenizer and shape,
+    dropout set to the recipe's.
+    """
+    want = MODEL_CLASSES.get(recipe.objective, MaskedLM)
+    source = model_source.resolve(recipe.init, arch=recipe.preset) if recipe.init is not None else None
+    if source is not None and source.kind != "scratch":
+        _check_init(recipe, source, model_source.config_of(source))
+        model, tokenizer = model_source.load(source, want, dropout=recipe.dropout, fresh_head=True,
+                                             hint=f" (--objective {recipe.objective} continues a {want.__name__})")
+        return model, tokenizer, source
+    preset = source.preset if source is not None and source.preset else recipe.preset or "bert-mini"
+    if source is not None and recipe.preset not in (None, preset):
+        raise ValueError(f"--init {recipe.init} and --preset {recipe.preset} name two shapes: give one")
+    tokenizer = Tokenizer.for_corpus(recipe.data, recipe.vocab_size or 8192, lowercase=True)
+    shape = ModelConfig.preset(preset)
+    scratch = model_source.resolve(preset)
+    extra = {"special_ids": special_ids(tokenizer)} if recipe.objective == "electra" else {}
+    model, tokenizer = model_source.load(
+        scratch, want, tokenizer=tokenizer, dropout=recipe.dropout, **extra,
+        config=dict(max_seq_len=max(recipe.seq_len, min(shape.max_seq_len, 512)), position=recipe.position or "rope"))
+    return model, tokenizer, None
 
 
 def build(recipe: PretrainRecipe, device: torch.device, verbose: bool = True):
     """Tokenizer, model, train and eval batch sources for `recipe` -> (tokenizer, model, train, eval)."""
-    from minilm.data.collate import special_ids
-    from minilm.nn.config import ModelConfig
-    from minilm.data.corpus import decoder_rows, encoder_rows, tokenize_corpus
-    from minilm.data.load import load_corpus
-    from minilm.data.tokenizer import Tokenizer
-
     causal = recipe.objective == "clm"
     t0 = time.perf_counter()
     torch.manual_seed(recipe.seed)
-    if recipe.init is not None:
-        model, tokenizer, base = _from_checkpoint(recipe)
-    else:
-        tokenizer = Tokenizer.for_corpus(recipe.data, recipe.vocab_size, lowercase=True)
-        preset = ModelConfig.preset(recipe.preset)
-        config = ModelConfig.preset(recipe.preset, vocab_size=tokenizer.vocab_size,
-                                    max_seq_len=max(recipe.seq_len, min(preset.max_seq_len, 512)),
-                                    dropout=recipe.dropout, attention_dropout=recipe.dropout, position=recipe.position)
-        extra = {"special_ids": special_ids(tokenizer)} if recipe.objective == "electra" else {}
-        model = _model_class(recipe.objective)(config, **extra)
+    model, tokenizer, base = init_model(recipe)
     docs = load_corpus(recipe.data)
     corpus = tokenize_corpus(docs, tokenizer, str(recipe.data))
     if causal:
@@ -340,7 +314,7 @@ def build(recipe: PretrainRecipe, device: torch.device, verbose: bool = True):
     if verbose:
         print(f"data: {len(docs):,} documents -> {len(rows):,} rows of {recipe.seq_len} tokens "
               f"({len(rows) - n_eval:,} train, {n_eval:,} held out), tokenizer vocab {tokenizer.vocab_size:,} "
-              f"[{time.perf_counter() - t0:.1f}s]" + (f"; weights from {base}" if recipe.init else ""), flush=True)
+              f"[{time.perf_counter() - t0:.1f}s]" + (f"; weights from {base}" if base else ""), flush=True)
     if causal:
         train = CausalLMBatches(rows[:-n_eval], tokenizer, recipe.batch_size, recipe.seed, device)
         held = CausalLMBatches(rows[-n_eval:], tokenizer, recipe.batch_size, recipe.seed, device)
@@ -351,3 +325,56 @@ def build(recipe: PretrainRecipe, device: torch.device, verbose: bool = True):
         held = MaskedLMBatches(rows[-n_eval:], word_ids[-n_eval:], tokenizer, masking, recipe.batch_size,
                                recipe.seed, device)
     return tokenizer, model, train, held
+
+
+def pretrain(recipe: PretrainRecipe, *, command: str = "minilm pretrain") -> dict:
+    """Run `recipe` into its run folder `recipe.out` -> the summary (also written to summary.json).
+
+    Every check that needs no data runs before any is loaded, and the folder is claimed (or
+    refused) before the corpus is read. `command` is recorded in every checkpoint.
+    """
+    rank, _, device = setup_distributed(resolve_device(recipe.device))  # under torchrun: this rank's GPU
+    config = recipe.train_config()
+    resolve_precision(config.precision, device)
+    sink = RunFolder(recipe.out, keep_last=config.keep_last, resume=recipe.resume, overwrite=recipe.overwrite,
+                     main=rank == 0, metadata={"command": command, "objective": recipe.objective,
+                                               "data": str(recipe.data), "seq_len": recipe.seq_len,
+                                               "settings": recipe.settings()})
+    tokenizer, model, train, held = build(recipe, device, verbose=rank == 0)
+    sink.tokenizer = tokenizer  # known once the corpus's tokenizer is trained (or the --init one loaded)
+    def electra_scores(t: Trainer) -> dict:  # both sides' scores; the trainer's default knows only token accuracy
+        return held_out_metrics(t.model, held.eval_batches(), t.device, t.autocast, recipe.seed)
+
+    evaluate = electra_scores if recipe.objective == "electra" else None
+    trainer = Trainer(model, config, train, held, evaluate=evaluate, sink=sink)
+    baseline = held.constant_guess_accuracy()
+    if trainer.is_main:
+        c, info = model.config, model.describe()
+        print(f"model: {c.d_model}-wide x {c.n_layers} layers ({c.norm}-norm, {c.position} positions, dropout "
+              f"{recipe.dropout}), {info['params']:,} parameters; {recipe.objective} on {recipe.data}; "
+              f"{recipe.steps or '?'} steps x {recipe.batch_size} x {recipe.seq_len} tokens on {trainer.device} "
+              f"({trainer.precision}); world size {trainer.world_size}"
+              + (f"; time budget {recipe.time_budget:g} min" if recipe.time_budget else ""), flush=True)
+        print(f"best constant guess on the held-out set: {100 * baseline:.2f}% token accuracy", flush=True)
+    t0 = time.perf_counter()
+    summary = trainer.fit()
+    summary.update(constant_guess_accuracy=baseline, wall_s=time.perf_counter() - t0,
+                   tokens_seen=trainer.step * recipe.batch_size * recipe.seq_len)
+    if trainer.is_main:
+        _report(summary, baseline)
+        atomic_write_text(Path(recipe.out, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _report(summary: dict, baseline: float) -> None:
+    """The held-out scores against the constant guess, in a line or two."""
+    if "eval_accuracy" in summary:
+        print(f"held-out token accuracy {100 * summary['eval_accuracy']:.2f}% vs constant guess "
+              f"{100 * baseline:.2f}% ({100 * (summary['eval_accuracy'] - baseline):+.2f} points)"
+              + ("" if "eval_perplexity" not in summary else
+                 f"; eval loss {summary['eval_loss']:.3f}, perplexity {summary['eval_perplexity']:.1f}"))
+    if "eval_discriminator_accuracy" in summary:
+        print(f"(that is the generator's; the discriminator: {100 * summary['eval_discriminator_accuracy']:.2f}% "
+              f"of held-out tokens right, {100 * summary['eval_replaced_recall']:.1f}% of the replaced ones found "
+              f"at {100 * summary['eval_replaced_precision']:.1f}% precision; "
+              f"{100 * summary['eval_replaced_fraction']:.1f}% of tokens were replaced)")

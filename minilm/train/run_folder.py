@@ -1,5 +1,7 @@
 """Run folders: where a training run keeps its metrics and checkpoints, and how commands find them.
 
+`RunFolder` is the Trainer's sink (see `sink.py`) that writes one:
+
     runs/NAME/
       metrics.jsonl            one JSON record per log or eval point
       curves.png               loss / learning rate / accuracy
@@ -13,20 +15,26 @@ Design choices:
   pick another `--out`.
 - Checkpoints are ordered by their step number, never by name, so rotation and resume pick
   the right ones whatever the padding of the names.
-- Commands (`finetune --init`, `evaluate`, `fill-mask`, `generate`) take a checkpoint folder
-  or a run folder; `resolve` turns a run folder into `final/`, and says so in one line when it
-  has to use `best/` or the latest step instead (an interrupted run has no `final/`).
+- The trainer writes through `RunFolder` and knows no file names: what is kept where is
+  decided here, once.
+- Commands take a run folder wherever they take a checkpoint; `resolve` turns a run folder
+  into `final/`, and says so in one line when it has to use `best/` or the latest step
+  instead (an interrupted run has no `final/`). `minilm.train.model_source` calls it.
 - Temporary folders a crash left behind (`.NAME.tmp-PID`, `.NAME.old-PID`, see
   `checkpoint.py`) are put right or removed by the next run that prepares the folder.
 """
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import sys
 from pathlib import Path
 
+from minilm.store.atomic import atomic_write_text
 from minilm.train import checkpoint as ckpt
+from minilm.train.sink import Sink
 
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
@@ -124,22 +132,93 @@ def resolve(path, *, flag: str = "--init") -> Path:
                          f"{FINAL}/, {BEST}/ or {CHECKPOINTS}/step_*")
 
 
-def load(path, want: type, *, device="cpu", flag: str = "checkpoint", hint: str = ""):
-    """(model, tokenizer) for a command: a minilm checkpoint or run folder, or a Hugging Face folder.
+class RunFolder(Sink):
+    """The sink that writes a run folder (the layout above); `metadata` goes into every checkpoint.
 
-    `want` is the model class the command needs (MaskedLM for fill-mask, CausalLM for generate);
-    a checkpoint of another class, or one without a tokenizer, is refused naming both.
+    Made on rank 0 it prepares the folder (`prepare`: a folder holding a run is refused unless
+    `resume` or `overwrite`); other ranks only read it, to resume.
     """
-    from minilm.nn import hf
 
-    path = Path(path)
-    if hf.is_hf_folder(path):
-        model, tokenizer = hf.load_pretrained(path, want)
-        return model.to(device), tokenizer
-    where = resolve(path, flag=flag)
-    model, tokenizer = ckpt.load_model(where, device=device)
-    if not isinstance(model, want):
-        raise RunFolderError(f"{flag} {where} holds a {type(model).__name__}, not a {want.__name__}{hint}")
-    if tokenizer is None:
-        raise RunFolderError(f"{flag} {where} has no {ckpt.TOKENIZER}: the command needs one to encode text")
-    return model, tokenizer
+    def __init__(self, folder, *, tokenizer=None, metadata: dict | None = None, keep_last: int = 2,
+                 resume: bool = False, overwrite: bool = False, main: bool | None = None):
+        self.folder = Path(folder)
+        self.tokenizer, self.metadata, self.keep_last = tokenizer, dict(metadata or {}), keep_last
+        main = int(os.environ.get("RANK", "0")) == 0 if main is None else main
+        if main:
+            prepare(self.folder, resume=resume, overwrite=overwrite)
+
+    def log(self, record: dict) -> None:
+        append_metrics(self.folder, record)
+
+    def rewind(self, step: int) -> None:
+        path = self.folder / METRICS
+        if path.is_file():
+            lines = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
+            atomic_write_text(path, "".join(l + "\n" for l in lines))
+
+    def _save(self, path: Path, model, step: int, state: dict | None = None) -> Path:
+        return ckpt.save_checkpoint(path, model, self.tokenizer, trainer_state=state, step=step, **self.metadata)
+
+    def checkpoint(self, model, step: int, state: dict) -> None:
+        self._save(checkpoint_path(self.folder, step), model, step, state)
+        rotate(self.folder, self.keep_last)
+
+    def resume_point(self) -> tuple[str, dict, dict]:
+        found = step_checkpoints(self.folder)
+        if not found:
+            raise RunFolderError(f"--resume: no checkpoint under {self.folder}/{CHECKPOINTS} to resume from")
+        return str(found[-1]), ckpt.load_trainer_state(found[-1]), ckpt.read_config(found[-1])["extra"]
+
+    def load_weights(self, where: str, model) -> None:
+        ckpt.load_weights(where, model)
+
+    def best(self, model, step: int, metrics: dict) -> None:
+        self._save(self.folder / BEST, model, step)
+
+    def final(self, model, step: int) -> None:
+        self._save(self.folder / FINAL, model, step)
+
+    def close(self) -> None:
+        plot_metrics(self.folder)
+
+
+def append_metrics(folder, record: dict) -> None:
+    """One record more in `folder/metrics.jsonl` (a line appended: a crash loses at most that line)."""
+    with open(Path(folder) / METRICS, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def plot_metrics(run_dir) -> Path | None:
+    """Draw loss (train and eval) and learning-rate curves from `run_dir/metrics.jsonl` into `curves.png`."""
+    run_dir = Path(run_dir)
+    path = run_dir / METRICS
+    if not path.is_file():
+        return None
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    train = [r for r in records if "loss" in r]
+    evals = [r for r in records if "eval_loss" in r]
+    if not train:
+        return None
+    # Lazy: pyplot takes ~0.5 s to import, which `minilm generate` (it reads run folders) should not pay.
+    import matplotlib
+
+    matplotlib.use("Agg")  # drawn headless (CI, ssh, a GPU box)
+    import matplotlib.pyplot as plt
+
+    n_panels = 3 if any("eval_accuracy" in r for r in evals) else 2
+    fig, axes = plt.subplots(1, n_panels, figsize=(5 * n_panels, 3.6))
+    axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
+    if evals:
+        axes[0].plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="eval")
+    axes[0].set(xlabel="step", ylabel="loss", title="loss")
+    axes[0].legend()
+    axes[1].plot([r["step"] for r in train], [r["lr"] for r in train])
+    axes[1].set(xlabel="step", ylabel="learning rate", title="learning rate")
+    if n_panels == 3:
+        axes[2].plot([r["step"] for r in evals], [100 * r["eval_accuracy"] for r in evals], "o-")
+        axes[2].set(xlabel="step", ylabel="%", title="eval token accuracy")
+    fig.tight_layout()
+    out = run_dir / "curves.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

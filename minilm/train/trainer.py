@@ -11,11 +11,13 @@ Design choices:
   gives exactly the gradient of 1 x 32, and N ranks that of one rank with the same global
   batch). Micro-steps that do not step run under `no_sync`, so gradients are all-reduced once
   per optimiser step. `torch.optim.AdamW` steps (fused on CUDA).
-- `fit` is the loop (train step, log, evaluate, save); its collaborators are small:
-  `TimeBudget` fixes the number of steps, `RunLog` keeps the bar, the console and
-  metrics.jsonl, `run_folder` lays out and guards the folder. The config never changes
-  during `fit`; what a caller customises is passed as hooks (`evaluate`, `select`,
-  `on_best`, `checkpoints`), not by overriding methods.
+- `fit` is the loop (train step, log, evaluate, select); what is kept, and where, is the
+  *sink*'s (`sink.py`): a `RunFolder` writes metrics.jsonl, checkpoints, best/, final/ and
+  curves.png; fine-tuning keeps its best epoch in memory; the base `Sink` keeps nothing. The
+  other collaborators are small: `TimeBudget` fixes the number of steps, `RunLog` keeps the
+  bar and the console, `mfu` turns tokens/s into a share of the GPU. The config never changes
+  during `fit`; what a caller customises is passed in (`evaluate`, `select`, `sink`), not
+  written as a subclass.
 - bf16 autocast on CUDA (fp16 with a gradient scaler as an option), fp32 on the CPU.
 - No host sync per step on the GPU: losses are accumulated on the device and read at log
   points only. A non-finite loss is recorded on the device with its step; the run stops at the
@@ -31,44 +33,34 @@ Design choices:
 - A time budget (`time_budget_s`, with `steps=None`) fixes the number of steps once the speed
   is known: the steps of the warmup are timed (the schedule does not depend on the total until
   warmup ends) and the decay is fitted into the remaining time, so a "4-minute run" anneals.
-- Resume is one method: it restores weights, optimiser, RNG, step and total from the latest
-  checkpoint, and refuses one whose run was shaped by other settings.
+- Resume is one method: it restores weights, optimiser, RNG, step and total from the sink's
+  latest checkpoint, and refuses one whose run was shaped by other settings.
 - Ctrl-C sets a flag; the current step finishes, a checkpoint is saved and `fit` returns.
 """
 from __future__ import annotations
 
 import contextlib
-import inspect
 import dataclasses
-import json
 import math
 import os
 import re
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from minilm.train import checkpoint as ckpt
-from minilm.train import run_folder
-from minilm.store.atomic import atomic_write_text
+from minilm.train.mfu import flops_per_token, mfu, peak_flops
 from minilm.train.optim import SCHEDULES, learning_rate, micro_batch_weights, micro_batches, parameter_groups
+from minilm.train.run_folder import RunFolder
+from minilm.train.sink import Sink
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # The TrainConfig fields that shape a run: a resume that changes one of them is refused.
 RUN_SHAPING = ("lr", "min_lr_ratio", "warmup_steps", "schedule", "weight_decay", "beta1", "beta2", "eps", "grad_clip",
                "accumulation", "seed", "time_budget_s")
-
-# Dense bf16/fp16 tensor-core peak FLOP/s by device-name substring, for MFU.
-PEAK_FLOPS = {
-    "H200": 989e12, "H100": 989e12, "H800": 989e12, "GH200": 989e12, "B200": 2250e12,
-    "A100": 312e12, "A800": 312e12, "A10G": 125e12, "L40S": 362e12, "L4": 121e12,
-    "RTX 4090": 165e12, "RTX 3090": 71e12, "V100": 125e12, "T4": 65e12,
-}
 
 
 @dataclass
@@ -90,9 +82,9 @@ class TrainConfig:
     eval_every: int = 0  # steps between evaluations (0 = only at the end)
     log_every: int = 10  # steps between log lines (and host syncs)
     save_every: int = 0  # steps between resumable checkpoints (0 = only at the end)
-    keep_last: int = 2  # resumable checkpoints kept
+    keep_last: int = 2  # resumable checkpoints kept (by the RunFolder made from out_dir)
     seed: int = 0
-    resume: bool = False  # continue from the latest checkpoint in out_dir
+    resume: bool = False  # continue from the sink's latest checkpoint
     overwrite: bool = False  # replace a run already in out_dir (else a folder holding a run is refused)
     time_budget_s: float = 0.0  # > 0 (with steps=None): fix the steps after timing the warmup to last this long
     progress: bool = True  # show the tqdm bar
@@ -145,14 +137,6 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if name == "fp16" and device.type != "cuda":
         raise ValueError(f"TrainConfig.precision='fp16' needs a CUDA device (device={device}); use 'fp32' or 'bf16'")
     return name
-
-
-def peak_flops(device: torch.device) -> float | None:
-    """Dense bf16 peak FLOP/s of a known GPU, else None (no MFU on the CPU)."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
 
 def setup_distributed(device: torch.device) -> tuple[int, int, torch.device]:
@@ -212,11 +196,11 @@ class TimeBudget:
 
 
 class RunLog:
-    """The progress bar, console lines and metrics.jsonl of a run; tokens/s and MFU per log window."""
+    """The progress bar and console lines of a run, its records (to the sink); tokens/s and MFU per log window."""
 
-    def __init__(self, out_dir: Path | None, *, main: bool, progress: bool, total: int | None, initial: int,
+    def __init__(self, sink: Sink, *, main: bool, progress: bool, total: int | None, initial: int,
                  peak_flops: float | None, world_size: int):
-        self.path = out_dir / run_folder.METRICS if out_dir is not None and main else None
+        self.sink = sink
         self.main, self.progress, self.peak, self.world_size = main, progress, peak_flops, world_size
         self.bar = tqdm(total=total, initial=initial, disable=not (progress and main), desc="train",
                         dynamic_ncols=True)
@@ -247,7 +231,7 @@ class RunLog:
                   "tokens_per_s": self.tokens / elapsed, "time_s": elapsed}
         postfix = {"loss": f"{loss:.3f}", "lr": f"{lr:.2e}", "tok/s": f"{record['tokens_per_s']:,.0f}"}
         if self.flops_per_token and self.peak:
-            record["mfu"] = record["tokens_per_s"] * self.flops_per_token / self.peak / self.world_size
+            record["mfu"] = mfu(record["tokens_per_s"], self.flops_per_token, self.peak, self.world_size)
             postfix["mfu"] = f"{100 * record['mfu']:.1f}%"
         self.bar.set_postfix(postfix)
         if not self.progress and self.main:
@@ -264,15 +248,8 @@ class RunLog:
 
     def write(self, record: dict) -> None:
         self.history.append(record)
-        if self.path is not None:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def truncate(self, step: int) -> None:
-        """Drop the records an interrupted run wrote after the checkpoint it resumes from."""
-        if self.path is not None and self.path.is_file():
-            lines = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
-            atomic_write_text(self.path, "".join(l + "\n" for l in lines))
+        if self.main:
+            self.sink.log(record)
 
     def close(self) -> None:
         self.bar.close()
@@ -281,32 +258,38 @@ class RunLog:
 class Trainer:
     """Trains `model` on `train_data` (a batch source, see the module docstring).
 
-    `fit()` returns a summary dict (steps, final train loss, last eval metrics, out_dir). With
-    `out_dir` it writes a run folder (see `run_folder`): metrics.jsonl, curves.png, resumable
-    checkpoints, the best and the final weights, each with `tokenizer` beside it so every
-    folder loads with `load_model`.
+    `fit()` returns a summary dict (steps, final train loss, last eval metrics, out_dir). What
+    is kept goes to the sink: `out_dir` makes it a `RunFolder` (metrics.jsonl, curves.png,
+    resumable checkpoints, best/ and final/, each with `tokenizer` beside it and `metadata` in
+    its config.json, so every folder loads with `load_model`); `sink=` passes another (fine-
+    tuning's keeps the best epoch in memory); neither keeps nothing.
 
-    Hooks, for callers that train something other than a language model:
-    - `evaluate(model) -> dict` computes the held-out metrics (default: loss, perplexity and
+    For callers that train something other than a language model:
+    - `evaluate(trainer) -> dict` computes the held-out metrics from `trainer.model` (in eval
+      mode), on `trainer.device`, under `trainer.autocast()` (default: loss, perplexity and
       token accuracy over `eval_data.eval_batches()`).
-    - `select=(metric, "min" | "max")` names the metric that decides which evaluation is best.
-    - `on_best(trainer, metrics)` is what to do with a new best (default: write `best/`).
-    - `checkpoints=False` writes no checkpoints at all (metrics and curves only).
+    - `select=(metric, "min" | "max")` names the metric that decides which evaluation is best;
+      the sink's `best` keeps it.
     """
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, train_data, eval_data=None, out_dir=None, *,
-                 tokenizer=None, metadata: dict | None = None, evaluate=None, select: tuple[str, str] = (
-                     "eval_loss", "min"), on_best=None, checkpoints: bool = True):
+                 tokenizer=None, metadata: dict | None = None, evaluate=None,
+                 select: tuple[str, str] = ("eval_loss", "min"), sink: Sink | None = None):
         if select[1] not in ("min", "max"):
             raise ValueError(f"Trainer select={select!r}: the second item must be 'min' or 'max'")
+        if sink is not None and (out_dir is not None or tokenizer is not None or metadata is not None):
+            raise ValueError("Trainer: pass either sink= or out_dir (with its tokenizer and metadata), not both")
         self.config = config
         self.train_data, self.eval_data = train_data, eval_data
-        self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.tokenizer, self.metadata = tokenizer, metadata or {}
-        self._evaluate, self.select, self.checkpoints = evaluate, select, checkpoints
-        self.on_best = on_best or (lambda trainer, metrics: trainer.save_weights(run_folder.BEST))
+        self._evaluate, self.select = evaluate, select
         self.rank, self.world_size, self.device = setup_distributed(resolve_device(config.device))
         self.precision = resolve_precision(config.precision, self.device)
+        if sink is None:
+            sink = Sink() if out_dir is None else RunFolder(
+                out_dir, tokenizer=tokenizer, metadata=metadata, keep_last=config.keep_last, resume=config.resume,
+                overwrite=config.overwrite, main=self.is_main)
+        self.sink = sink
+        self.out_dir = getattr(sink, "folder", None)
         self.model = model.to(self.device)  # the plain module: saved, evaluated
         self.train_model = self._wrap(self.model)  # what the training step calls
         fused = {"fused": True} if self.device.type == "cuda" else {}
@@ -333,7 +316,8 @@ class Trainer:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def _autocast(self):
+    def autocast(self):
+        """The autocast context of this run's precision (a no-op in fp32): for evaluate hooks."""
         if self.precision in ("bf16", "fp16"):
             dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
             return torch.autocast(self.device.type, dtype=dtype)
@@ -342,15 +326,6 @@ class Trainer:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-
-    def _flops_per_token(self, seq_len: int) -> float | None:
-        """Training (forward + backward) FLOPs per token from `model.describe()`, for MFU."""
-        describe = getattr(self.model, "describe", None)
-        if describe is None:
-            return None
-        takes_len = "seq_len" in inspect.signature(describe).parameters
-        info = describe(seq_len=seq_len) if takes_len else describe()
-        return float(info["flops_per_token"]) if "flops_per_token" in info else None
 
     def learning_rate(self, step: int) -> float:
         cfg = self.config
@@ -387,7 +362,7 @@ class Trainer:
             # Gradients are all-reduced once per optimiser step, on the last micro-batch.
             sync = contextlib.nullcontext() if last or self.world_size == 1 else self.train_model.no_sync()
             with sync:
-                with self._autocast():
+                with self.autocast():
                     out = self.train_model(**micro)
                 loss = out.loss.float() * weights[i]
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
@@ -425,7 +400,7 @@ class Trainer:
         """The held-out metrics: the `evaluate` hook's, or loss, perplexity and token accuracy."""
         self.model.eval()
         try:
-            return self._evaluate(self.model) if self._evaluate else self.token_metrics()
+            return self._evaluate(self) if self._evaluate else self.token_metrics()
         finally:
             self.model.train()
 
@@ -437,7 +412,7 @@ class Trainer:
         count = torch.zeros((), device=self.device, dtype=torch.float64)
         for batch in self.eval_data.eval_batches():
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            with self._autocast():
+            with self.autocast():
                 out = self.model(**batch)
             valid = out.labels != -100
             n = valid.sum()
@@ -454,7 +429,8 @@ class Trainer:
         value = metrics[name]
         if value < self.best_value if mode == "min" else value > self.best_value:
             self.best_value = value
-            self.on_best(self, metrics)
+            if self.is_main:
+                self.sink.best(self.model, self.step, metrics)
 
     # ---- checkpoints -------------------------------------------------------------------------
     def _state(self) -> dict:
@@ -472,35 +448,21 @@ class Trainer:
             state["scaler"] = self.scaler.state_dict()
         return state
 
-    def save_weights(self, name: str) -> Path | None:
-        """Write the weights (no trainer state) to `out_dir/name` (rank 0 only)."""
-        if self.out_dir is None or not self.is_main or not self.checkpoints:
-            return None
-        return ckpt.save_checkpoint(self.out_dir / name, self.model, self.tokenizer, step=self.step, **self.metadata)
+    def save_checkpoint(self) -> None:
+        """Hand the sink a resumable point: the weights and the trainer's state (rank 0 only)."""
+        if self.is_main:
+            self.sink.checkpoint(self.model, self.step, self._state())
 
-    def save_checkpoint(self) -> Path | None:
-        """Write a resumable checkpoint `checkpoints/step_N` (rank 0 only), keeping the last K."""
-        if self.out_dir is None or not self.is_main or not self.checkpoints:
-            return None
-        path = ckpt.save_checkpoint(run_folder.checkpoint_path(self.out_dir, self.step), self.model, self.tokenizer,
-                                    trainer_state=self._state(), step=self.step, **self.metadata)
-        run_folder.rotate(self.out_dir, self.config.keep_last)
-        return path
-
-    def resume(self, log: RunLog) -> None:
-        """Continue from the latest checkpoint in out_dir: weights, optimiser, RNG, step, total, best.
+    def resume(self) -> None:
+        """Continue from the sink's latest checkpoint: weights, optimiser, RNG, step, total, best.
 
         Refuses a checkpoint whose run was shaped differently (learning rate, schedule, seed, the
         metadata's `settings` such as batch size and sequence length): the result would be
         neither the old run nor a new one.
         """
-        found = run_folder.step_checkpoints(self.out_dir) if self.out_dir is not None else []
-        if not found:
-            raise run_folder.RunFolderError(f"--resume: no checkpoint under {self.out_dir}/checkpoints to resume from")
-        path = found[-1]
-        state = ckpt.load_trainer_state(path)
-        self._check_same_run(path, state)
-        ckpt.load_weights(path, self.model)
+        path, state, saved = self.sink.resume_point()
+        self._check_same_run(path, state, saved.get("settings", {}))
+        self.sink.load_weights(path, self.model)
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and self.device.type == "cuda":
@@ -511,16 +473,15 @@ class Trainer:
         self.steps = state["total_steps"] if state["total_steps"] is not None else self.steps
         self.best_value = float(state["best_value"])
         if self.is_main:
-            log.truncate(self.step)
+            self.sink.rewind(self.step)
             print(f"resumed from {path} at step {self.step}")
 
-    def _check_same_run(self, path: Path, state: dict) -> None:
+    def _check_same_run(self, path: str, state: dict, old: dict) -> None:
         saved, now = state["train_config"], dataclasses.asdict(self.config)
         diff = [f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}" for k in RUN_SHAPING if saved.get(k) != now[k]]
         if self.config.steps is not None and state["total_steps"] not in (None, self.config.steps):
             diff.append(f"steps: checkpoint {state['total_steps']!r}, now {self.config.steps!r}")
-        old = ckpt.read_config(path)["extra"].get("settings", {})
-        new = self.metadata.get("settings", {})
+        new = self.sink.metadata.get("settings", {})
         diff += [f"{k}: checkpoint {old.get(k)!r}, now {new.get(k)!r}" for k in sorted(set(old) | set(new))
                  if old.get(k) != new.get(k)]
         if diff:
@@ -552,13 +513,11 @@ class Trainer:
     def fit(self) -> dict:
         cfg = self.config
         torch.manual_seed(cfg.seed)
-        if self.out_dir is not None and self.is_main:
-            run_folder.prepare(self.out_dir, resume=cfg.resume, overwrite=cfg.overwrite)  # never clobber a run
-        log = RunLog(self.out_dir, main=self.is_main, progress=cfg.progress, total=self.steps, initial=0,
+        log = RunLog(self.sink, main=self.is_main, progress=cfg.progress, total=self.steps, initial=0,
                      peak_flops=peak_flops(self.device), world_size=self.world_size)
         self.history = log.history
         if cfg.resume:
-            self.resume(log)
+            self.resume()
         if self.steps is not None and self.step > self.steps:
             raise ValueError(f"TrainConfig.steps={self.steps} is below the checkpoint's step {self.step}")
         budget = TimeBudget(cfg.time_budget_s, self.step, cfg.warmup_steps, self._sync) if self.steps is None else None
@@ -570,7 +529,7 @@ class Trainer:
                 while self.steps is None or self.step < self.steps:
                     result = self.train_step(self.step)
                     if log.flops_per_token is None and log.peak:
-                        log.flops_per_token = self._flops_per_token(result.seq_len)
+                        log.flops_per_token = flops_per_token(self.model, result.seq_len)
                     self._watch_finite(result.loss)
                     log.add(result)
                     self.step += 1
@@ -597,45 +556,11 @@ class Trainer:
                         break
         finally:
             log.close()
-        if not interrupted:
-            self.save_weights(run_folder.FINAL)
-        if self.out_dir is not None and self.is_main:
-            plot_metrics(self.out_dir)
+        if self.is_main:
+            if not interrupted:
+                self.sink.final(self.model, self.step)
+            self.sink.close()
         last_loss = next((r["loss"] for r in reversed(log.history) if "loss" in r), math.nan)
         return {"step": self.step, "loss": last_loss, **last_eval, "interrupted": interrupted,
                 "out_dir": str(self.out_dir) if self.out_dir else None}
 
-
-def plot_metrics(run_dir) -> Path | None:
-    """Draw loss (train and eval) and learning-rate curves from `run_dir/metrics.jsonl` into `curves.png`."""
-    run_dir = Path(run_dir)
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    train = [r for r in records if "loss" in r]
-    evals = [r for r in records if "eval_loss" in r]
-    if not train:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n_panels = 3 if any("eval_accuracy" in r for r in evals) else 2
-    fig, axes = plt.subplots(1, n_panels, figsize=(5 * n_panels, 3.6))
-    axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
-    if evals:
-        axes[0].plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="eval")
-    axes[0].set(xlabel="step", ylabel="loss", title="loss")
-    axes[0].legend()
-    axes[1].plot([r["step"] for r in train], [r["lr"] for r in train])
-    axes[1].set(xlabel="step", ylabel="learning rate", title="learning rate")
-    if n_panels == 3:
-        axes[2].plot([r["step"] for r in evals], [100 * r["eval_accuracy"] for r in evals], "o-")
-        axes[2].set(xlabel="step", ylabel="%", title="eval token accuracy")
-    fig.tight_layout()
-    out = run_dir / "curves.png"
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
