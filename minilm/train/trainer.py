@@ -56,7 +56,8 @@ from tqdm.auto import tqdm
 from minilm.train import checkpoint as ckpt
 from minilm.train import run_folder
 from minilm.store.atomic import atomic_write_text
-from minilm.train.optim import SCHEDULES, learning_rate, micro_batch_weights, micro_batches, parameter_groups
+from minilm.train.optim import (SCHEDULES, clip_grad_norm, learning_rate, micro_batch_weights, micro_batches,
+                                parameter_groups)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # The TrainConfig fields that shape a run: a resume that changes one of them is refused.
@@ -395,7 +396,7 @@ class Trainer:
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         if cfg.grad_clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            grad_norm = clip_grad_norm(self.model.parameters(), cfg.grad_clip)
         else:
             grad_norm = torch.zeros((), device=self.device)
         if self.scaler:
