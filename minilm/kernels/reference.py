@@ -82,9 +82,9 @@ def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
     Head h of the result is head h // n_rep of x: each key/value head serves n_rep consecutive
     query heads. n_rep = 1 returns x itself.
     """
-    # BEGIN SOLUTION modern
     if n_rep == 1:
         return x
+    # BEGIN SOLUTION modern
     B, H_kv, T, D = x.shape
     return x[:, :, None].expand(B, H_kv, n_rep, T, D).reshape(B, H_kv * n_rep, T, D)  # a copy, (B, H, T, D)
     # END SOLUTION modern
@@ -120,7 +120,8 @@ def attention_weights(q: Tensor, k: Tensor, *, causal: bool = False, key_padding
     float (added to the scores); attn_mask (..., Tq, Tk) bool (True = keep); sm_scale defaults
     to 1/sqrt(D). Returns (B, H, Tq, Tk); a row whose every key is hidden is all zeros.
     """
-    k = repeat_kv(k, q.shape[1] // k.shape[1])  # (B, H, Tk, D): grouped-query attention shares k heads
+    if k.shape[1] != q.shape[1]:  # grouped-query attention: each key head serves a group of query heads
+        k = repeat_kv(k, q.shape[1] // k.shape[1])  # (B, H, Tk, D)
     # BEGIN SOLUTION attention
     sm_scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else sm_scale
     scores = (q * sm_scale) @ k.transpose(-2, -1)  # (B, H, Tq, Tk); scaling q is Tk/D times cheaper
@@ -149,8 +150,8 @@ def attention_reference(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False
     (True = keep); causal: query i sees key j iff j <= i + Tk - Tq. dropout_p: dropout on the
     attention probabilities. Returns (B, H, Tq, D); a query that sees no key outputs zeros.
     """
-    n_rep = q.shape[1] // k.shape[1]
-    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, Tk, D) each
+    if k.shape[1] != q.shape[1]:  # grouped-query attention: each key/value head serves a group of query heads
+        k, v = repeat_kv(k, q.shape[1] // k.shape[1]), repeat_kv(v, q.shape[1] // k.shape[1])  # (B, H, Tk, D)
     # BEGIN SOLUTION attention
     probs = attention_weights(q, k, causal=causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
                               sm_scale=sm_scale)
