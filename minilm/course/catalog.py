@@ -324,8 +324,8 @@ ASSIGNMENTS: tuple[Assignment, ...] = (
         tests=(
             T("tests/assignments/test_modern.py::test_rms_norm_matches_the_definition", 3,
               "RMSNorm(x) = x / sqrt(mean(x^2) + eps) * weight, any shape and scale, equal to torch's rms_norm"),
-            T("tests/assignments/test_modern.py::test_rms_norm_computes_in_float32_and_returns_the_input_dtype", 1,
-              "a bf16 input is normalised in float32 and rounded once"),
+            T("tests/assignments/test_modern.py::test_rms_norm_computes_in_float32_or_wider_and_returns_the_input_dtype",
+              1, "a bf16 input is normalised in float32 and rounded once; float64 stays float64"),
             T("tests/assignments/test_modern.py::test_swiglu_is_a_silu_gate_on_the_up_projection", 3,
               "swiglu(x) = silu(gate(x)) * up(x), with or without biases, and the MLP is down(swiglu(x))"),
             T("tests/assignments/test_modern.py::test_rotate_interleaved_equals_complex_rotation_of_adjacent_pairs",

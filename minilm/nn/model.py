@@ -143,11 +143,11 @@ class RMSNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x (..., D) -> (..., D): x / sqrt(mean(x^2 over D) + eps) * weight.
 
-        Computed in float32 whatever x's dtype (in bf16 the mean of squares loses precision),
-        returned in x's dtype.
+        Computed in float32 at least (in bf16 the mean of squares loses precision; float64 stays
+        float64), returned in x's dtype.
         """
         # BEGIN SOLUTION modern
-        h = x.float()  # (..., D)
+        h = x.to(torch.promote_types(x.dtype, torch.float32))  # (..., D)
         h = h * torch.rsqrt(h.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # (..., D) unit root mean square
         return (h * self.weight).to(x.dtype)  # (..., D)
         # END SOLUTION modern

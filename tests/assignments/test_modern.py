@@ -27,7 +27,7 @@ def test_rms_norm_matches_the_definition(B, T, D, eps, scale, seed):
     torch.testing.assert_close(got, F.rms_norm(x, (D,), norm.weight, eps=eps), msg="and torch's rms_norm disagrees")
 
 
-def test_rms_norm_computes_in_float32_and_returns_the_input_dtype():
+def test_rms_norm_computes_in_float32_or_wider_and_returns_the_input_dtype():
     torch.manual_seed(0)
     norm = RMSNorm(64, 1e-6)
     x = (torch.randn(4, 64) * 1e-3).bfloat16()  # small values: their squares lose bits in bf16
@@ -35,6 +35,10 @@ def test_rms_norm_computes_in_float32_and_returns_the_input_dtype():
     assert got.dtype == torch.bfloat16, "RMSNorm returns x's dtype"
     expected = (x.float() * torch.rsqrt(x.float().square().mean(-1, keepdim=True) + 1e-6)).bfloat16()
     assert torch.equal(got, expected), "RMSNorm should compute in float32 and round once at the end"
+    x64 = torch.randn(4, 64, dtype=torch.float64)
+    expected64 = x64 / x64.square().mean(-1, keepdim=True).add(1e-6).sqrt()
+    torch.testing.assert_close(norm(x64), expected64, atol=1e-12, rtol=1e-12,
+                               msg="float64 inputs should be normalised in float64, not rounded to float32")
 
 
 @settings(max_examples=25, deadline=None)
