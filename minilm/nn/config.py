@@ -3,12 +3,13 @@
 Design choices:
 - One flat dataclass, as in nanoGPT: every module reads the fields it needs.
 - Presets carry the *published* shapes (BERT's miniature family, GPT-2 small) plus
-  two small GPTs and a small Llama-style decoder for the CPU.
+  two small GPTs and a small Llama-style decoder for the CPU. The vocabulary is whatever
+  the tokenizer says, so callers usually override `vocab_size`
+  (e.g. `ModelConfig.preset("bert-mini", vocab_size=8192)`).
 - The modern decoder block (Llama, Mistral, Qwen) is configuration, not a second model:
   `norm_type="rms"`, `activation="swiglu"`, `bias=False`, `position="rope"` with its pairing
   and base, `n_kv_heads` < `n_heads` (grouped-query attention) and `tie_embeddings=False`.
-  Each can be switched on alone, which is how lesson 13 measures them one at a time. The vocabulary is whatever the tokenizer says, so
-  callers usually override `vocab_size` (e.g. `ModelConfig.preset("bert-mini", vocab_size=8192)`).
+  Each can be switched on alone, which is how lesson 13 measures them one at a time.
 - Invalid values fail here, at construction, with the field, the value and what is accepted.
 """
 from __future__ import annotations

@@ -490,8 +490,7 @@ def _llama_config(hf: dict, where: str) -> ModelConfig:
                  f"rope scaling {rope.get('rope_type', rope.get('type'))!r} (minilm has plain rotary positions)"),
                 (hf.get("head_dim") not in (None, d // heads), f"head_dim={hf.get('head_dim')} != hidden_size / heads"),
                 (bool(hf.get("attention_bias", False)) != bool(hf.get("mlp_bias", False)),
-                 "attention_bias != mlp_bias (minilm's `bias` switches both)"),
-                (hf.get("pretraining_tp", 1) != 1, f"pretraining_tp={hf.get('pretraining_tp')}")]
+                 "attention_bias != mlp_bias (minilm's `bias` switches both)")]
     for refused, what in refusals:
         if refused:
             raise HFError(f"{where}: {what} is a Llama variant minilm does not implement")
