@@ -5,6 +5,7 @@ the scores (0 keeps, -inf drops). The hypothesis cases draw no mask, bool masks 
 additive masks (with -inf, 0 and finite biases), fully masked rows included.
 """
 import math
+import re
 import subprocess
 import sys
 import textwrap
@@ -237,3 +238,125 @@ def test_triton_backend_is_explicit_when_unavailable(monkeypatch):
     with pytest.raises(RuntimeError, match="unavailable"):
         attention(q, q, q, backend="triton")
     torch.testing.assert_close(attention(q, q, q, backend="auto"), attention(q, q, q, backend="reference"))
+
+
+# ---------------------------------------------------------------------------------------------- grouped-query
+
+
+@st.composite
+def grouped_cases(draw, equal_lengths=False, head_dims=(4, 8, 16)):
+    """q with H heads, k and v with Hkv < H heads (Hkv dividing H; 1 is multi-query), any mask, any causality."""
+    B, h_kv, group = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(2, 4))
+    Tq = draw(st.integers(1, 9))
+    Tk = Tq if equal_lengths else draw(st.sampled_from([Tq, Tq + draw(st.integers(1, 5))]))
+    D = draw(st.sampled_from(head_dims))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    q = torch.randn(B, h_kv * group, Tq, D, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(B, h_kv, Tk, D, generator=g, dtype=torch.float64) for _ in range(2))
+    return q, k, v, draw(st.booleans()), draw_mask(draw, g, B, Tk)
+
+
+def compare_with_repeated_heads(backend, q, k, v, causal, mask, **tol):
+    """`backend` on shared key/value heads against the reference on each shared head repeated for its
+    group of query heads (in float64): outputs, and gradients (a shared head's is its group's sum)."""
+    group = q.shape[1] // k.shape[1]
+    grad = torch.randn_like(q, dtype=torch.float64)
+    results = []
+    for name, repeat in ((backend, False), ("reference", True)):
+        dtype = q.dtype if not repeat else torch.float64
+        leaves = [t.detach().to(dtype).clone().requires_grad_() for t in (q, k, v)]
+        qq, kk, vv = leaves
+        if repeat:  # head h of q reads key/value head h // group
+            kk, vv = kk.repeat_interleave(group, dim=1), vv.repeat_interleave(group, dim=1)
+        out = attention(qq, kk, vv, causal=causal, key_padding_mask=mask, backend=name)
+        (out * grad.to(dtype)).sum().backward()
+        results.append((out, *(t.grad for t in leaves)))
+    for got, expected in zip(*results):
+        assert got.shape == expected.shape and torch.isfinite(got).all()
+        torch.testing.assert_close(got.double(), expected, **tol)
+
+
+@pytest.mark.parametrize("backend", ["reference", "sdpa"])
+@settings(max_examples=30, deadline=None)
+@given(case=grouped_cases())
+def test_grouped_query_attention_equals_repeated_kv_heads(backend, case):
+    compare_with_repeated_heads(backend, *case, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.skipif(attention_module._flash() is None, reason="minilm.kernels.flash_attention is not importable")
+@settings(max_examples=8, deadline=None)  # the Triton interpreter is slow on the CPU
+@given(case=grouped_cases(equal_lengths=True, head_dims=(16, 32)))
+def test_triton_grouped_query_attention_equals_repeated_kv_heads(case):
+    q, k, v, causal, mask = case
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # on the CPU through TRITON_INTERPRET=1
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    q, k, v = (t.to(device, dtype) for t in (q, k, v))
+    mask = None if mask is None else mask.to(device)
+    ok, reason = attention_module._flash()[1](q, k, v, causal=causal, key_padding_mask=mask)
+    assert ok, reason
+    tol = dict(atol=2e-2, rtol=2e-2) if dtype == torch.float16 else dict(atol=2e-3, rtol=2e-3)
+    compare_with_repeated_heads("triton", q, k, v, causal, mask, **tol)
+
+
+def test_grouped_query_shapes_are_checked():
+    q, kv = torch.randn(1, 4, 3, 8), torch.randn(1, 3, 3, 8)  # 3 key/value heads cannot serve 4 query heads
+    with pytest.raises(ValueError, match=r"Hkv dividing H; got q \(1, 4, 3, 8\), k \(1, 3, 3, 8\)"):
+        attention(q, kv, kv)
+
+
+# ---------------------------------------------------------------------------------------------- attn_mask
+
+
+def loop_with_pattern(q, k, v, causal, key_padding_mask, pattern):
+    """The definition again, one query at a time, with an arbitrary (B, H, Tq, Tk) bool pattern on top."""
+    B, H, Tq, D = q.shape
+    out = torch.zeros_like(q)
+    for b in range(B):
+        for h in range(H):
+            for i in range(Tq):
+                seen = [j for j in range(k.shape[2]) if bool(pattern[b, h, i, j])
+                        and (not causal or j <= i + k.shape[2] - Tq)
+                        and (key_padding_mask is None or bool(key_padding_mask[b, j]))]
+                if seen:
+                    scores = k[b, h, seen] @ q[b, h, i] / math.sqrt(D)  # (S,)
+                    out[b, h, i] = torch.softmax(scores, 0) @ v[b, h, seen]
+    return out
+
+
+@pytest.mark.parametrize("backend", ["reference", "sdpa"])
+@settings(max_examples=30, deadline=None)
+@given(case=cases(), shape=st.sampled_from(["tq tk", "b 1 tq tk", "1 h tq tk", "b h tq tk", "h tq tk"]),
+       padding=st.booleans())
+def test_attn_mask_sees_only_what_it_allows(backend, case, shape, padding):
+    q, k, v, causal, _ = case
+    B, H, Tq, _ = q.shape
+    Tk = k.shape[2]
+    g = torch.Generator().manual_seed(Tq * 31 + Tk)
+    sizes = {"b": B, "h": H, "tq": Tq, "tk": Tk, "1": 1}
+    pattern = torch.rand(*(sizes[s] for s in shape.split()), generator=g) > 0.4  # some rows see nothing
+    keep = torch.rand(B, Tk, generator=g) > 0.2 if padding else None
+    full = pattern.expand(B, H, Tq, Tk) if pattern.dim() == 4 else pattern.reshape(
+        (1,) * (4 - pattern.dim()) + tuple(pattern.shape)).expand(B, H, Tq, Tk)
+    expected = loop_with_pattern(q, k, v, causal, keep, full)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    got = attention(*leaves, causal=causal, key_padding_mask=keep, attn_mask=pattern, backend=backend)
+    torch.testing.assert_close(got, expected)
+    got.sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in leaves)
+
+
+def test_attn_mask_is_checked_and_triton_says_why_not():
+    q = torch.randn(2, 3, 4, 16)
+    ok = torch.ones(4, 4, dtype=torch.bool)
+    for bad, words in [(ok.float(), "attn_mask dtype torch.float32 is not accepted"),
+                       (torch.ones(4, 5, dtype=torch.bool), "does not broadcast to (B, H, Tq, Tk) = (2, 3, 4, 4)"),
+                       (torch.ones(2, 4, 4, dtype=torch.bool), "(2, 4, 4) does not broadcast"),  # (B, Tq, Tk): a 3rd
+                       # dim from the right is the heads, as in torch; a mask per row is mask[:, None]
+                       (torch.ones(5, 3, 4, 4, dtype=torch.bool), "(5, 3, 4, 4) does not broadcast")]:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            attention(q, q, q, attn_mask=bad, backend="reference")
+    assert torch.equal(attention(q, q, q, attn_mask=torch.ones(2, 1, 1, 4, 4, dtype=torch.bool)[0], backend="sdpa"),
+                       attention(q, q, q, backend="sdpa"))
+    if attention_module._flash() is not None:
+        with pytest.raises(ValueError, match="arbitrary attn_mask .* is not supported.*backend='sdpa'"):
+            attention(q, q, q, attn_mask=ok, backend="triton")

@@ -5,8 +5,6 @@ import shutil
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from minilm.train.checkpoint import load_model
 from minilm.data.masking import MaskingConfig

@@ -311,6 +311,47 @@ ASSIGNMENTS: tuple[Assignment, ...] = (
               "(`TRITON_INTERPRET=1`, which tests/conftest.py sets without a GPU).",
         interpreter=True,
     ),
+    Assignment(
+        name="modern", number=8, title="The modern block: RMSNorm, SwiGLU, both rotary pairings, grouped-query attention",
+        lesson="lessons/13_gpt2_to_llama.py", hours="4-6",
+        goals=(
+            "write RMSNorm, and see why it is computed in float32 whatever the activations' dtype",
+            "write SwiGLU's gated hidden vector and size it so the MLP keeps GELU's weight count",
+            "rotate adjacent channel pairs (RoFormer, Meta) and prove it is the split-halves rotation (Hugging Face) "
+            "up to a permutation of channels",
+            "share key/value heads between groups of query heads, and load a real Llama layout with the same logits",
+        ),
+        tests=(
+            T("tests/assignments/test_modern.py::test_rms_norm_matches_the_definition", 3,
+              "RMSNorm(x) = x / sqrt(mean(x^2) + eps) * weight, any shape and scale, equal to torch's rms_norm"),
+            T("tests/assignments/test_modern.py::test_rms_norm_computes_in_float32_or_wider_and_returns_the_input_dtype",
+              1, "a bf16 input is normalised in float32 and rounded once; float64 stays float64"),
+            T("tests/assignments/test_modern.py::test_swiglu_is_a_silu_gate_on_the_up_projection", 3,
+              "swiglu(x) = silu(gate(x)) * up(x), with or without biases, and the MLP is down(swiglu(x))"),
+            T("tests/assignments/test_modern.py::test_rotate_interleaved_equals_complex_rotation_of_adjacent_pairs",
+              3, "the interleaved rotation equals complex multiplication on channels (2i, 2i + 1), for any base theta"),
+            T("tests/assignments/test_modern.py::test_the_two_pairings_are_one_rotation_up_to_a_permutation", 2,
+              "interleaved = split halves on permuted channels; scores depend only on distance in both pairings"),
+            T("tests/assignments/test_modern.py::test_repeat_kv_gives_each_query_head_its_group", 2,
+              "query head h reads key/value head h // n_rep"),
+            T("tests/test_attention.py::test_grouped_query_attention_equals_repeated_kv_heads[reference]", 1,
+              "the reference attention on shared heads: values and gradients as with the heads repeated"),
+            T("tests/test_hf_llama.py::test_llama_matches_transformers", 3,
+              "with a LlamaForCausalLM's weights (GQA, MQA, tied, untied, biases) the model gives its logits"),
+            T("tests/test_hf_llama.py::test_export_loads_in_transformers_with_the_same_logits", 2,
+              "a minilm Llama, interleaved pairing included, loads in transformers with the same logits"),
+        ),
+        neighbours=("tests/test_modern_block.py::test_the_cache_holds_the_shared_heads_and_gives_the_full_forward",
+                    "tests/test_hf_llama.py::test_greedy_generation_with_the_cache_matches_transformers",
+                    "tests/test_lessons.py::test_lesson_smoke[13_gpt2_to_llama]"),
+        notes="`RMSNorm.forward`, `FeedForward.swiglu` and the interleaved branch of `rotate` are in "
+              "`minilm/nn/model.py`; `repeat_kv` is in `minilm/kernels/reference.py`, where the reference attention "
+              "calls it when k and v have fewer heads than q. `rotate`'s split-halves branch and `_rotary_table` "
+              "(assignment attention) are given: `_rotary_table(start, T, Dh // 2, theta, device, dtype)` returns "
+              "the cos and sin you need, (T, Dh/2) each. `x[..., 0::2]` and `x[..., 1::2]` are the first and second "
+              "channel of each adjacent pair; `torch.stack(..., dim=-1).flatten(3)` puts pairs back side by side. "
+              "The Llama tests load transformers' `LlamaForCausalLM` (random weights, no download) into minilm.",
+    ),
 )
 
 

@@ -129,6 +129,19 @@ def clm_batch(rows: Rows, tokenizer) -> dict[str, torch.Tensor]:
     return {"input_ids": ids[:, :-1], "attention_mask": real[:, :-1].long(), "labels": labels}
 
 
+def document_mask(input_ids: torch.Tensor, eot_id: int) -> torch.Tensor:
+    """Which keys each query may see when every token should attend only within its own document.
+
+    input_ids (B, T): packed rows, documents joined by `eot_id` (<|endoftext|>), which closes the
+    document it ends. Returns a bool attn_mask (B, 1, T, T) for `CausalLM(..., attn_mask=...)`
+    (broadcast over the heads; the model adds the causal rule). `clm_batch` rows attend across
+    documents, as GPT-2 trained; this is the alternative most long-context recipes now use.
+    """
+    ends = (input_ids == eot_id).long()  # (B, T)
+    document = torch.cumsum(ends, dim=1) - ends  # (B, T): how many documents closed before each token
+    return (document[:, :, None] == document[:, None, :])[:, None]  # (B, 1, T, T)
+
+
 # --------------------------------------------------------------------------- fine-tuning
 
 

@@ -223,6 +223,12 @@ def encoder_rows(corpus: TokenizedCorpus, seq_len: int, tokenizer) -> tuple[torc
     return torch.from_numpy(ids), torch.from_numpy(word_ids)
 
 
+def token_stream(corpus: TokenizedCorpus, tokenizer) -> torch.Tensor:
+    """Every document back to back with `<|endoftext|>` after each: LongTensor (S,), what
+    `decoder_rows` cuts into rows and `CausalLMWindows` samples windows from."""
+    return torch.from_numpy(_joined(corpus, tokenizer.eot_id)[0])
+
+
 def decoder_rows(corpus: TokenizedCorpus, seq_len: int, tokenizer) -> torch.Tensor:
     """Rows of `seq_len + 1` consecutive tokens (inputs are row[:-1], targets row[1:]).
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 # Stream numbers for `mix`: one per use of randomness in a batch source.
-ROWS, MASKS, EVAL_MASKS = 1, 2, 3
+ROWS, MASKS, EVAL_MASKS, WINDOWS = 1, 2, 3, 4
 
 
 def mix(seed: int, *values: int) -> int:

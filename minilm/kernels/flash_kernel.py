@@ -39,6 +39,11 @@ Design choices
   padding on a fully padded row) comes out uniform, as in torch, but its gradient is not
   exact: at that magnitude the saved fp32 log-sum-exp cannot hold log2(l). Use -inf (or a
   bool mask) for padding; any row with one ordinary key is exact.
+- Grouped-query attention (k and v with Hkv heads for q's H): the forward and dQ programs of
+  query head h read key/value head h // (H / Hkv) in place; a dK/dV program owns a key block
+  of one key/value head and walks the query blocks of each of its H / Hkv query heads in
+  turn, so the shared gradients are summed in registers, still without atomics.
+- No arbitrary (Tq, Tk) attention mask: `supports` refuses one, naming the reason.
 - Tq == Tk (self-attention, causal aligned on the diagonal); head dims 16, 32, 64, 128;
   fp16 / bf16 on a GPU. fp32 runs only under the interpreter (the CPU tests): on a GPU its
   tiles would need twice the shared memory of the tuned configs, and TF32 dots would not
@@ -170,9 +175,12 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, PAD, stride_kt, stride_vt, offs_m, offs_d
 def _fwd_kernel(Q, K, V, O, LSE, PAD, sm_scale,
                 stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
                 stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot, stride_pb,
-                H, T, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PAD_KIND: tl.constexpr,
+                H, GROUP, T, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PAD_KIND: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """O = softmax(Q K^T * sm_scale) V for one query block of one (batch, head); saves lse."""
+    """O = softmax(Q K^T * sm_scale) V for one query block of one (batch, head); saves lse.
+
+    Query head h reads key/value head h // GROUP (grouped-query attention; GROUP = 1 is plain).
+    """
     start_m = tl.program_id(0) * BLOCK_M
     if CAUSAL:  # the last query blocks have the most keys to visit: launch them first
         start_m = (tl.num_programs(0) - 1 - tl.program_id(0)) * BLOCK_M
@@ -180,8 +188,8 @@ def _fwd_kernel(Q, K, V, O, LSE, PAD, sm_scale,
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
     Q += b * stride_qb + h * stride_qh
-    K += b * stride_kb + h * stride_kh
-    V += b * stride_vb + h * stride_vh
+    K += b * stride_kb + (h // GROUP) * stride_kh
+    V += b * stride_vb + (h // GROUP) * stride_vh
     O += b * stride_ob + h * stride_oh
     PAD += b * stride_pb
     offs_m = start_m + tl.arange(0, BLOCK_M)  # (BM,)
@@ -269,21 +277,20 @@ def _dkdv_inner(dk, dv, k, v, kbias, Q, DO, LSE, DELTA, stride_qt, stride_ot, of
 def _dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, PAD, sm_scale,
                  stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
                  stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot, stride_pb,
-                 H, T, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PAD_KIND: tl.constexpr,
+                 stride_gb, stride_gh, stride_gt,
+                 H, GROUP, T, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PAD_KIND: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """dK, dV for one key block of one (batch, head). dO, dK, dV share O's strides."""
+    """dK, dV for one key block of one (batch, key/value head). dO shares O's strides, dK and dV
+    share theirs (stride_g*). A key/value head serves GROUP query heads: their contributions add up."""
     start_n = tl.program_id(0) * BLOCK_N
-    bh = tl.program_id(1)
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
-    Q += b * stride_qb + h * stride_qh
-    K += b * stride_kb + h * stride_kh
-    V += b * stride_vb + h * stride_vh
-    DO += b * stride_ob + h * stride_oh
-    DK += b * stride_ob + h * stride_oh
-    DV += b * stride_ob + h * stride_oh
-    LSE += bh.to(tl.int64) * T
-    DELTA += bh.to(tl.int64) * T
+    bhk = tl.program_id(1)
+    H_KV = H // GROUP
+    b = (bhk // H_KV).to(tl.int64)
+    hk = (bhk % H_KV).to(tl.int64)
+    K += b * stride_kb + hk * stride_kh
+    V += b * stride_vb + hk * stride_vh
+    DK += b * stride_gb + hk * stride_gh
+    DV += b * stride_gb + hk * stride_gh
     offs_n = start_n + tl.arange(0, BLOCK_N)  # (BN,)
     offs_d = tl.arange(0, HEAD_DIM)
     in_t = offs_n[:, None] < T
@@ -296,25 +303,31 @@ def _dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, PAD, sm_scale,
         kbias = _bias2(tl.load(PAD + b * stride_pb + offs_n, mask=offs_n < T, other=float("-inf")))  # (BN,)
     qk_scale = sm_scale * 1.4426950408889634
     m_full = (T // BLOCK_M) * BLOCK_M
-    if CAUSAL:
-        # queries above the diagonal see none of these keys; the diagonal band is masked
-        # (BLOCK_N is a multiple of BLOCK_M) and the queries below it see all of them.
-        dk, dv = _dkdv_inner(dk, dv, k, v, kbias, Q, DO, LSE, DELTA, stride_qt, stride_ot, offs_n, offs_d,
-                             start_n, tl.minimum(start_n + BLOCK_N, T), T, qk_scale, True, CAUSAL, PAD_KIND,
-                             BLOCK_M)
-        lo = start_n + BLOCK_N
-    else:
-        lo = start_n * 0
-    dk, dv = _dkdv_inner(dk, dv, k, v, kbias, Q, DO, LSE, DELTA, stride_qt, stride_ot, offs_n, offs_d,
-                         lo, m_full, T, qk_scale, False, CAUSAL, PAD_KIND, BLOCK_M)
-    dk, dv = _dkdv_inner(dk, dv, k, v, kbias, Q, DO, LSE, DELTA, stride_qt, stride_ot, offs_n, offs_d,
-                         tl.maximum(lo, m_full), T, T, qk_scale, True, CAUSAL, PAD_KIND, BLOCK_M)
+    for g in range(GROUP):
+        h = hk * GROUP + g  # the query heads that read this key/value head
+        Qh = Q + b * stride_qb + h * stride_qh
+        DOh = DO + b * stride_ob + h * stride_oh
+        LSEh = LSE + (b * H + h) * T
+        DELTAh = DELTA + (b * H + h) * T
+        if CAUSAL:
+            # queries above the diagonal see none of these keys; the diagonal band is masked
+            # (BLOCK_N is a multiple of BLOCK_M) and the queries below it see all of them.
+            dk, dv = _dkdv_inner(dk, dv, k, v, kbias, Qh, DOh, LSEh, DELTAh, stride_qt, stride_ot, offs_n, offs_d,
+                                 start_n, tl.minimum(start_n + BLOCK_N, T), T, qk_scale, True, CAUSAL, PAD_KIND,
+                                 BLOCK_M)
+            lo = start_n + BLOCK_N
+        else:
+            lo = start_n * 0
+        dk, dv = _dkdv_inner(dk, dv, k, v, kbias, Qh, DOh, LSEh, DELTAh, stride_qt, stride_ot, offs_n, offs_d,
+                             lo, m_full, T, qk_scale, False, CAUSAL, PAD_KIND, BLOCK_M)
+        dk, dv = _dkdv_inner(dk, dv, k, v, kbias, Qh, DOh, LSEh, DELTAh, stride_qt, stride_ot, offs_n, offs_d,
+                             tl.maximum(lo, m_full), T, T, qk_scale, True, CAUSAL, PAD_KIND, BLOCK_M)
     if PAD_KIND == 1:
         # a padded key took no probability in the forward: its gradients are zero
         real = tl.load(PAD + b * stride_pb + offs_n, mask=offs_n < T, other=0)
         dk = tl.where(real[:, None] != 0, dk, 0.0)
         dv = tl.where(real[:, None] != 0, dv, 0.0)
-    out = offs_n[:, None] * stride_ot + offs_d[None, :]
+    out = offs_n[:, None] * stride_gt + offs_d[None, :]
     tl.store(DK + out, (dk * sm_scale).to(DK.dtype.element_ty), mask=in_t)
     tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=in_t)
 
@@ -356,9 +369,9 @@ def _dq_inner(dq, q, do, lse, delta, K, V, PAD, stride_kt, stride_vt, offs_m, of
 def _dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, PAD, sm_scale,
                stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
                stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot, stride_pb,
-               H, T, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PAD_KIND: tl.constexpr,
+               H, GROUP, T, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PAD_KIND: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """dQ for one query block of one (batch, head). dO and dQ share O's strides."""
+    """dQ for one query block of one (batch, head), reading key/value head h // GROUP. dO and dQ share O's strides."""
     start_m = tl.program_id(0) * BLOCK_M
     if CAUSAL:  # heaviest query blocks first, as in the forward
         start_m = (tl.num_programs(0) - 1 - tl.program_id(0)) * BLOCK_M
@@ -366,8 +379,8 @@ def _dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, PAD, sm_scale,
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
     Q += b * stride_qb + h * stride_qh
-    K += b * stride_kb + h * stride_kh
-    V += b * stride_vb + h * stride_vh
+    K += b * stride_kb + (h // GROUP) * stride_kh
+    V += b * stride_vb + (h // GROUP) * stride_vh
     DO += b * stride_ob + h * stride_oh
     DQ += b * stride_ob + h * stride_oh
     PAD += b * stride_pb
@@ -420,7 +433,7 @@ class _FlashAttention(torch.autograd.Function):
         pad_arg, stride_pb, pad_kind = _pad_args(pad, lse)
         _fwd_kernel[_grid(T, B * H)](
             q, k, v, o, lse, pad_arg, sm_scale, *_strides(q), *_strides(k), *_strides(v), *_strides(o), stride_pb,
-            H, T, HEAD_DIM=D, CAUSAL=causal, PAD_KIND=pad_kind)
+            H, H // k.shape[1], T, HEAD_DIM=D, CAUSAL=causal, PAD_KIND=pad_kind)
         ctx.save_for_backward(q, k, v, o, lse, pad)
         ctx.causal, ctx.sm_scale = causal, sm_scale
         return o
@@ -432,18 +445,21 @@ class _FlashAttention(torch.autograd.Function):
         do = do.contiguous()  # (B, H, T, D), same strides as o
         delta = torch.empty_like(lse)  # (B*H, T)
         _bwd_preprocess[(triton.cdiv(T, 64), B * H)](o, do, delta, *_strides(o), H, T, HEAD_DIM=D, BLOCK_M=64)
-        dq, dk, dv = torch.empty_like(o), torch.empty_like(o), torch.empty_like(o)
+        H_kv = k.shape[1]
+        dq = torch.empty_like(o)  # (B, H, T, D)
+        dk, dv = (torch.empty(k.shape, dtype=k.dtype, device=k.device) for _ in range(2))  # (B, Hkv, T, D)
         pad_arg, stride_pb, pad_kind = _pad_args(pad, lse)
-        common = (ctx.sm_scale, *_strides(q), *_strides(k), *_strides(v), *_strides(o), stride_pb, H, T)
+        common = (ctx.sm_scale, *_strides(q), *_strides(k), *_strides(v), *_strides(o), stride_pb)
         flags = dict(HEAD_DIM=D, CAUSAL=ctx.causal, PAD_KIND=pad_kind)
-        # the dK/dV kernel's programs are key blocks: its BLOCK_N sets the grid
-        dkdv_grid = lambda meta: (triton.cdiv(T, meta["BLOCK_N"]), B * H)  # noqa: E731
-        _dkdv_kernel[dkdv_grid](q, k, v, do, dk, dv, lse, delta, pad_arg, *common, **flags)
-        _dq_kernel[_grid(T, B * H)](q, k, v, do, dq, lse, delta, pad_arg, *common, **flags)
+        # the dK/dV kernel's programs are key blocks of each key/value head: its BLOCK_N sets the grid
+        dkdv_grid = lambda meta: (triton.cdiv(T, meta["BLOCK_N"]), B * H_kv)  # noqa: E731
+        _dkdv_kernel[dkdv_grid](q, k, v, do, dk, dv, lse, delta, pad_arg, *common, *_strides(dk), H, H // H_kv, T,
+                                **flags)
+        _dq_kernel[_grid(T, B * H)](q, k, v, do, dq, lse, delta, pad_arg, *common, H, H // H_kv, T, **flags)
         return dq, dk, dv, None, None, None
 
 
-def supports(q, k, v, *, causal=False, key_padding_mask=None):
+def supports(q, k, v, *, causal=False, key_padding_mask=None, attn_mask=None):
     """Whether `flash_attention` handles these inputs: (True, "") or (False, the reason)."""
     tensors = {"q": q, "k": k, "v": v}
     for name, t in tensors.items():
@@ -451,9 +467,14 @@ def supports(q, k, v, *, causal=False, key_padding_mask=None):
             return False, f"{name} must be a torch.Tensor"
         if t.dim() != 4:
             return False, f"{name} must be 4-D (batch, heads, seq, head_dim), got shape {tuple(t.shape)}"
-    if not (q.shape == k.shape == v.shape):
-        return False, (f"q, k, v must have one shape (self-attention, Tq == Tk); got {tuple(q.shape)}, "
-                       f"{tuple(k.shape)}, {tuple(v.shape)}")
+    if attn_mask is not None:
+        return False, ("an arbitrary attn_mask (Tq, Tk) is not supported: the kernel's masks are the causal rule and "
+                       "one flag or bias per key (key_padding_mask), which keeps a (Tq, Tk) table out of its tiles; "
+                       "use backend='sdpa' (or 'auto', which picks it)")
+    if not (k.shape == v.shape and q.shape[0] == k.shape[0] and q.shape[2:] == k.shape[2:]
+            and k.shape[1] > 0 and q.shape[1] % k.shape[1] == 0):
+        return False, (f"q must be (B, H, T, D) and k, v (B, Hkv, T, D) with Hkv dividing H (self-attention, "
+                       f"Tq == Tk); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in DTYPES:
         return False, f"dtypes {q.dtype}/{k.dtype}/{v.dtype}: supported are one of float16, bfloat16, float32"
     if q.shape[-1] not in HEAD_DIMS:
@@ -484,7 +505,9 @@ def supports(q, k, v, *, causal=False, key_padding_mask=None):
 def flash_attention(q, k, v, *, causal=False, key_padding_mask=None, sm_scale=None):
     """softmax(q k^T * sm_scale + masks) v with FlashAttention-2 kernels, differentiable in q, k, v.
 
-    q, k, v (B, H, T, D), one dtype (fp16/bf16 on CUDA; fp32 under the interpreter), D in HEAD_DIMS.
+    q (B, H, T, D), k, v (B, Hkv, T, D) with Hkv dividing H (grouped-query attention: query head h
+    reads key/value head h // (H / Hkv)); one dtype (fp16/bf16 on CUDA; fp32 under the interpreter),
+    D in HEAD_DIMS.
     key_padding_mask (B, T): bool (True = real token) or float (added to the scores: 0 keeps,
     -inf drops; a constant). causal: query i sees keys j <= i. sm_scale > 0 defaults to
     1/sqrt(D). Rows with no visible key are zeros. Returns (B, H, T, D).

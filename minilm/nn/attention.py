@@ -1,6 +1,6 @@
 """Scaled dot-product attention: one function, three interchangeable backends.
 
-    attention(q, k, v, causal=..., key_padding_mask=..., backend=...) -> (B, H, Tq, D)
+    attention(q, k, v, causal=..., key_padding_mask=..., attn_mask=..., backend=...) -> (B, H, Tq, D)
 
 Design choices:
 - `reference` is the textbook matmul -> mask -> softmax -> matmul,
@@ -18,6 +18,14 @@ Design choices:
   and `minilm.kernels.flash_attention` too: bool keeps a key where True (a real token); float is
   *added* to the scores (PyTorch's additive masks: 0 keeps, -inf drops, other values are a
   bias). Integer masks are refused rather than guessed at (pass `mask.bool()`).
+- `attn_mask` (..., Tq, Tk) is bool only (True = the query may see the key), an arbitrary
+  pattern beside the per-key padding mask: document masking in packed rows, a prefix-LM.
+  The Triton kernel refuses it (its masks are the causal rule and one value per key, which
+  keeps its tiles free of a (Tq, Tk) read), so `auto` takes SDPA.
+- Grouped-query attention: k and v may carry Hkv heads for q's H (Hkv dividing H; 1 is
+  multi-query). The reference repeats them, SDPA reads them in place (`enable_gqa`), and the
+  Triton kernel maps query head h to key/value head h // (H / Hkv), so the cache and the
+  memory traffic shrink by H / Hkv.
 - Causal masking with more keys than queries (Tk > Tq) is aligned to the *end*: query i
   sees keys j <= i + (Tk - Tq). That is what a KV cache (the new token sees all the past)
   and prefix tuning (every query sees the whole prefix) need. torch's `is_causal=True`
@@ -30,56 +38,67 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from minilm.kernels.reference import attention_reference, key_padding_mask_problem, visible_keys
+from minilm.kernels.reference import attention_reference, attn_mask_problem, key_padding_mask_problem, visible_keys
 from minilm.nn.config import ATTENTION_BACKENDS
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None,
-              backend: str = "auto", dropout_p: float = 0.0) -> Tensor:
+              attn_mask: Tensor | None = None, backend: str = "auto", dropout_p: float = 0.0) -> Tensor:
     """Multi-head attention softmax(q k^T / sqrt(D) + masks) v over (B, H, T, D) tensors.
 
-    q: (B, H, Tq, D); k, v: (B, H, Tk, D).
+    q: (B, H, Tq, D); k, v: (B, Hkv, Tk, D) with Hkv dividing H (Hkv < H: grouped-query
+    attention, query head h reads key/value head h // (H / Hkv)).
     key_padding_mask: (B, Tk), bool (True = a real key) or float (added to the scores:
     0 keeps, -inf drops).
+    attn_mask: (..., Tq, Tk) bool, broadcast to (B, H, Tq, Tk): True = the query may see the key.
     causal: query i may see key j only if j <= i + Tk - Tq (aligned to the end).
     dropout_p: dropout on the attention probabilities (pass 0.0 at evaluation).
     Returns (B, H, Tq, D); rows with no visible key are zero.
     """
     if backend not in ATTENTION_BACKENDS:
         raise ValueError(f"attention backend={backend!r} is invalid: expected one of {ATTENTION_BACKENDS}")
-    if q.dim() != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"attention expects q (B, H, Tq, D) and k, v (B, H, Tk, D); got q {tuple(q.shape)}, "
-                         f"k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if (q.dim() != 4 or k.shape != v.shape or k.dim() != 4 or q.shape[0] != k.shape[0] or q.shape[-1] != k.shape[-1]
+            or k.shape[1] == 0 or q.shape[1] % k.shape[1]):
+        raise ValueError(f"attention expects q (B, H, Tq, D) and k, v (B, Hkv, Tk, D) with Hkv dividing H; "
+                         f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
     if key_padding_mask is not None:
         problem = key_padding_mask_problem(key_padding_mask, k.shape[0], k.shape[2], k.device)
         if problem:
             raise ValueError(f"attention: {problem}")
+    if attn_mask is not None:
+        problem = attn_mask_problem(attn_mask, q.shape[0], q.shape[1], q.shape[2], k.shape[2], q.device)
+        if problem:
+            raise ValueError(f"attention: {problem}")
+    masks = dict(causal=causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask, dropout_p=dropout_p)
     if backend == "auto":
-        backend = "triton" if _triton_supports(q, k, v, causal, key_padding_mask, dropout_p) else "sdpa"
+        backend = "triton" if _triton_supports(q, k, v, **masks) else "sdpa"
         backend = "reference" if backend == "sdpa" and dropout_p > 0 and q.device.type == "cpu" else backend
     if backend == "reference":
-        return attention_reference(q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p)
+        return attention_reference(q, k, v, **masks)
     if backend == "sdpa":
-        return sdpa_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p)
-    return triton_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p)
+        return sdpa_attention(q, k, v, **masks)
+    return triton_attention(q, k, v, **masks)
 
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
-                   key_padding_mask: Tensor | None = None, dropout_p: float = 0.0) -> Tensor:
+                   key_padding_mask: Tensor | None = None, attn_mask: Tensor | None = None,
+                   dropout_p: float = 0.0) -> Tensor:
     """torch's fused attention, with our end-aligned causal mask and zero rows for queries that see nothing."""
     tq, tk = q.shape[-2], k.shape[-2]
-    if key_padding_mask is None and (not causal or tq == tk):
+    gqa = {"enable_gqa": True} if k.shape[1] != q.shape[1] else {}  # kv heads read in place, not repeated
+    if key_padding_mask is None and attn_mask is None and (not causal or tq == tk):
         # No explicit mask lets torch choose its fastest kernel; for Tq == Tk both alignments agree.
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout_p)
-    allowed = visible_keys(tq, tk, causal=causal, key_padding_mask=key_padding_mask, device=q.device)
-    blind = ~allowed.any(dim=-1, keepdim=True)  # (B or 1, 1, Tq, 1): queries that see no key
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout_p, **gqa)
+    allowed = visible_keys(tq, tk, causal=causal, key_padding_mask=key_padding_mask, device=q.device,
+                           attn_mask=attn_mask)  # (B or 1, H or 1, Tq, Tk)
+    blind = ~allowed.any(dim=-1, keepdim=True)  # (B or 1, H or 1, Tq, 1): queries that see no key
     # Fused kernels may return NaN for such rows; let them see every key, then zero their output.
     if key_padding_mask is None or key_padding_mask.dtype == torch.bool:
-        attn_mask = allowed | blind  # (B or 1, 1, Tq, Tk) bool
+        mask = allowed | blind  # (B or 1, H or 1, Tq, Tk) bool
     else:  # additive: torch adds a float attn_mask to the scores, as we do; -inf where hidden
         bias = key_padding_mask[:, None, None, :].to(q.dtype)  # (B, 1, 1, Tk)
-        attn_mask = torch.where(allowed, bias, float("-inf")).masked_fill(blind, 0.0)  # (B, 1, Tq, Tk)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)  # (B, H, Tq, D)
+        mask = torch.where(allowed, bias, float("-inf")).masked_fill(blind, 0.0)  # (B, H or 1, Tq, Tk)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, **gqa)  # (B, H, Tq, D)
     return out.masked_fill(blind, 0.0)
 
 
@@ -92,15 +111,17 @@ def _flash():
     return flash_attention, supports
 
 
-def _triton_supports(q, k, v, causal, key_padding_mask, dropout_p) -> bool:
+def _triton_supports(q, k, v, causal, key_padding_mask, attn_mask, dropout_p) -> bool:
     if not q.is_cuda or dropout_p > 0:
         return False
     kernel = _flash()
-    return kernel is not None and kernel[1](q, k, v, causal=causal, key_padding_mask=key_padding_mask)[0]
+    return kernel is not None and kernel[1](q, k, v, causal=causal, key_padding_mask=key_padding_mask,
+                                            attn_mask=attn_mask)[0]
 
 
 def triton_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
-                     key_padding_mask: Tensor | None = None, dropout_p: float = 0.0) -> Tensor:
+                     key_padding_mask: Tensor | None = None, attn_mask: Tensor | None = None,
+                     dropout_p: float = 0.0) -> Tensor:
     """FlashAttention-2 in Triton (`minilm.kernels.flash_attention`); no dropout, so training uses sdpa via `auto`."""
     kernel = _flash()
     if kernel is None:
@@ -110,7 +131,7 @@ def triton_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
         raise ValueError(f"attention backend='triton' does not do attention dropout (dropout_p={dropout_p}); "
                          "use backend='auto' or 'sdpa', or set attention_dropout=0")
     flash_attention, supports = kernel
-    ok, reason = supports(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
+    ok, reason = supports(q, k, v, causal=causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask)
     if not ok:
         raise ValueError(f"attention backend='triton' does not support this case: {reason}")
     return flash_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask)

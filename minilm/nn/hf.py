@@ -1,4 +1,4 @@
-"""Hugging Face checkpoints in and out: BERT-family and GPT-2 folders as minilm models, and back.
+"""Hugging Face checkpoints in and out: BERT-family, GPT-2 and Llama folders as minilm models, and back.
 
 The interface (the CLI, the lessons and the tests call these; nothing else here is public):
 
@@ -8,7 +8,8 @@ The interface (the CLI, the lessons and the tests call these; nothing else here 
     load_pretrained(path, model_class, **kwargs) -> (model, tokenizer)
         model_class: Transformer, MaskedLM, CausalLM, SequenceClassifier or TokenClassifier;
         kwargs go to its constructor (num_labels=, pooling=). The tokenizer is the folder's own:
-        WordPiece for BERT folders, byte-level BPE (`minilm.Tokenizer`) for GPT-2 folders.
+        WordPiece for BERT folders, byte-level BPE (`minilm.Tokenizer`) for GPT-2 folders (and Llama
+        folders minilm wrote; a SentencePiece tokenizer is not read).
     save_hf(model, tokenizer, folder) -> Path
         config.json, model.safetensors and the tokenizer's files, which transformers'
         `AutoModel*.from_pretrained(folder)` / `AutoTokenizer.from_pretrained(folder)` load.
@@ -27,8 +28,10 @@ Errors are `HFError` (a ValueError), one line each, naming the file and the mism
 
 Layouts: `BertModel` (the bare `Transformer`), `BertForMaskedLM` / `BertForPreTraining`
 (`MaskedLM`), `BertForSequenceClassification` (`SequenceClassifier`),
-`BertForTokenClassification` (`TokenClassifier`), `GPT2Model` (a causal `Transformer`) and
-`GPT2LMHeadModel` (`CausalLM`). Any of them loads into any class of its family.
+`BertForTokenClassification` (`TokenClassifier`), `GPT2Model` (a causal `Transformer`),
+`GPT2LMHeadModel` (`CausalLM`), `LlamaModel` (a causal `Transformer`) and `LlamaForCausalLM`
+(`CausalLM`: grouped- and multi-query attention, tied or untied embeddings, with or without
+biases). Any of them loads into any class of its family.
 
 Design choices:
 - One direction of dependency: minilm.nn.model imports this module, never the other way, and
@@ -47,6 +50,12 @@ Design choices:
   is named in one "not used" line; a head the checkpoint lacks (the classifier, the pooler)
   starts fresh and is named in one "freshly initialised" line, as transformers does. Only
   buffers old versions saved (position ids, GPT-2's causal mask) are skipped without a word.
+- A causal model exports as GPT-2 when its positions are learned and as Llama when they are
+  rotary; every other setting must then be that family's (the refusal names the field).
+- Hugging Face stores Llama's q and k for the split-halves rotary pairing (`rotate_half`;
+  its conversion script permutes Meta's interleaved weights). A minilm model configured with
+  `rope_pairing="interleaved"` is exported with the same permutation of q's and k's rows
+  within each head, and read back with its inverse: the attention scores are unchanged.
 - No model library is imported: checkpoints are tensors with names. transformers appears
   only in the tests, as the reference.
 """
@@ -69,11 +78,12 @@ from minilm.store.fetch import ARCHIVES, FetchError, fetch_file
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # Buffers that carry no weights (saved by older transformers versions): skipped on import.
-IGNORED_SUFFIXES = ("embeddings.position_ids", ".attn.bias", ".attn.masked_bias")
+IGNORED_SUFFIXES = ("embeddings.position_ids", ".attn.bias", ".attn.masked_bias", ".rotary_emb.inv_freq")
 # Where each family keeps its body inside the task architectures (stripped on import).
-BODY_PREFIX = {"bert": "bert.", "gpt2": "transformer."}
+BODY_PREFIX = {"bert": "bert.", "gpt2": "transformer.", "llama": "model."}
 # Checkpoint keys of heads a class may not have: reported as "not used", not as unknown.
-HEAD_ROOTS = {"bert": ("pooler.", "cls.", "classifier."), "gpt2": ("lm_head.",)}
+HEAD_ROOTS = {"bert": ("pooler.", "cls.", "classifier."), "gpt2": ("lm_head.",), "llama": ("lm_head.",)}
+FAMILY_NAMES = {"bert": "BERT-family (encoder)", "gpt2": "GPT-2 (decoder)", "llama": "Llama-family (decoder)"}
 # Heads that sit beside the body in a task architecture, not under its prefix (the pooler is inside BertModel).
 OUTSIDE_BODY = ("cls.", "classifier.", "lm_head.")
 
@@ -90,6 +100,7 @@ class Entry:
     part: int | None = None  # which third of GPT-2's fused q|k|v
     fresh: bool = False  # may be absent: the model's own initialisation is kept (a new head)
     tied: bool = False  # may be absent when the config ties it to the token embedding
+    rotary: bool = False  # Llama's q or k: rows in split-halves order (permuted for an interleaved model)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -131,10 +142,39 @@ def gpt2_body(config: ModelConfig, ours: str = "") -> list[Entry]:
     return e + _pairs(f"{ours}final_norm", "ln_f")
 
 
+def llama_body(config: ModelConfig, ours: str = "") -> list[Entry]:
+    """Our decoder body under LlamaModel's names (biases only when the config has them)."""
+    def linear(mine: str, theirs: str, **kw) -> list[Entry]:
+        return _pairs(mine, theirs, **kw) if config.bias else [Entry(f"{mine}.weight", f"{theirs}.weight", **kw)]
+
+    e = [Entry(f"{ours}embeddings.tok.weight", "embed_tokens.weight")]
+    for i in range(config.n_layers):
+        mine, hf = f"{ours}blocks.{i}.", f"layers.{i}."
+        e += [Entry(mine + "attn_norm.weight", hf + "input_layernorm.weight"),
+              Entry(mine + "ff_norm.weight", hf + "post_attention_layernorm.weight")]
+        for name in "qkvo":
+            e += linear(f"{mine}attn.{name}", f"{hf}self_attn.{name}_proj", rotary=name in "qk")
+        for name in ("gate", "up", "down"):
+            e += linear(f"{mine}ff.{name}", f"{hf}mlp.{name}_proj")
+    return e + [Entry(f"{ours}final_norm.weight", "norm.weight")]
+
+
+def rotary_rows(t: Tensor, head_dim: int, *, to_halves: bool) -> Tensor:
+    """q's or k's rows (H * Dh, ...) reordered within each head between the two rotary pairings.
+
+    Interleaved pairs channels (2i, 2i + 1), split halves pairs (i, i + Dh/2): to_halves sends row
+    2i + p of a head to row i + p * Dh/2, and to_halves=False undoes it.
+    """
+    rest = t.shape[1:]
+    heads = t.shape[0] // head_dim
+    pairs = (heads, head_dim // 2, 2) if to_halves else (heads, 2, head_dim // 2)
+    return t.reshape(*pairs, *rest).transpose(1, 2).reshape(t.shape)
+
+
 @dataclass(frozen=True)
 class Architecture:
     name: str  # the transformers class, written into config.json's "architectures"
-    family: str  # "bert" | "gpt2"
+    family: str  # "bert" | "gpt2" | "llama"
     prefix: str  # the body's prefix in this architecture's state dict
     head: Callable[[ModelConfig], list[Entry]]  # config -> the head's entries
     causal: bool | None = None  # a bare body (Transformer): its constructor's `causal`
@@ -160,7 +200,11 @@ ARCHITECTURES = {a.name: a for a in (
     Architecture("GPT2Model", "gpt2", "", lambda c: [], causal=True),
     Architecture("GPT2LMHeadModel", "gpt2", "transformer.",
                  lambda c: [Entry("lm_head.weight", "lm_head.weight", tied=c.tie_embeddings)]),
+    Architecture("LlamaModel", "llama", "", lambda c: [], causal=True),
+    Architecture("LlamaForCausalLM", "llama", "model.",
+                 lambda c: [Entry("lm_head.weight", "lm_head.weight", tied=c.tie_embeddings)]),
 )}
+BODIES = {"bert": bert_body, "gpt2": gpt2_body, "llama": llama_body}
 # Extra names a checkpoint may hold for a tensor another key already gives (HF ties them).
 ALIASES = {"cls.predictions.decoder.bias": "cls.predictions.bias"}
 
@@ -168,13 +212,23 @@ ALIASES = {"cls.predictions.decoder.bias": "cls.predictions.bias"}
 def entries(arch: Architecture, config: ModelConfig) -> list[Entry]:
     """Every minilm parameter of this architecture and where it lives in the checkpoint."""
     ours = "" if arch.causal is not None else "body."  # a bare body is the model itself
-    body = bert_body(config, ours) if arch.family == "bert" else gpt2_body(config, ours)
-    return body + arch.head(config)
+    return BODIES[arch.family](config, ours) + arch.head(config)
 
 
 def _family_of(model) -> str:
+    """The family a model exports as: an encoder is BERT; a decoder GPT-2 with learned positions, else Llama."""
     body = getattr(model, "body", model)
-    return "gpt2" if body.causal else "bert"
+    if not body.causal:
+        return "bert"
+    return "gpt2" if model.config.position == "learned" else "llama"
+
+
+# What each family's blocks are, field by field: a model with another value has no equivalent in that family.
+FAMILY_BLOCKS = {
+    "bert": dict(norm="post", norm_type="layer", bias=True, position="learned"),
+    "gpt2": dict(norm="pre", norm_type="layer", bias=True, position="learned"),
+    "llama": dict(norm="pre", norm_type="rms", activation="swiglu", type_vocab_size=0),
+}
 
 
 def architecture(model) -> Architecture:
@@ -183,16 +237,22 @@ def architecture(model) -> Architecture:
     names = [n for n in getattr(type(model), "hf_architectures", ()) if ARCHITECTURES[n].family == family]
     if not names:
         raise HFError(f"{type(model).__name__} has no Hugging Face layout for a "
-                      f"{'decoder' if family == 'gpt2' else 'encoder'} body")
+                      f"{'decoder' if family != 'bert' else 'encoder'} body")
     c = model.config
+    label = {"bert": "BERT", "gpt2": "GPT-2", "llama": "Llama"}[family]
     why = None
-    if c.position != "learned":
+    wrong = [(k, v) for k, v in FAMILY_BLOCKS[family].items() if getattr(c, k) != v]
+    if family != "llama" and c.position != "learned":
         why = (f"ModelConfig.position={c.position!r}: rotary positions rotate q and k inside attention, but BERT "
-               f"and GPT-2 add a learned position table to the embeddings; transformers would load the weights "
+               f"adds a learned position table to the embeddings; transformers would load the weights "
                f"and compute different outputs")
-    elif c.norm != ("pre" if family == "gpt2" else "post"):
-        why = (f"ModelConfig.norm={c.norm!r}: {'GPT-2' if family == 'gpt2' else 'BERT'} blocks are "
-               f"{'pre' if family == 'gpt2' else 'post'}-norm")
+    elif wrong:
+        field, value = wrong[0]
+        why = f"ModelConfig.{field}={getattr(c, field)!r}: {label} blocks have {field}={value!r}"
+    elif family != "llama" and c.activation == "swiglu":
+        why = f"ModelConfig.activation='swiglu': {label}'s MLP is up, GELU, down"
+    elif family != "llama" and c.kv_heads != c.n_heads:
+        why = f"ModelConfig.n_kv_heads={c.n_kv_heads}: {label} has as many key/value heads as query heads"
     elif getattr(model, "pooling", "cls") != "cls":
         why = f"pooling={model.pooling!r}: BertForSequenceClassification pools the [CLS] position"
     if why:
@@ -222,6 +282,8 @@ def to_hf(model, arch: Architecture | None = None) -> dict[str, Tensor]:
         group.sort(key=lambda e: e.part or 0)
         t = torch.cat([ours[e.ours] for e in group]) if group[0].part is not None else ours[group[0].ours]
         t = t.t() if group[0].transpose else t
+        if group[0].rotary and model.config.rope_pairing == "interleaved":
+            t = rotary_rows(t, model.config.head_dim, to_halves=True)
         out[_with_prefix(key, arch)] = t.detach().contiguous().clone()
     if arch.name == "BertForMaskedLM":
         out["cls.predictions.decoder.bias"] = out["cls.predictions.bias"]
@@ -242,6 +304,14 @@ def hf_config(model, arch: Architecture, tokenizer=None) -> dict:
     if getattr(model, "num_labels", None):
         common |= {"id2label": {str(i): f"LABEL_{i}" for i in range(model.num_labels)},
                    "label2id": {f"LABEL_{i}": i for i in range(model.num_labels)}}
+    if arch.family == "llama":
+        eot = getattr(tokenizer, "eot_id", c.vocab_size - 1)
+        return common | {"model_type": "llama", "hidden_size": c.d_model, "intermediate_size": c.d_ff,
+                         "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads,
+                         "num_key_value_heads": c.kv_heads, "head_dim": c.head_dim, "hidden_act": "silu",
+                         "max_position_embeddings": c.max_seq_len, "rms_norm_eps": c.norm_eps,
+                         "rope_theta": c.rope_theta, "attention_bias": c.bias, "mlp_bias": c.bias,
+                         "attention_dropout": c.attention_dropout, "bos_token_id": eot, "eos_token_id": eot}
     if arch.family == "gpt2":
         eot = getattr(tokenizer, "eot_id", c.vocab_size - 1)
         return common | {"model_type": "gpt2", "n_embd": c.d_model, "n_layer": c.n_layers, "n_head": c.n_heads,
@@ -264,8 +334,8 @@ def save_hf(model, tokenizer, folder) -> Path:
     config.json + model.safetensors + the tokenizer's own files (`tokenizer.save_hf`: vocab.txt
     for WordPiece; vocab.json, merges.txt, tokenizer.json for byte-level BPE). Written whole
     under a temporary name, then swapped in (`atomic_folder`: a kill never leaves no folder).
-    Refuses, saying why, a model transformers would compute differently (rotary positions,
-    mean pooling, a norm placement the family does not have) or one with PEFT layers applied.
+    Refuses, saying why, a model transformers would compute differently (rotary positions in an
+    encoder, mean pooling, a block setting the family does not have) or one with PEFT layers applied.
     """
     arch = architecture(model)
     tensors = to_hf(model, arch)
@@ -334,21 +404,23 @@ def read_state_dict(source) -> tuple[dict[str, Tensor], dict | None, str]:
 
 
 def family_of(sd: dict[str, Tensor], hf: dict | None, where: str) -> str:
-    """'bert' or 'gpt2', from config.json's model_type or else from the key names."""
+    """'bert', 'gpt2' or 'llama', from config.json's model_type or else from the key names."""
     if hf is not None:
         kind = hf.get("model_type")
-        if kind in ("bert", "gpt2"):
+        if kind in ("bert", "gpt2", "llama"):
             return kind
         raise HFError(f"{where}: config.json model_type={kind!r}; minilm reads 'bert' (BERT family, incl. MiniLM "
-                      f"sentence encoders) and 'gpt2' checkpoints")
+                      f"sentence encoders), 'gpt2' and 'llama' checkpoints")
     if any(k.endswith("wte.weight") for k in sd):
         return "gpt2"
+    if any(k.endswith("embed_tokens.weight") for k in sd):
+        return "llama"
     if any(k.endswith("embeddings.word_embeddings.weight") for k in sd):
         return "bert"
     minilm = any(k.startswith("body.") for k in sd)
     hint = " (a minilm checkpoint? minilm.train.checkpoint.load_model reads it)" if minilm else ""
-    raise HFError(f"{where}: neither a BERT (…embeddings.word_embeddings.weight) nor a GPT-2 (…wte.weight) "
-                  f"checkpoint{hint}")
+    raise HFError(f"{where}: neither a BERT (…embeddings.word_embeddings.weight), a GPT-2 (…wte.weight) nor a "
+                  f"Llama (…embed_tokens.weight) checkpoint{hint}")
 
 
 def canonical(sd: dict[str, Tensor], family: str) -> dict[str, Tensor]:
@@ -365,8 +437,10 @@ def canonical(sd: dict[str, Tensor], family: str) -> dict[str, Tensor]:
 
 
 def config_from_hf(hf: dict, where: str = "config.json") -> ModelConfig:
-    """Translate a transformers BertConfig / GPT2Config dict (config.json) into a ModelConfig."""
+    """Translate a transformers BertConfig / GPT2Config / LlamaConfig dict (config.json) into a ModelConfig."""
     try:
+        if hf.get("model_type") == "llama":
+            return _llama_config(hf, where)
         if hf.get("model_type") == "gpt2" or "n_embd" in hf:
             for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
                 if hf.get(flag):
@@ -393,6 +467,29 @@ def config_from_hf(hf: dict, where: str = "config.json") -> ModelConfig:
         raise HFError(f"{where}: has no {e.args[0]!r} entry") from None
 
 
+def _llama_config(hf: dict, where: str) -> ModelConfig:
+    """A LlamaConfig dict as a ModelConfig, refusing the variants minilm does not compute."""
+    d, heads = hf["hidden_size"], hf["num_attention_heads"]
+    kv = hf.get("num_key_value_heads") or heads
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}  # transformers >= 5 / older versions
+    theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
+    refusals = [(hf.get("hidden_act", "silu") != "silu", f"hidden_act={hf.get('hidden_act')!r} (SwiGLU needs 'silu')"),
+                (rope.get("rope_type", rope.get("type", "default")) != "default",
+                 f"rope scaling {rope.get('rope_type', rope.get('type'))!r} (minilm has plain rotary positions)"),
+                (hf.get("head_dim") not in (None, d // heads), f"head_dim={hf.get('head_dim')} != hidden_size / heads"),
+                (bool(hf.get("attention_bias", False)) != bool(hf.get("mlp_bias", False)),
+                 "attention_bias != mlp_bias (minilm's `bias` switches both)")]
+    for refused, what in refusals:
+        if refused:
+            raise HFError(f"{where}: {what} is a Llama variant minilm does not implement")
+    return ModelConfig(vocab_size=hf["vocab_size"], max_seq_len=hf.get("max_position_embeddings", 2048), d_model=d,
+                       n_layers=hf["num_hidden_layers"], n_heads=heads, n_kv_heads=None if kv == heads else kv,
+                       d_ff=hf["intermediate_size"], dropout=0.0, attention_dropout=hf.get("attention_dropout", 0.0),
+                       norm="pre", norm_type="rms", activation="swiglu", bias=bool(hf.get("attention_bias", False)),
+                       type_vocab_size=0, tie_embeddings=hf.get("tie_word_embeddings", False), position="rope",
+                       rope_pairing="half", rope_theta=float(theta), norm_eps=hf.get("rms_norm_eps", 1e-6))
+
+
 def _activation(name: str, where: str) -> str:
     accepted = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh"}
     if name not in accepted:
@@ -401,7 +498,7 @@ def _activation(name: str, where: str) -> str:
 
 
 def config_from_shapes(sd: dict[str, Tensor], family: str, where: str) -> ModelConfig:
-    """Guess the config of canonical keys from tensor shapes, assuming 64-wide heads (BERT's and GPT-2's)."""
+    """Guess the config of canonical keys from tensor shapes, assuming 64-wide heads (BERT's, GPT-2's, Llama's)."""
     def shape(key):
         if key not in sd:
             raise HFError(f"{where}: cannot infer the config (no {key!r}); pass config=ModelConfig(...) or a "
@@ -413,6 +510,14 @@ def config_from_shapes(sd: dict[str, Tensor], family: str, where: str) -> ModelC
         n_layers = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("h."))
         return ModelConfig.preset("gpt2", vocab_size=vocab, max_seq_len=shape("wpe.weight")[0], d_model=d,
                                   n_layers=n_layers, n_heads=max(d // 64, 1), d_ff=shape("h.0.mlp.c_fc.weight")[1])
+    if family == "llama":
+        vocab, d = shape("embed_tokens.weight")
+        n_layers = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("layers."))
+        heads, kv = max(d // 64, 1), max(shape("layers.0.self_attn.k_proj.weight")[0] // 64, 1)
+        return ModelConfig.preset("llama-mini", vocab_size=vocab, max_seq_len=2048, d_model=d, n_layers=n_layers,
+                                  n_heads=heads, n_kv_heads=None if kv == heads else kv,
+                                  d_ff=shape("layers.0.mlp.gate_proj.weight")[0],
+                                  bias="layers.0.self_attn.q_proj.bias" in sd, tie_embeddings="lm_head.weight" not in sd)
     vocab, d = shape("embeddings.word_embeddings.weight")
     n_layers = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("encoder.layer."))
     types = sd.get("embeddings.token_type_embeddings.weight")
@@ -426,7 +531,7 @@ def config_from_shapes(sd: dict[str, Tensor], family: str, where: str) -> ModelC
 def from_hf(cls, source, config: ModelConfig | None = None, **kwargs):
     """Build a `cls` model from a Hugging Face checkpoint (folder, weights file or state dict).
 
-    The architecture is the one of `cls.hf_architectures` whose family (BERT or GPT-2) the
+    The architecture is the one of `cls.hf_architectures` whose family (BERT, GPT-2 or Llama) the
     checkpoint is; the config comes from `config`, else config.json, else the tensor shapes.
     kwargs go to the constructor; a classifier's num_labels defaults to the checkpoint's head.
     """
@@ -435,10 +540,10 @@ def from_hf(cls, source, config: ModelConfig | None = None, **kwargs):
     name = cls.__name__
     archs = [ARCHITECTURES[n] for n in cls.hf_architectures if ARCHITECTURES[n].family == family]
     if not archs:
-        other = "GPT-2 (decoder)" if family == "gpt2" else "BERT-family (encoder)"
-        use = ("CausalLM or Transformer" if family == "gpt2"
+        use = ("CausalLM or Transformer" if family != "bert"
                else "MaskedLM, SequenceClassifier, TokenClassifier or Transformer")
-        raise HFError(f"{name}.from_hf: {where} is a {other} checkpoint, which {name} cannot hold; use {use}.from_hf")
+        raise HFError(f"{name}.from_hf: {where} is a {FAMILY_NAMES[family]} checkpoint, which {name} cannot hold; "
+                      f"use {use}.from_hf")
     arch = archs[0]
     sd = canonical(sd, family)
     if config is None:
@@ -486,6 +591,8 @@ def load_hf_state_dict(model, sd: dict[str, Tensor], arch: Architecture, where: 
                 mismatched.append(f"{e.hf} {tuple(sd[e.hf].shape)} does not split into q, k, v")
                 continue
             t = t.chunk(3, dim=0)[e.part]  # GPT-2's c_attn: q, k, v side by side
+        if e.rotary and model.config.rope_pairing == "interleaved" and t.shape == ours[e.ours].shape:
+            t = rotary_rows(t, model.config.head_dim, to_halves=False)
         if t.shape != ours[e.ours].shape:
             mismatched.append(f"{e.hf} is {tuple(t.shape)}, {e.ours} is {tuple(ours[e.ours].shape)}")
         new[e.ours] = t

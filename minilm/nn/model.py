@@ -1,8 +1,8 @@
 """The Transformer, written to be read top to bottom: embeddings, blocks, heads.
 
-    Transformer(config, causal)      the body: an encoder (BERT) or a decoder (GPT-2)
+    Transformer(config, causal)      the body: an encoder (BERT) or a decoder (GPT-2, Llama)
     MaskedLM(config)                 body + BERT's prediction head (masked-language modelling)
-    CausalLM(config)                 decoder body + tied output projection (next-token prediction)
+    CausalLM(config)                 decoder body + output projection, tied or not (next-token prediction)
     SequenceClassifier(config, n)    body + BERT's tanh pooler over [CLS] + linear classifier
     TokenClassifier(config, n)       body + per-token linear classifier (named entities)
 
@@ -10,7 +10,13 @@ Design choices:
 - One `ModelConfig` is passed to every module (nanoGPT). `norm="post"` gives BERT's block
   (normalise after each residual add), `norm="pre"` GPT-2's (normalise before each
   sublayer, plus a final norm). Nothing else differs between the two families.
-- q, k, v and o are separate `nn.Linear`s, and the feed-forward is `.up` / `.down`: LoRA,
+- The modern decoder block (Llama and its family) is the same classes configured:
+  `norm_type="rms"` (RMSNorm), `activation="swiglu"` (a gated MLP with a third matrix,
+  `.gate`), `bias=False`, rotary positions with their pairing and base, `n_kv_heads` <
+  `n_heads` (grouped-query attention: k and v project to fewer heads, and the KV cache
+  shrinks with them), untied embeddings. Each switch stands alone; lesson 13 adds them
+  to GPT-2 one at a time.
+- q, k, v and o are separate `nn.Linear`s, and the feed-forward is `.up` / `.down` (and `.gate`): LoRA,
   adapters and prefix tuning (minilm/nn/peft.py) find them by these names. They stay separate
   everywhere (the forward pass, saved checkpoints, BERT's layout); the one fused q|k|v is
   GPT-2's checkpoint tensor, cut apart and put together in minilm/nn/hf.py.
@@ -81,28 +87,77 @@ class KVCache:
 # The body
 
 
-def rotate(x: Tensor, start: int = 0) -> Tensor:
+ROPE_PAIRINGS = ("half", "interleaved")
+
+
+def rotate(x: Tensor, start: int = 0, *, pairing: str = "half", theta: float = 10000.0) -> Tensor:
     """Rotary position embedding: x (B, H, T, Dh) at positions start .. start+T-1, rotated.
 
-    Channel pairs (i, i + Dh/2) turn by the angle position / 10000^(2i/Dh), so the dot product of
-    a rotated query and key depends on their positions only through the distance between them.
+    Each channel pair (a, b) turns by the angle position / theta^(2i/Dh), i = 0 .. Dh/2 - 1, so
+    the dot product of a rotated query and key depends on their positions only through the
+    distance between them. pairing="half": pair i is (i, i + Dh/2) (Hugging Face's rotate_half,
+    how every HF Llama checkpoint is stored); "interleaved": pair i is (2i, 2i + 1) (the RoFormer
+    paper, Meta's reference code). The two are one rotation up to a permutation of channels.
     """
+    if pairing not in ROPE_PAIRINGS:
+        raise ValueError(f"rotate: pairing={pairing!r} is invalid: expected one of {ROPE_PAIRINGS}")
+    if pairing == "interleaved":
+        # BEGIN SOLUTION modern
+        cos, sin = _rotary_table(start, x.shape[2], x.shape[3] // 2, theta, x.device, x.dtype)  # (T, Dh/2) each
+        x1, x2 = x[..., 0::2], x[..., 1::2]  # (B, H, T, Dh/2): the first and second channel of each pair
+        turned = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, H, T, Dh/2, 2)
+        return turned.flatten(3)  # (B, H, T, Dh): each pair back side by side
+        # END SOLUTION modern
     # BEGIN SOLUTION attention
     half = x.shape[3] // 2
-    cos, sin = _rotary_table(start, x.shape[2], half, x.device, x.dtype)  # (T, Dh/2) each
+    cos, sin = _rotary_table(start, x.shape[2], half, theta, x.device, x.dtype)  # (T, Dh/2) each
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, H, T, Dh)
     # END SOLUTION attention
 
 
 @functools.lru_cache(maxsize=64)
-def _rotary_table(start: int, T: int, half: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """cos and sin of the rotary angles, (T, Dh/2) each: built once per shape, not in every layer of every step."""
+def _rotary_table(start: int, T: int, half: int, theta: float, device: torch.device,
+                  dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """cos and sin of the rotary angles position / theta^(i/half), (T, Dh/2) each: built once per shape,
+    not in every layer of every step."""
     # BEGIN SOLUTION attention
-    inv_freq = 10000.0 ** (-torch.arange(half, device=device, dtype=torch.float32) / half)  # (Dh/2,)
+    inv_freq = theta ** (-torch.arange(half, device=device, dtype=torch.float32) / half)  # (Dh/2,)
     angle = torch.arange(start, start + T, device=device, dtype=torch.float32)[:, None] * inv_freq  # (T, Dh/2)
     return angle.cos().to(dtype), angle.sin().to(dtype)
     # END SOLUTION attention
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalisation (Zhang & Sennrich 2019), Llama's norm: no centring, no shift.
+
+    LayerNorm subtracts the mean, divides by the standard deviation, scales and shifts; RMSNorm
+    only divides by the root mean square and scales, one reduction instead of two.
+    """
+
+    def __init__(self, d_model: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model))  # (D,) the gain, starting at 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (..., D) -> (..., D): x / sqrt(mean(x^2 over D) + eps) * weight.
+
+        Computed in float32 at least (in bf16 the mean of squares loses precision; float64 stays
+        float64), returned in x's dtype.
+        """
+        # BEGIN SOLUTION modern
+        h = x.to(torch.promote_types(x.dtype, torch.float32))  # (..., D)
+        h = h * torch.rsqrt(h.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # (..., D) unit root mean square
+        return (h * self.weight).to(x.dtype)  # (..., D)
+        # END SOLUTION modern
+
+
+def norm_layer(config: ModelConfig) -> nn.Module:
+    """The normalisation `config.norm_type` names: LayerNorm (with a shift when config.bias) or RMSNorm."""
+    if config.norm_type == "rms":
+        return RMSNorm(config.d_model, config.norm_eps)
+    return nn.LayerNorm(config.d_model, eps=config.norm_eps, bias=config.bias)
 
 
 class Embeddings(nn.Module):
@@ -118,7 +173,7 @@ class Embeddings(nn.Module):
         self.pos = nn.Embedding(config.max_seq_len, config.d_model) if config.position == "learned" else None
         self.seg = nn.Embedding(config.type_vocab_size, config.d_model) if config.type_vocab_size else None
         # Post-norm (BERT) normalises the embeddings; pre-norm (GPT-2) leaves it to each block's first norm.
-        self.norm = nn.LayerNorm(config.d_model, eps=config.norm_eps) if config.norm == "post" else nn.Identity()
+        self.norm = norm_layer(config) if config.norm == "post" else nn.Identity()
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None, start: int = 0) -> Tensor:
@@ -138,65 +193,92 @@ class Embeddings(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention: project to q, k, v, attend per head, project back with o."""
+    """Multi-head self-attention: project to q, k, v, attend per head, project back with o.
+
+    With config.n_kv_heads < n_heads, k and v project to fewer heads, each shared by a group
+    of query heads (grouped-query attention; one head for all is multi-query attention).
+    """
 
     def __init__(self, config: ModelConfig, causal: bool):
         super().__init__()
         self.config = config
         self.causal = causal
-        self.q = nn.Linear(config.d_model, config.d_model)
-        self.k = nn.Linear(config.d_model, config.d_model)
-        self.v = nn.Linear(config.d_model, config.d_model)
-        self.o = nn.Linear(config.d_model, config.d_model)
+        kv_width = config.kv_heads * config.head_dim
+        self.q = nn.Linear(config.d_model, config.d_model, bias=config.bias)
+        self.k = nn.Linear(config.d_model, kv_width, bias=config.bias)
+        self.v = nn.Linear(config.d_model, kv_width, bias=config.bias)
+        self.o = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.drop = nn.Dropout(config.dropout)
-        # Prefix tuning's slot: a module called as prefix(B) -> (k_prefix, v_prefix), each (B, H, P, Dh).
+        # Prefix tuning's slot: a module called as prefix(B) -> (k_prefix, v_prefix), each (B, Hkv, P, Dh).
         self.prefix: nn.Module | None = None
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x (B, T, D) -> q, k, v, each (B, H, T, Dh): every head gets its own Dh-wide slice."""
+        """x (B, T, D) -> q (B, H, T, Dh), k and v (B, Hkv, T, Dh): every head gets its own Dh-wide slice.
+
+        Hkv = H unless config.n_kv_heads says fewer (then k and v are narrower projections).
+        """
         # BEGIN SOLUTION attention
-        B, T, D = x.shape
-        H = self.config.n_heads
+        B, T, _ = x.shape
+        Dh = self.config.head_dim
         # Three calls, whatever each layer is (LoRA wraps them): nothing here knows about PEFT.
-        return tuple(layer(x).view(B, T, H, D // H).transpose(1, 2) for layer in (self.q, self.k, self.v))
+        return tuple(layer(x).view(B, T, -1, Dh).transpose(1, 2) for layer in (self.q, self.k, self.v))
         # END SOLUTION attention
 
-    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, cache: KVCache | None = None,
+                attn_mask: Tensor | None = None) -> Tensor:
         B, T, D = x.shape
-        q, k, v = self.project(x)  # (B, H, T, Dh) each
-        if self.config.position == "rope":  # before caching: cached keys keep their own positions
+        c = self.config
+        q, k, v = self.project(x)  # (B, H, T, Dh), (B, Hkv, T, Dh), (B, Hkv, T, Dh)
+        if c.position == "rope":  # before caching: cached keys keep their own positions
             start = len(cache) if cache is not None else 0
-            q, k = rotate(q, start), rotate(k, start)
+            q = rotate(q, start, pairing=c.rope_pairing, theta=c.rope_theta)  # (B, H, T, Dh)
+            k = rotate(k, start, pairing=c.rope_pairing, theta=c.rope_theta)  # (B, Hkv, T, Dh)
         if cache is not None:
-            k, v = cache.extend(k, v)  # (B, H, T_past + T, Dh)
+            k, v = cache.extend(k, v)  # (B, Hkv, T_past + T, Dh): grouped-query attention caches Hkv heads only
         if self.prefix is not None:
-            k_prefix, v_prefix = self.prefix(B)  # (B, H, P, Dh) each
+            k_prefix, v_prefix = self.prefix(B)  # (B, Hkv, P, Dh) each
             # Under autocast k is bf16/fp16 while the prefix parameters stay fp32: match k, or cat would promote.
-            k = torch.cat([k_prefix.to(k.dtype), k], dim=2)  # (B, H, P + Tk, Dh)
-            v = torch.cat([v_prefix.to(v.dtype), v], dim=2)  # (B, H, P + Tk, Dh)
+            k = torch.cat([k_prefix.to(k.dtype), k], dim=2)  # (B, Hkv, P + Tk, Dh)
+            v = torch.cat([v_prefix.to(v.dtype), v], dim=2)  # (B, Hkv, P + Tk, Dh)
             if key_padding_mask is not None:  # every query may see the whole prefix
                 key_padding_mask = torch.cat([key_padding_mask.new_ones(B, k_prefix.shape[2]), key_padding_mask], 1)
+            if attn_mask is not None:
+                attn_mask = F.pad(attn_mask, (k_prefix.shape[2], 0), value=True)  # (..., Tq, P + Tk)
         # Keys outnumber queries with a cache or a prefix; causal masking is then aligned to the end.
-        y = attention(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask,
-                      backend=self.config.attention_backend,
-                      dropout_p=self.config.attention_dropout if self.training else 0.0)  # (B, H, T, Dh)
+        y = attention(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
+                      backend=c.attention_backend,
+                      dropout_p=c.attention_dropout if self.training else 0.0)  # (B, H, T, Dh)
         y = y.transpose(1, 2).reshape(B, T, D)  # (B, T, D): heads side by side again
         return self.drop(self.o(y))
 
 
 class FeedForward(nn.Module):
-    """Position-wise MLP: widen to d_ff, GELU, project back."""
+    """Position-wise MLP: widen to d_ff, GELU, project back; or SwiGLU: down(silu(gate x) * up x).
+
+    SwiGLU (Shazeer 2020, Llama) gates the widened vector with a second projection through
+    SiLU: three d_model x d_ff matrices instead of two, so d_ff is usually 2/3 of GELU's
+    (`minilm.nn.config.swiglu_hidden`) for the same number of weights.
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.up = nn.Linear(config.d_model, config.d_ff)
-        self.down = nn.Linear(config.d_ff, config.d_model)
+        self.up = nn.Linear(config.d_model, config.d_ff, bias=config.bias)
+        self.gate = nn.Linear(config.d_model, config.d_ff, bias=config.bias) if config.activation == "swiglu" else None
+        self.down = nn.Linear(config.d_ff, config.d_model, bias=config.bias)
         self.approximate = "tanh" if config.activation == "gelu_tanh" else "none"
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.gate is not None:
+            return self.drop(self.down(self.swiglu(x)))  # (B, T, D)
         h = F.gelu(self.up(x), approximate=self.approximate)  # (B, T, F)
         return self.drop(self.down(h))  # (B, T, D)
+
+    def swiglu(self, x: Tensor) -> Tensor:
+        """x (..., D) -> the gated hidden vector (..., F): silu(gate(x)) * up(x), silu(z) = z * sigmoid(z)."""
+        # BEGIN SOLUTION modern
+        return F.silu(self.gate(x)) * self.up(x)  # (..., F)
+        # END SOLUTION modern
 
 
 class Block(nn.Module):
@@ -205,17 +287,18 @@ class Block(nn.Module):
     def __init__(self, config: ModelConfig, causal: bool):
         super().__init__()
         self.pre_norm = config.norm == "pre"
-        self.attn_norm = nn.LayerNorm(config.d_model, eps=config.norm_eps)
+        self.attn_norm = norm_layer(config)
         self.attn = SelfAttention(config, causal)
-        self.ff_norm = nn.LayerNorm(config.d_model, eps=config.norm_eps)
+        self.ff_norm = norm_layer(config)
         self.ff = FeedForward(config)
 
-    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, cache: KVCache | None = None,
+                attn_mask: Tensor | None = None) -> Tensor:
         # BEGIN SOLUTION attention
         if self.pre_norm:  # GPT-2: the residual stream itself is never normalised, which keeps deep stacks stable
-            x = x + self.attn(self.attn_norm(x), key_padding_mask, cache)  # (B, T, D)
+            x = x + self.attn(self.attn_norm(x), key_padding_mask, cache, attn_mask)  # (B, T, D)
             return x + self.ff(self.ff_norm(x))  # (B, T, D)
-        x = self.attn_norm(x + self.attn(x, key_padding_mask, cache))  # (B, T, D): BERT normalises after the add
+        x = self.attn_norm(x + self.attn(x, key_padding_mask, cache, attn_mask))  # (B, T, D): BERT normalises after the add
         return self.ff_norm(x + self.ff(x))  # (B, T, D)
         # END SOLUTION attention
 
@@ -224,10 +307,11 @@ class Transformer(nn.Module):
     """The body shared by every task model: embeddings, a stack of blocks, a final norm.
 
     causal=False is an encoder (every token sees every other); causal=True a decoder.
-    `Transformer.from_hf(folder)` is BERT's `BertModel` (or GPT-2's `GPT2Model`): hidden states.
+    `Transformer.from_hf(folder)` is BERT's `BertModel` (or GPT-2's `GPT2Model`, Llama's
+    `LlamaModel`): hidden states.
     """
 
-    hf_architectures = ("BertModel", "GPT2Model")
+    hf_architectures = ("BertModel", "GPT2Model", "LlamaModel")
 
     def __init__(self, config: ModelConfig, causal: bool):
         super().__init__()
@@ -236,13 +320,15 @@ class Transformer(nn.Module):
         self.embeddings = Embeddings(config)
         self.blocks = nn.ModuleList([Block(config, causal) for _ in range(config.n_layers)])
         # Pre-norm leaves the residual stream unnormalised, so it needs one last norm; post-norm already ends with one.
-        self.final_norm = nn.LayerNorm(config.d_model, eps=config.norm_eps) if config.norm == "pre" else nn.Identity()
+        self.final_norm = norm_layer(config) if config.norm == "pre" else nn.Identity()
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
-                cache: list[KVCache] | None = None) -> Tensor:
+                cache: list[KVCache] | None = None, attn_mask: Tensor | None = None) -> Tensor:
         """input_ids (B, T) -> hidden states (B, T, D).
 
         attention_mask (B, T_past + T): 1/True for real tokens, 0/False for padding.
+        attn_mask (..., T, T_past + T) bool, broadcast to (B, H, T, T_past + T): which query may
+        see which key, on top of the causal rule and the padding (e.g. `minilm.data.collate.document_mask`).
         cache: one KVCache per block (generation); positions continue after the cached tokens.
         """
         start = len(cache[0]) if cache else 0
@@ -251,15 +337,15 @@ class Transformer(nn.Module):
             key_padding_mask = None  # nothing is padded: without a mask attention takes its fastest path
         x = self.embeddings(input_ids, token_type_ids, start)  # (B, T, D)
         for i, block in enumerate(self.blocks):
-            x = block(x, key_padding_mask, None if cache is None else cache[i])  # (B, T, D)
+            x = block(x, key_padding_mask, None if cache is None else cache[i], attn_mask)  # (B, T, D)
         return self.final_norm(x)  # (B, T, D)
 
     @classmethod
     def from_hf(cls, source, config: ModelConfig | None = None) -> "Transformer":
-        """The bare body of a Hugging Face checkpoint: a BERT encoder, or a GPT-2 decoder.
+        """The bare body of a Hugging Face checkpoint: a BERT encoder, or a GPT-2 or Llama decoder.
 
         source: a folder (config.json + model.safetensors or pytorch_model.bin), a weights
-        file, or a state dict; any BERT layout (heads present or not) or any GPT-2 one.
+        file, or a state dict; any BERT layout (heads present or not), any GPT-2 or Llama one.
         """
         return hf.from_hf(cls, source, config)
 
@@ -269,7 +355,7 @@ class Transformer(nn.Module):
 
 
 def init_weights(model: nn.Module, config: ModelConfig) -> None:
-    """BERT/GPT-2 initialisation: N(0, 0.02) weights, zero biases, unit norms.
+    """BERT/GPT-2 initialisation (Llama's too): N(0, 0.02) weights, zero biases, unit norms.
 
     Pre-norm models also shrink the projections that write into the residual stream by
     1/sqrt(2 * n_layers) (GPT-2), so the stream's variance does not grow with depth.
@@ -282,9 +368,10 @@ def init_weights(model: nn.Module, config: ModelConfig) -> None:
             nn.init.normal_(module.weight, mean=0.0, std=std)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
-        if isinstance(module, nn.LayerNorm):
+        if isinstance(module, (nn.LayerNorm, RMSNorm)):
             nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -301,7 +388,7 @@ class TaskModel(nn.Module):
 
     @classmethod
     def from_hf(cls, source, config: ModelConfig | None = None, **kwargs):
-        """Build this model from a Hugging Face checkpoint (BERT layouts; GPT-2 for CausalLM).
+        """Build this model from a Hugging Face checkpoint (BERT layouts; GPT-2 and Llama for CausalLM).
 
         source: a folder (config.json + model.safetensors or pytorch_model.bin), a weights file,
         or a state dict, with or without the `bert.` prefix. Without `config` it comes from
@@ -405,9 +492,9 @@ class MaskedLMHead(nn.Module):
 
 
 class CausalLM(TaskModel):
-    """GPT-2: decoder body + output projection tied to the token embedding."""
+    """GPT-2 or Llama: decoder body + output projection (tied to the token embedding, or its own matrix)."""
 
-    hf_architectures = ("GPT2LMHeadModel",)
+    hf_architectures = ("GPT2LMHeadModel", "LlamaForCausalLM")
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -419,9 +506,13 @@ class CausalLM(TaskModel):
             self.lm_head.weight = self.body.embeddings.tok.weight
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
-                cache: list[KVCache] | None = None) -> ModelOutput:
-        """logits (B, T, V). labels (B, T) are already the next tokens (-100 = ignore): no shift here."""
-        h = self.body(input_ids, attention_mask, cache=cache)  # (B, T, D)
+                cache: list[KVCache] | None = None, attn_mask: Tensor | None = None) -> ModelOutput:
+        """logits (B, T, V). labels (B, T) are already the next tokens (-100 = ignore): no shift here.
+
+        attention_mask (B, T_past + T) marks padding; attn_mask (..., T, T_past + T) bool is any
+        other pattern of visible keys (document masking in packed rows), as in `Transformer.forward`.
+        """
+        h = self.body(input_ids, attention_mask, cache=cache, attn_mask=attn_mask)  # (B, T, D)
         logits = self.lm_head(h)  # (B, T, V)
         loss = None if labels is None else token_loss(logits, labels)
         return ModelOutput(loss=loss, logits=logits, labels=labels)

@@ -6,7 +6,7 @@ Design choices:
   is always trained; the body is frozen except for what the method adds. `full` trains
   everything, `probe` only the head.
 - LoRA wraps the body's `nn.Linear` layers chosen by their attribute name ("q", "k",
-  "v", "o", "up", "down") with `LoRALinear`, which keeps the frozen layer as `.base` and
+  "v", "o", "up", "gate", "down") with `LoRALinear`, which keeps the frozen layer as `.base` and
   adds `scaling * B A x` with A (r, in) random and B (out, r) zero, so at step 0 the model
   is exactly the base model. scaling = alpha / r, or alpha / sqrt(r) with rsLoRA (Kalajdzievski
   2023), which keeps the update's size stable as the rank grows. `merge_lora` folds B A into
@@ -34,9 +34,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
+from minilm.nn.model import RMSNorm
 from minilm.store.atomic import atomic_path, atomic_write_text
 
-LINEAR_NAMES = ("q", "k", "v", "o", "up", "down")  # the body's Linear layers, by attribute name
+LINEAR_NAMES = ("q", "k", "v", "o", "up", "gate", "down")  # the body's Linear layers, by attribute name (gate: SwiGLU)
 
 
 # ---------------------------------------------------------------- freezing and counting
@@ -218,7 +219,7 @@ def apply_adapters(model: nn.Module, bottleneck: int = 64) -> nn.Module:
     layers = _body_linears(model, ("o", "down"))
     freeze_body(model)
     for module in model.body.modules():
-        if isinstance(module, nn.LayerNorm):
+        if isinstance(module, (nn.LayerNorm, RMSNorm)):
             module.requires_grad_(True)
     for parent, attr, layer in layers:
         setattr(parent, attr, AdaptedLinear(layer, bottleneck).train(model.training))
@@ -229,17 +230,19 @@ def apply_adapters(model: nn.Module, bottleneck: int = 64) -> nn.Module:
 
 
 class PrefixKV(nn.Module):
-    """Learned keys and values for one attention layer: prefix(batch_size) -> (k, v), each (B, H, P, Dh)."""
+    """Learned keys and values for one attention layer: prefix(batch_size) -> (k, v), each (B, Hkv, P, Dh).
+
+    Hkv is the layer's key/value heads (n_heads, or fewer with grouped-query attention)."""
 
     def __init__(self, n_heads: int, head_dim: int, n_prefix: int, like: torch.Tensor):
         super().__init__()
         shape = (n_heads, n_prefix, head_dim)
-        self.key = nn.Parameter(torch.randn(shape, device=like.device, dtype=like.dtype) * 0.02)  # (H, P, Dh)
-        self.value = nn.Parameter(torch.randn(shape, device=like.device, dtype=like.dtype) * 0.02)  # (H, P, Dh)
+        self.key = nn.Parameter(torch.randn(shape, device=like.device, dtype=like.dtype) * 0.02)  # (Hkv, P, Dh)
+        self.value = nn.Parameter(torch.randn(shape, device=like.device, dtype=like.dtype) * 0.02)  # (Hkv, P, Dh)
 
     def forward(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        k = self.key.unsqueeze(0).expand(batch_size, -1, -1, -1)  # (B, H, P, Dh)
-        v = self.value.unsqueeze(0).expand(batch_size, -1, -1, -1)  # (B, H, P, Dh)
+        k = self.key.unsqueeze(0).expand(batch_size, -1, -1, -1)  # (B, Hkv, P, Dh)
+        v = self.value.unsqueeze(0).expand(batch_size, -1, -1, -1)  # (B, Hkv, P, Dh)
         return k, v
 
 
@@ -253,7 +256,7 @@ def apply_prefix(model: nn.Module, n_prefix: int = 16) -> nn.Module:
         raise ValueError("apply_prefix: the model already has prefixes")
     freeze_body(model)
     for block in blocks:
-        prefix = PrefixKV(cfg.n_heads, cfg.head_dim, n_prefix, block.attn.q.weight)
+        prefix = PrefixKV(cfg.kv_heads, cfg.head_dim, n_prefix, block.attn.q.weight)
         block.attn.prefix = prefix.train(model.training)
     return model
 

@@ -1,4 +1,4 @@
-"""Optimisation: AdamW's update, the learning-rate schedule, parameter groups, gradient accumulation.
+"""Optimisation: AdamW's update, the learning-rate schedule, gradient clipping, parameter groups, accumulation.
 
 Each piece is one pure function with a contract, so it can be read, tested and assigned alone;
 the `Trainer` only calls them.
@@ -12,7 +12,9 @@ Design choices:
 - No decay on biases, norms and embeddings, decided by module type and tensor rank rather than
   by parameter names, so the rule holds for any model (a tied output matrix is the embedding's).
 - The learning rate is a pure function of the step: no scheduler object, nothing to save or
-  restore on resume.
+  restore on resume. Step 0 trains at peak / warmup_steps, not at 0 (see `learning_rate`).
+- Clipping by the global norm (`clip_grad_norm`) scales every gradient by one factor, so the
+  update keeps its direction; it returns the norm before clipping, which the trainer logs.
 - Accumulation weights each micro-batch's mean loss by its share of the labelled tokens of the
   *global* batch, so 4 micro-batches of 8 rows give exactly the gradient of one batch of 32,
   whatever the number of labels in each (a plain average of micro-losses does not).
@@ -83,6 +85,11 @@ def learning_rate(step: int, *, peak: float, warmup_steps: int, total_steps: int
     Contract: linear warmup from peak/warmup_steps at step 0 to `peak` at step warmup_steps - 1;
     then `constant` stays at peak, `cosine` and `linear` decay to peak * min_lr_ratio, reached
     exactly at the last step (total_steps - 1) and held after it. Never negative, never above peak.
+
+    The convention, since libraries differ: the first update (step 0) already moves the weights,
+    at peak / warmup_steps, and step warmup_steps - 1 is the first at the peak (peak 1, warmup 4:
+    0.25, 0.5, 0.75, 1.0, then the decay). Hugging Face's get_cosine_schedule_with_warmup
+    gives step 0 a rate of 0 and reaches the peak one step later; warmup_steps=0 starts at the peak.
     """
     # BEGIN SOLUTION optim
     floor = peak * min_lr_ratio
@@ -95,6 +102,28 @@ def learning_rate(step: int, *, peak: float, warmup_steps: int, total_steps: int
     shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
     return floor + (peak - floor) * shape
     # END SOLUTION optim
+
+
+def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
+    """Clip gradients by their global norm, in place; returns the norm before clipping.
+
+    Contract: the global norm is sqrt(sum over every parameter with a gradient of ||grad||^2),
+    all gradients taken as one vector. When it exceeds `max_norm`, every gradient is multiplied
+    by the same factor max_norm / (norm + 1e-6), so the update keeps its direction and its
+    norm becomes max_norm; otherwise they are left as they are. Returns the norm before
+    clipping as a 0-d tensor on the gradients' device (0 when no parameter has a gradient);
+    no value is read back to the host. Matches torch.nn.utils.clip_grad_norm_.
+    """
+    if isinstance(parameters, torch.Tensor):
+        parameters = [parameters]
+    grads = [p.grad.detach() for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))  # ||all grads||
+    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)  # 1 when the norm is already small enough
+    for g in grads:
+        g.mul_(scale.to(g.dtype))
+    return norm
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

@@ -29,6 +29,10 @@ Design choices (the figures behind them: lessons/measurements/design_choices.md)
   number of ranks trains like one.
 - Rows live on the training device and are masked there, batched: on a GPU, data and masking
   cost no host round trip.
+- Two causal-LM batch sources: `CausalLMBatches` serves the packed rows of `decoder_rows`,
+  each token a target once per epoch; `CausalLMWindows` cuts each row at a random offset of
+  one long token stream (nanoGPT's get_batch), so rows overlap and start mid-sentence
+  anywhere. Both are pure functions of (seed, step) and shard the same global batch.
 - The tokenizer is `Tokenizer.for_corpus(data, vocab, lowercase=True)`, cached under
   $MINILM_CACHE with the tokenized corpus, so a copied cache folder lets an offline machine
   start training at once, and fine-tuning on lower-cased rt-polarity sees the same pieces.
@@ -55,7 +59,7 @@ from minilm.data.collate import clm_batch, mlm_batch, special_ids
 from minilm.data.corpus import decoder_rows, encoder_rows, tokenize_corpus
 from minilm.data.load import load_corpus
 from minilm.data.masking import COUNTS, DEFAULT_MASK_PROB, MaskingConfig
-from minilm.data.sampler import EVAL_MASKS, MASKS, RowSampler, mix, shard
+from minilm.data.sampler import EVAL_MASKS, MASKS, WINDOWS, RowSampler, mix, shard
 from minilm.data.tokenizer import Tokenizer
 from minilm.nn.config import POSITIONS, PRESETS, ModelConfig
 from minilm.nn.electra import ELECTRA, held_out_metrics
@@ -131,6 +135,44 @@ class CausalLMBatches:
 
     def eval_batches(self):
         return [clm_batch(r, self.tokenizer) for r in self.rows.split(self.batch_size)]
+
+    def constant_guess_accuracy(self) -> float:
+        labels = torch.cat([b["labels"][b["labels"] != -100] for b in self.eval_batches()])
+        return (torch.bincount(labels).max() / max(1, labels.numel())).item()
+
+
+class CausalLMWindows:
+    """Next-token batches of random windows of one long token stream (S,) held on `device`.
+
+    `batch(step, rank, world_size)`: the global batch of `step` is `batch_size` windows of
+    seq_len + 1 consecutive tokens starting at offsets drawn uniformly from [0, S - seq_len - 1]
+    by a generator seeded with (seed, step), nanoGPT's get_batch made reproducible; each rank
+    keeps its slice. `eval_batches()`: the stream cut into consecutive windows (as
+    `decoder_rows` cuts it), so held-out loss scores every token once, the same every call.
+    """
+
+    def __init__(self, stream: torch.Tensor, tokenizer, batch_size: int, seq_len: int, seed: int = 0, device="cpu"):
+        if stream.dim() != 1 or len(stream) < seq_len + 1:
+            raise ValueError(f"CausalLMWindows needs a 1-D token stream of at least seq_len + 1 = {seq_len + 1} "
+                             f"tokens; got shape {tuple(stream.shape)}")
+        self.device = torch.device(device)
+        self.stream = stream.long().to(self.device)  # (S,)
+        self.tokenizer, self.batch_size, self.seq_len, self.seed = tokenizer, batch_size, seq_len, seed
+        self.window = torch.arange(seq_len + 1, device=self.device)  # (T + 1,)
+
+    def starts(self, step: int) -> torch.Tensor:
+        """Where the windows of `step` begin, (B,) on the device."""
+        g = torch.Generator(device="cpu").manual_seed(mix(self.seed, WINDOWS, step))
+        return torch.randint(0, len(self.stream) - self.seq_len, (self.batch_size,), generator=g).to(self.device)
+
+    def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
+        rows = self.stream[self.starts(step)[:, None] + self.window]  # (B, T + 1)
+        return shard(clm_batch(rows, self.tokenizer), rank, world_size)
+
+    def eval_batches(self):
+        n = (len(self.stream) - 1) // self.seq_len
+        rows = self.stream[torch.arange(n, device=self.device)[:, None] * self.seq_len + self.window]  # (N, T + 1)
+        return [clm_batch(r, self.tokenizer) for r in rows.split(self.batch_size)]
 
     def constant_guess_accuracy(self) -> float:
         labels = torch.cat([b["labels"][b["labels"] != -100] for b in self.eval_batches()])

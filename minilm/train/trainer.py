@@ -53,7 +53,8 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from minilm.train.mfu import flops_per_token, mfu, peak_flops
-from minilm.train.optim import SCHEDULES, learning_rate, micro_batch_weights, micro_batches, parameter_groups
+from minilm.train.optim import (SCHEDULES, clip_grad_norm, learning_rate, micro_batch_weights, micro_batches,
+                                parameter_groups)
 from minilm.train.run_folder import RunFolder
 from minilm.train.sink import Sink
 
@@ -370,7 +371,7 @@ class Trainer:
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         if cfg.grad_clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            grad_norm = clip_grad_norm(self.model.parameters(), cfg.grad_clip)
         else:
             grad_norm = torch.zeros((), device=self.device)
         if self.scaler:
