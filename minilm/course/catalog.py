@@ -46,6 +46,7 @@ class Assignment:
     neighbours: tuple[str, ...] = ()  # ungraded tests that need this assignment's functions
     notes: str = ""  # hints for the handout (Markdown)
     interpreter: bool = False  # grade with the GPU hidden, Triton kernels through the interpreter
+    references: tuple[str, ...] = ()  # what the tests compare with: a test in which the student's code calls one scores 0
 
     @property
     def points(self) -> float:
