@@ -19,8 +19,8 @@ stays in the worker and comes back as another proxy.
 
 What a test needs beyond calls has a helper that works both ways: `value_and_grad` (a call
 and the gradients of its tensor arguments), `shapes_during` (the shapes of the tensors a call
-made) and `wire_in` (the trusted library calling the student's function, as the trainer calls
-`micro_batches`).
+made), `each` (many calls in one round trip) and `wire_in` (the trusted library calling the
+student's function, as the trainer calls `micro_batches`).
 
 Design choices:
 - Copies, not views: an answer is a copy, so changing it changes nothing in the worker. A
@@ -133,6 +133,7 @@ class Connection:
         self.generation = 0
         self.broken_imports: dict[str, SubmissionError] = {}
         self.pending_release: list[int] = []
+        self.live: dict[int, int] = {}  # handle -> proxies alive here
         self.flags: list[str] = []  # references the submission ran, since the test began
         self.deadline: float | None = None  # the current test's end, set by the grader's plugin
         self.output = _Tail()
@@ -182,7 +183,7 @@ class Connection:
             except OSError:
                 pass
         self.proc = None
-        self.pending_release = []
+        self.pending_release, self.live = [], {}
         if self.isolation.mode == "none":
             sandbox.kill_orphans()
         if self.root_dir:
@@ -199,8 +200,8 @@ class Connection:
             if self.proc is None:
                 self.start()
             deadline = self.deadline if self.deadline is not None else time.monotonic() + self.config["timeout"]
-            header, blobs = wire.encode(args)
-            request = {**request, "args": header, "release": self.pending_release}
+            header, blobs = wire.encode(args, ref=self._outgoing, classes=True)  # a config the grader made is rebuilt
+            request = {**request, "args": header, "release": self.pending_release, "grad": torch.is_grad_enabled()}
             self.pending_release = []
             try:
                 self._write(wire.pack(request, blobs), deadline)
@@ -268,7 +269,19 @@ class Connection:
                 raise BadAnswer(f"{what} answered out of protocol")
 
     def _proxy(self, ref: wire.Ref):
+        self.live[ref.id] = self.live.get(ref.id, 0) + 1  # the worker gives one handle per object: count proxies
         return Remote(self, ref.id, self.generation, ref.type)
+
+    @staticmethod
+    def _outgoing(obj) -> wire.Ref:
+        """An argument that is one of the worker's objects goes as its handle; anything else that is not plain
+        data is refused here, before anything is sent."""
+        if isinstance(obj, RemoteModule):
+            obj = obj._resolve()
+        if isinstance(obj, Remote):
+            return wire.Ref(obj._target(), obj._type)
+        raise wire.WireError(f"a {type(obj).__module__}.{type(obj).__qualname__} is not plain data: build it where "
+                             "it is used (student(...) gives the submission's own classes)")
 
     def _write(self, data: bytes, deadline: float) -> None:
         view = memoryview(data)
@@ -414,7 +427,10 @@ class Remote:
 
 def _release(conn: Connection, ref_id: int, generation: int) -> None:
     if conn.generation == generation and conn.proc is not None:
-        conn.pending_release.append(ref_id)
+        conn.live[ref_id] = conn.live.get(ref_id, 1) - 1
+        if conn.live[ref_id] <= 0:
+            del conn.live[ref_id]
+            conn.pending_release.append(ref_id)
 
 
 class RemoteModule(Remote):
@@ -501,6 +517,17 @@ def shapes_during(fn, *args, **kwargs):
     with _Shapes() as record:
         out = fn(*args, **kwargs)
     return out, record.shapes
+
+
+def each(fn, arguments, **kwargs) -> list:
+    """[fn(*a, **kwargs) for a in arguments] (a bare item is one argument), in one round trip when graded."""
+    arguments = [a if isinstance(a, (list, tuple)) else (a,) for a in arguments]
+    if isinstance(fn, Remote):
+        out = fn._ask({"op": "call", "mode": "map"}, ([list(a) for a in arguments], kwargs, None), what=fn._type)
+        if not isinstance(out, list) or len(out) != len(arguments):
+            raise BadAnswer(f"{fn._type} answered out of protocol")
+        return out
+    return [fn(*a, **kwargs) for a in arguments]
 
 
 def wire_in(monkeypatch, module: str, names) -> None:

@@ -156,7 +156,8 @@ def encode(value, *, ref=None, classes: bool = False):
                 out["class"] = f"{type(v).__module__}.{type(v).__qualname__}"
             return out
         if ref is not None:
-            return walk(ref(v), depth)
+            handle = ref(v)
+            return {"$": "ref", "id": handle.id, "type": handle.type}
         raise WireError(f"a {type(v).__module__}.{type(v).__qualname__} is not plain data: build it where it "
                         "is used (student(...) gives the submission's own classes)")
 

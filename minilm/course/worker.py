@@ -12,7 +12,8 @@ pipes. Each request names one operation on an object the worker holds:
     list     OBJ                   -> list(OBJ)
     call     OBJ ARGS KWARGS MODE  -> OBJ(*ARGS, **KWARGS); MODE "vjp" also returns the gradients
                                       of the tensor arguments that require them, "trace" the
-                                      shapes of every tensor torch made during the call
+                                      shapes of every tensor torch made during the call, "map"
+                                      one call per item of ARGS (a list of argument lists)
     release  IDS                   -> forget handles
 
 and the answer is {"ok": VALUE} or {"error": {...}}. A value that is not plain data (see
@@ -157,7 +158,8 @@ class Worker:
             return list(obj), []
         if op == "call":
             positional, keywords, grad_output = args
-            return self.call(obj, positional, keywords, request.get("mode", "plain"), grad_output)
+            with torch.set_grad_enabled(bool(request.get("grad", True))):  # the grader's torch.no_grad() holds here
+                return self.call(obj, positional, keywords, request.get("mode", "plain"), grad_output)
         raise wire.WireError(f"unknown operation {op!r}")
 
     def call(self, fn, args: list, kwargs: dict, mode: str, grad_output):
@@ -171,6 +173,8 @@ class Worker:
                 grad_outputs = list(grad_output) if isinstance(grad_output, (tuple, list)) else [grad_output]
                 grads = torch.autograd.grad(outputs, inputs, grad_outputs, allow_unused=True) if inputs else ()
             value = (out, tuple(grads))
+        elif mode == "map":  # one call per argument list, answered together (a schedule over every step)
+            value = [fn(*(a if isinstance(a, (list, tuple)) else (a,)), **kwargs) for a in args]
         elif mode == "trace":
             with _Shapes() as shapes:
                 out = fn(*args, **kwargs)
