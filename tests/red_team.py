@@ -263,12 +263,14 @@ while True:
 
 SPAM = '''
 import os, sys
-chunk = "spam " * 2000 + "\\n"
-for _ in range(10_000):  # 100 MB to each stream
-    sys.stdout.write(chunk)
-    sys.stderr.write(chunk)
-sys.stdout.flush()
-os.write(1, b"\\x00\\xff raw bytes on the descriptor\\n")
+if not getattr(sys, "_spammed", False):  # once per process: 100 MB to each stream, then raw bytes
+    sys._spammed = True
+    chunk = "spam " * 2000 + "\\n"
+    for _ in range(10_000):
+        sys.stdout.write(chunk)
+        sys.stderr.write(chunk)
+    sys.stdout.flush()
+    os.write(1, b"\\x00\\xff raw bytes on the descriptor\\n")
 '''
 
 EXIT_AT_IMPORT = '''
@@ -407,7 +409,7 @@ TRICKS = [
     Trick("fork bomb", "learn_merges forks (300 at most here), each child in a new session, then loops",
           deserved("count_pairs", "merge_pair", "encode_word"),
           {BPE: solution_file(("count_pairs", "merge_pair", "encode_word"), {"learn_merges": FORK_BOMB})}),
-    Trick("output spam", "count_pairs writes 200 MB to stdout and stderr, then answers correctly", 20,
+    Trick("output spam", "count_pairs writes 200 MB to stdout and stderr (once), then answers correctly", 20,
           {BPE: solution_file(FUNCTIONS, {"count_pairs": SPAM + "\n" + "pairs = Counter()\nfor word, n in words.items():\n"
                                           "    for pair in zip(word, word[1:]):\n        pairs[pair] += n\nreturn pairs"})}),
     Trick("os._exit(0) at import", "the module ends the interpreter, with success, when imported", 0,
@@ -468,7 +470,7 @@ class Outcome:
         return f"| {self.trick} | {self.deserved:g} | {got} | {'; '.join(self.notes) or '-'} |"
 
 
-def grade_trick(trick: Trick, workdir: Path, *, timeout: float = 20, env=None, memory_limit: str = "",
+def grade_trick(trick: Trick, workdir: Path, *, timeout: float = 20, env=None, memory_limit: str = "",  # MB
                 preexec=None) -> Outcome:
     """Build the submission in `workdir`, grade it through the CLI, and look for what must not happen."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -500,7 +502,8 @@ def grade_trick(trick: Trick, workdir: Path, *, timeout: float = 20, env=None, m
     command = args if not memory_limit else args
     started = time.monotonic()
     if memory_limit:
-        done = subprocess.run(["prlimit", f"--data={memory_limit}", "--", sys.executable, "-m", "minilm.cli", *command],
+        done = subprocess.run(["prlimit", f"--data={int(memory_limit) << 20}", "--", sys.executable, "-m", "minilm.cli",
+                               *command],
                               capture_output=True, text=True, timeout=1800, env=env, preexec_fn=preexec)
     else:
         done = _cli(*command, env=env, timeout=1800, preexec=preexec)
@@ -544,8 +547,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("tricks", nargs="*", help="names (a prefix is enough); all by default")
     parser.add_argument("--timeout", type=float, default=20, help="the grader's --timeout per test")
-    parser.add_argument("--outer-memory-limit", default="6G",
-                        help="prlimit --data for the whole grading run of the allocation trick ('' for none)")
+    parser.add_argument("--outer-memory-limit", default="6144",
+                        help="MB: prlimit --data for the whole grading run of the allocation trick ('' for none)")
     parser.add_argument("--skip", nargs="*", default=[], help="tricks not to run (prefixes)")
     args = parser.parse_args(argv)
     chosen = [t for t in TRICKS if (not args.tricks or any(t.name.startswith(p) for p in args.tricks))
@@ -557,7 +560,7 @@ def main(argv=None) -> int:
         for trick in chosen:
             limit = args.outer_memory_limit if "allocation" in trick.name else ""
             outcome = grade_trick(trick, Path(tmp) / "work", timeout=args.timeout, memory_limit=limit)
-            extra = [f"{outcome.seconds:.0f} s"] + ([f"run under prlimit --data={limit}"] if limit else [])
+            extra = [f"{outcome.seconds:.0f} s"] + ([f"run under an outer {limit} MB data limit"] if limit else [])
             outcome.notes = extra + outcome.notes
             print(outcome.row(), flush=True)
     return 0

@@ -47,6 +47,7 @@ class Assignment:
     notes: str = ""  # hints for the handout (Markdown)
     interpreter: bool = False  # grade with the GPU hidden, Triton kernels through the interpreter
     references: tuple[str, ...] = ()  # what the tests compare with: a test in which the student's code calls one scores 0
+    references: tuple[str, ...] = ()  # what the tests compare with: a test in which the student's code calls one scores 0
 
     @property
     def points(self) -> float:
@@ -110,6 +111,7 @@ ASSIGNMENTS: tuple[Assignment, ...] = (
         neighbours=("tests/test_lessons.py::test_lesson_smoke[01_neural_networks]",),
         notes="Work in float64 while you debug: `model.to_float64()` casts the weights. "
               "Write each backward from the shapes: dW must have W's shape, dx must have x's.",
+        references=("torch.autograd.grad", "torch.autograd.backward", "torch.Tensor.backward"),
     ),
     Assignment(
         name="bpe", number=2, title="Byte-pair encoding: the merge loop and the encoder",
@@ -131,11 +133,14 @@ ASSIGNMENTS: tuple[Assignment, ...] = (
             T("tests/assignments/test_bpe.py::test_encode_word_matches_the_tokenizer", 4,
               "encoding with your merges gives the tokens Tokenizer.encode (tiktoken) gives"),
             T("tests/assignments/test_bpe.py::test_encode_word_keeps_the_bytes", 2,
-              "the tokens of a word concatenate back to the word, for any bytes"),
+              "for any bytes, the tokens concatenate back to the word and are every merge applied in order"),
         ),
         neighbours=("tests/test_tokenizer.py::test_merges_equal_naive_reference",),
         notes="Keep it plain: recount every pair at every step. `minilm/data/tokenizer.py` has the "
               "fast, incremental version of the same loop; read it once yours works.",
+        references=("minilm.data.tokenizer.bpe_merges",
+                    "minilm.data.tokenizer.Tokenizer.encode",
+                    "minilm.data.tokenizer.Tokenizer.train"),
     ),
     Assignment(
         name="attention", number=3, title="Attention, a Transformer block and rotary positions",
@@ -172,6 +177,8 @@ ASSIGNMENTS: tuple[Assignment, ...] = (
               "(BERT) is x = norm(x + sublayer(x)) for attention then feed-forward; `norm=\"pre\"` (GPT-2) "
               "is x = x + sublayer(norm(x)). `rotate` gets its cos and sin from `_rotary_table`, which you "
               "write too.",
+        references=("torch.nn.functional.scaled_dot_product_attention",
+                    "torch.nn.functional.multi_head_attention_forward"),
     ),
     Assignment(
         name="masking", number=4, title="Masking for masked-language models: BERT, whole words, spans, MASS",
@@ -241,6 +248,7 @@ ASSIGNMENTS: tuple[Assignment, ...] = (
               "`micro_batches` and `micro_batch_weights` on every step; `minilm.train.optim.AdamW` wraps your "
               "`adamw_update` as an optimiser, which is how the tests compare the two. Lesson 12 shows "
               "accumulation at work.",
+        references=("torch.optim.AdamW.step", "torch.optim.adamw.adamw"),
     ),
     Assignment(
         name="peft", number=6, title="LoRA and adapters: fine-tuning a few parameters, and merging them away",
@@ -311,6 +319,9 @@ ASSIGNMENTS: tuple[Assignment, ...] = (
               "`acc * alpha + p @ v`. Tests run on the CPU through Triton's interpreter "
               "(`TRITON_INTERPRET=1`, which tests/conftest.py sets without a GPU).",
         interpreter=True,
+        references=("minilm.kernels.reference.attention_reference",
+                    "minilm.kernels.softmax_kernel.softmax_reference",
+                    "torch.nn.functional.scaled_dot_product_attention"),
     ),
     Assignment(
         name="modern", number=8, title="The modern block: RMSNorm, SwiGLU, both rotary pairings, grouped-query attention",

@@ -413,6 +413,20 @@ def _last_line(text: str) -> str:
 # ---------------------------------------------------------------------------------------- grade
 
 
+def worker_config(tree: Path, scratch: Path, root: Path, isolation: sandbox.Isolation, limits: sandbox.Limits,
+                  student_files, references, timeout: float, extra_env: dict | None = None) -> dict:
+    """What minilm.course.boundary needs to start workers on `tree` (the JSON behind MINILM_WORKER)."""
+    inside = sandbox.TREE if isolation.mode in ("root", "userns") else str(tree)
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(min(4, os.cpu_count() or 1))),
+           "MPLCONFIGDIR": "/tmp/matplotlib", "TRITON_CACHE_DIR": "/tmp/triton", "HF_HUB_OFFLINE": "1",
+           **(extra_env or {})}
+    return {"isolation": isolation.mode, "user": isolation.user, "tree": str(tree), "scratch": str(scratch),
+            "repo": str(root), "env": env, "limits": asdict(limits),
+            "student_files": [f"{inside}/{rel}" for rel in student_files], "references": list(references),
+            "timeout": timeout, "start_timeout": 180.0, "max_answer_mb": 256}
+
+
 def results_json(name: str, scores: list[Score], *, seconds: float, summary: str, extra: dict) -> dict:
     tests = [{"name": s.name, "number": str(i), "score": s.score, "max_score": s.max_score, "status": s.status,
               "output": s.output,
@@ -461,17 +475,8 @@ def grade(name: str | Assignment, directory: Path = Path("."), *, hidden: Path |
         tree = scratch / "tree"
         tree.mkdir()
         taken = build_tree(assignment, directory, tree, root)
-        walled = isolation.mode in ("root", "userns")
-        inside = sandbox.TREE if walled else str(tree)
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
-               "PYTHONUNBUFFERED": "1",
-               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(min(4, os.cpu_count() or 1))),
-               "MPLCONFIGDIR": "/tmp/matplotlib", "TRITON_CACHE_DIR": "/tmp/triton", "HF_HUB_OFFLINE": "1",
-               **grading_env(assignment)}
-        config = {"isolation": isolation.mode, "user": isolation.user, "tree": str(tree), "scratch": str(scratch),
-                  "repo": str(root), "env": env, "limits": asdict(limits),
-                  "student_files": [f"{inside}/{rel}" for rel in taken.files], "references": list(assignment.references),
-                  "timeout": timeout, "start_timeout": 180.0, "max_answer_mb": 256}
+        config = worker_config(tree, scratch, root, isolation, limits, taken.files, assignment.references, timeout,
+                               grading_env(assignment))
         config_path = scratch / "worker.json"
         config_path.write_text(json.dumps(config), encoding="utf-8")
         os.chmod(config_path, 0o600)

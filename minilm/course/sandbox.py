@@ -158,7 +158,7 @@ def _site_dirs(repo: str) -> list[str]:
     repo = os.path.realpath(repo)
     out = []
     for p in sys.path:
-        if not p or not os.path.isdir(p):
+        if not p or not os.path.isdir(p) or not os.access(p, os.R_OK | os.X_OK):
             continue
         real = os.path.realpath(p)
         if real == repo or real.startswith(repo + os.sep) and "site-packages" not in real:
@@ -187,32 +187,39 @@ def spawn(isolation: Isolation, *, tree: str, root_dir: str, scratch: str, repo:
     """Start the worker behind the walls `isolation` allows; `fds` are the worker's ends of the two pipes."""
     sites = _site_dirs(repo)
     walled = isolation.mode in ("root", "userns")
+    python = sys.executable
+    if not os.access(os.path.realpath(python), os.X_OK):  # an interpreter this user may run but not reach by path
+        python = shutil.which(f"python{sys.version_info[0]}.{sys.version_info[1]}") or python
     binds = [p for p in SYSTEM if os.path.lexists(p)]
-    binds += [os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))}]
+    binds += [os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(python))}
+              if os.access(p, os.R_OK | os.X_OK)]
     binds += sites
     kept = []
     for path in binds:  # a folder already bound (with everything under it) is not bound twice
         if path not in kept and not any(path.startswith(k.rstrip("/") + "/") for k in binds if k != path):
             kept.append(path)
     binds = kept
-    hide = []
+    filtered = {}  # a site-packages holding the instructor's minilm: rebuilt entry by entry, without it
     for site in sites:
-        for name in sorted(os.listdir(site)) if os.path.isdir(site) else []:
-            if name == "minilm" or (name.startswith(("minilm-", "minilm_", "__editable__")) and "minilm" in name):
-                hide.append(os.path.join(site, name))
+        names = sorted(os.listdir(site)) if os.path.isdir(site) else []
+        mine = [n for n in names if n == "minilm" or (n.startswith(("minilm-", "minilm_", "__editable__"))
+                                                          and "minilm" in n)]
+        if mine:
+            filtered[site] = [n for n in names if n not in mine]
+            binds = [b for b in binds if b != site]
     uid = NOBODY if isolation.mode == "root" else os.getuid()
     already = _count_tasks(uid)
     config = {
-        "mount": walled, "pidns": walled, "root": root_dir, "tree": tree, "binds": binds, "hide": hide,
+        "mount": walled, "pidns": walled, "root": root_dir, "tree": tree, "binds": binds, "filtered": filtered,
         "setuid": NOBODY if isolation.mode == "root" else None,
-        "python": sys.executable, "paths": [TREE if walled else tree] + sites,
+        "python": python, "paths": [TREE if walled else tree] + sites,
         "env": {**env, "HOME": "/tmp" if walled else scratch, "TMPDIR": "/tmp" if walled else scratch,
                 "MINILM_WORKER_CONFIG": json.dumps({**worker_config, "fds": list(fds)})},
         "limits": {"memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s, "file_mb": limits.file_mb,
                    "open_files": limits.open_files, "processes": already + limits.processes},
     }
     script = os.path.abspath(__file__)
-    argv = [sys.executable, "-I", "-S", script]
+    argv = [python, "-I", "-S", script]
     if walled:
         argv = [shutil.which("unshare"), *(["--user", "--map-root-user"] if isolation.mode == "userns" else []),
                 "--mount", "--pid", "--net", "--ipc", "--uts", "--fork", "--kill-child", "--", *argv]
@@ -263,12 +270,17 @@ def _new_root(config: dict) -> None:
     for name in ETC:
         if os.path.exists("/etc/" + name):
             _bind("/etc/" + name, f"{root}/etc/{name}")
-    for path in config["hide"]:  # the instructor's minilm, if it is installed where Python looks
-        inside = root + path
-        if os.path.isdir(inside):
-            _mount("tmpfs", inside, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0555")
-        elif os.path.exists(inside):
-            _mount("/dev/null", inside, None, MS_BIND)
+    for site, names in config["filtered"].items():  # every entry but the instructor's minilm
+        inside = root + site
+        os.makedirs(inside, exist_ok=True)
+        _mount("tmpfs", inside, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+        for name in names:
+            source = os.path.join(site, name)
+            if os.path.islink(source):
+                os.symlink(os.readlink(source), os.path.join(inside, name))
+            elif os.path.exists(source):
+                _bind(source, os.path.join(inside, name))
+        _mount(None, inside, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     _bind(config["tree"], root + TREE)
     size = config["limits"]["file_mb"]
     os.makedirs(root + "/tmp", exist_ok=True)

@@ -46,6 +46,7 @@ from torch.overrides import TorchFunctionMode
 from minilm.course import wire
 
 UNFINISHED = __import__("re").compile(r"assignment ([a-z][a-z0-9_-]*): implement ")
+_PLUMBING = tuple(os.path.dirname(os.path.realpath(m.__file__)) + os.sep for m in (torch, functools))
 
 
 class Worker:
@@ -110,13 +111,19 @@ class Worker:
         else:
             return
         worker = self
+        own = os.path.realpath(original.__code__.co_filename) if hasattr(original, "__code__") else ""
+        own = "" if own in self.student_files else own  # a reference kept in the student's own file
 
         @functools.wraps(original)
         def watched(*args, **kwargs):
+            # Who called it: the nearest frame outside the reference itself, torch and the standard library's
+            # plumbing. The submission's own file is a flag; the library (attention() choosing sdpa) is not.
             frame = sys._getframe(1)
             while frame is not None:
-                if os.path.realpath(frame.f_code.co_filename) in worker.student_files:
-                    worker.flags.append(target)
+                name = os.path.realpath(frame.f_code.co_filename)
+                if name != own and not name.startswith(_PLUMBING):
+                    if name in worker.student_files:
+                        worker.flags.append(target)
                     break
                 frame = frame.f_back
             return original(*args, **kwargs)

@@ -109,3 +109,7 @@ def test_encode_word_keeps_the_bytes(word, table):
     assert b"".join(pieces) == word, f"the tokens {pieces} of {word} must concatenate back to the word"
     vocab = {bytes([b]) for b in range(256)} | {a + b for a, b in merges}
     assert all(p in vocab for p in pieces), f"{pieces} holds a token no merge made"
+    expected = tuple(bytes([b]) for b in word)
+    for pair in merges:  # the contract, written another way: every merge, in the order it was learned
+        expected = greedy_merge(expected, pair)
+    assert pieces == list(expected), f"{word}: your tokens {pieces}, with every merge applied in order {list(expected)}"
