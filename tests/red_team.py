@@ -431,9 +431,9 @@ TRICKS = [
 
 # --- grading one trick through the command line ---------------------------------------------------
 
-def _cli(*args, env=None, timeout=900, cwd=None, preexec=None):
-    return subprocess.run([sys.executable, "-m", "minilm.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=cwd, preexec_fn=preexec)
+def _cli(*args, env=None, timeout=900, prefix=()):
+    return subprocess.run([*prefix, sys.executable, "-m", "minilm.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
 
 
 def _build(assignment: str, out: Path) -> None:
@@ -471,9 +471,11 @@ class Outcome:
 
 
 def grade_trick(trick: Trick, workdir: Path, *, timeout: float = 20, env=None, memory_limit: str = "",  # MB
-                preexec=None) -> Outcome:
-    """Build the submission in `workdir`, grade it through the CLI, and look for what must not happen."""
+                prefix=()) -> Outcome:
+    """Build the submission in `workdir`, grade it through the CLI (`prefix` runs it as another user), and
+    look for what must not happen."""
     workdir.mkdir(parents=True, exist_ok=True)
+    os.chmod(workdir, 0o777)
     handout = workdir / f"handout-{trick.assignment}"
     if not handout.exists():
         _build(trick.assignment, handout)
@@ -484,6 +486,7 @@ def grade_trick(trick: Trick, workdir: Path, *, timeout: float = 20, env=None, m
     results = workdir / "results" / "results.json"
     shutil.rmtree(results.parent, ignore_errors=True)
     results.parent.mkdir(parents=True)
+    os.chmod(results.parent, 0o777)
     args = ["assignment", "grade", trick.assignment, "--dir", str(submission), "--json", str(results),
             "--timeout", f"{timeout:g}"]
     hidden_file = None
@@ -499,14 +502,11 @@ def grade_trick(trick: Trick, workdir: Path, *, timeout: float = 20, env=None, m
     PWNED.unlink(missing_ok=True)
     for pid in _sleepers():
         os.kill(pid, signal.SIGKILL)
-    command = args if not memory_limit else args
+    command = args
     started = time.monotonic()
     if memory_limit:
-        done = subprocess.run(["prlimit", f"--data={int(memory_limit) << 20}", "--", sys.executable, "-m", "minilm.cli",
-                               *command],
-                              capture_output=True, text=True, timeout=1800, env=env, preexec_fn=preexec)
-    else:
-        done = _cli(*command, env=env, timeout=1800, preexec=preexec)
+        prefix = [*prefix, "prlimit", f"--data={int(memory_limit) << 20}", "--"]
+    done = _cli(*command, env=env, timeout=1800, prefix=prefix)
     seconds = time.monotonic() - started
     time.sleep(3)  # room for anything left behind to act
     notes = []

@@ -60,12 +60,12 @@ def run(args) -> int:
         files = package(args.name, args.out, hidden=args.hidden_tests, timeout=args.timeout)
         print(f"wrote {args.out} ({len(files)} files): upload it as the autograder of assignment {args.name}")
         return 0
-    results = grade(args.name, args.dir, hidden=args.hidden_tests, timeout=args.timeout, json_path=args.json)
-    extra = results["extra_data"]
+    details = []
+    results = grade(args.name, args.dir, hidden=args.hidden_tests, timeout=args.timeout, json_path=args.json,
+                    log=details.append)
     print(points_table(results))
     print(results["output"] + (f"; results in {args.json}" if args.json else ""))
-    print(extra["isolation"])
-    if extra.get("submission_output_bytes"):
-        print(f"the submission printed {extra['submission_output_bytes']} bytes (instructor-only; "
-              "its head and tail are in results.json's extra_data)")
+    print(results["extra_data"]["isolation"])
+    if details:  # on Gradescope this output is the instructor's only (stdout_visibility: hidden)
+        print("\n".join(details))
     return 0

@@ -173,9 +173,7 @@ ASSIGNMENTS: tuple[Assignment, ...] = (
                     "tests/test_lessons.py::test_lesson_smoke[03_attention]"),
         notes="The attention functions are in `minilm/kernels/reference.py` (the one reference every backend is "
               "tested against; `minilm.nn.attention(backend=\"reference\")` calls it); `visible_keys` builds the "
-              "causal and padding masks for you. `Block.forward` has no docstring of its own: `norm=\"post\"` "
-              "(BERT) is x = norm(x + sublayer(x)) for attention then feed-forward; `norm=\"pre\"` (GPT-2) "
-              "is x = x + sublayer(norm(x)). `rotate` gets its cos and sin from `_rotary_table`, which you "
+              "causal and padding masks for you. `rotate` gets its cos and sin from `_rotary_table`, which you "
               "write too.",
         references=("torch.nn.functional.scaled_dot_product_attention",
                     "torch.nn.functional.multi_head_attention_forward"),

@@ -93,7 +93,7 @@ def pytest_runtest_protocol(item, nextitem):
         conn.deadline = None
 
 
-@pytest.hookimpl(hookwrapper=True)
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # outermost: sees the report as the other hooks left it
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()

@@ -50,7 +50,7 @@ from pathlib import Path
 from minilm.course import sandbox
 from minilm.course.catalog import Assignment, matches
 from minilm.course.handout import hollowed_with, write_tree
-from minilm.course.markers import HANDOUT, REPO, AssignmentError, editable_files, get, scan, source_files
+from minilm.course.markers import HANDOUT, REPO, AssignmentError, get, scan, source_files
 
 MAX_FILE = 1 << 20  # bytes of one submitted source file
 WORKER_TREE = "minilm"  # what the worker's tree holds: the library only, no tests, no lessons
@@ -242,12 +242,22 @@ def _read_submitted(submission: Path, rel: str) -> tuple[bytes | None, str]:
     return None, ""
 
 
+def _handout_files(root: Path) -> list[str]:
+    """Grading from inside a handout (no solution regions left): the files its HANDOUT.md says a student edits."""
+    try:
+        text = (root / HANDOUT).read_text(encoding="utf-8")
+    except OSError:
+        return []
+    section = text.split("## Files you edit", 1)[-1] if "## Files you edit" in text else ""
+    return [line[3:-1] for line in section.splitlines() if line.startswith("- `") and line.endswith("`")]
+
+
 def build_tree(assignment: Assignment, submission: Path, tree: Path, root: Path = REPO) -> Taken:
     """The worker's tree: the library as the handout has it, with only the student's editable files put in."""
     files = [f for f in source_files(root) if f.startswith(WORKER_TREE + "/")]
-    regions = [r for r in scan(root, files)]
-    editable = sorted({r.path for r in regions if r.name == assignment.name}) or editable_files(assignment.name, root)
-    write_tree(tree, root, files, regions, hollowed_with(assignment.name))
+    regions = scan(root, files)
+    editable = sorted({r.path for r in regions if r.name == assignment.name}) or _handout_files(root)
+    write_tree(tree, root, files, regions, hollowed_with(assignment))
     taken, missing, refused = [], [], []
     for rel in editable:
         data, why = _read_submitted(submission, rel)
@@ -300,10 +310,12 @@ def grading_env(assignment: Assignment) -> dict:
 
 
 def run_tests(directory: Path, args: list[str], *, timeout: float, grace: float = 30.0, env: dict | None = None,
-              scratch: Path | None = None, hidden: Path | None = None) -> Run:
+              scratch: Path | None = None, hidden: Path | None = None, grading: bool = True) -> Run:
     """Run pytest on `args` in the trusted tree `directory` under the watchdog; every case gets a verdict.
 
-    The grader plugin records each test's start and verdict through a pipe. A test still running
+    The grader plugin records each test's start and verdict through a pipe. `grading=False` runs a
+    handout's own tests the way a student does (in-process, unfinished functions skip their
+    neighbours), still recorded. A test still running
     `timeout + grace` seconds after it started (its own calls into the worker stop at `timeout`)
     is killed with its process and scored "timeout"; a test during which the process died is
     "crashed"; either way pytest starts again without the cases already done.
@@ -315,7 +327,8 @@ def run_tests(directory: Path, args: list[str], *, timeout: float, grace: float 
         base_env = {**os.environ, **(env or {})}
         base_env["PYTHONPATH"] = os.pathsep.join([str(directory)] + (
             [base_env["PYTHONPATH"]] if base_env.get("PYTHONPATH") else []))
-        base_env.update({"PYTHONDONTWRITEBYTECODE": "1", "MINILM_GRADING": "1",
+        base_env.pop("MINILM_GRADING", None)
+        base_env.update({"PYTHONDONTWRITEBYTECODE": "1", **({"MINILM_GRADING": "1"} if grading else {}),
                          "HYPOTHESIS_STORAGE_DIRECTORY": str(scratch / "hypothesis"),
                          "MINILM_GRADER_TIMEOUT": f"{timeout:g}",
                          "MINILM_GRADER_HIDDEN": str(Path(hidden).resolve()) if hidden else ""})
@@ -448,9 +461,11 @@ def write_results(path: Path | None, results: dict) -> None:
 
 def grade(name: str | Assignment, directory: Path = Path("."), *, hidden: Path | None = None,
           timeout: float = 300.0, grace: float = 30.0, json_path: Path | None = None, root: Path = REPO,
-          limits: sandbox.Limits | None = None, isolation: sandbox.Isolation | None = None) -> dict:
+          limits: sandbox.Limits | None = None, isolation: sandbox.Isolation | None = None, log=None) -> dict:
     """Grade assignment `name` against the submission in `directory`; returns Gradescope's results dict
-    (also written to `json_path`, first as a 0 that says grading did not finish)."""
+    (also written to `json_path`, first as a 0 that says grading did not finish). What only the
+    instructor may see (tracebacks, the submission's own output, references it called) goes to
+    `log(text)`, never into the results."""
     started = time.monotonic()
     assignment = get(name) if isinstance(name, str) else name
     name = assignment.name
@@ -502,9 +517,18 @@ def grade(name: str | Assignment, directory: Path = Path("."), *, hidden: Path |
     summary = "; ".join(parts)
     extra = {"max_score": max_points, "finished": True, "isolation": isolation.line, "taken": taken.files,
              "missing": taken.missing, "refused": taken.refused, "ignored": taken.ignored,
-             "ignored_notable": taken.notable, "submission_output_bytes": run.output_bytes,
-             "instructor": {s.name: s.private for s in scores if s.private}}
+             "ignored_notable": taken.notable, "submission_output_bytes": run.output_bytes}
     results = results_json(name, scores, seconds=time.monotonic() - started, summary=summary, extra=extra)
-    results["extra_data"]["submission_output"] = run.output[-4000:]
     write_results(json_path, results)
+    if log is not None:
+        for s in scores:
+            if s.private:
+                log(f"--- {s.name} ({s.reason}), for the instructor:\n{_printable(s.private[-3000:])}")
+        if run.output_bytes:
+            log(f"--- the submission printed {run.output_bytes} bytes; its head and tail:\n{_printable(run.output)}")
     return results
+
+
+def _printable(text: str) -> str:
+    """What the submission wrote may hold control characters: shown escaped, never interpreted."""
+    return "".join(c if c.isprintable() or c in "\n\t" else f"\\x{ord(c):02x}" for c in text)

@@ -29,10 +29,9 @@ from minilm.course.markers import (HANDOUT, REPO, AssignmentError, Region, _func
 HANDOUT_TAG = "<!-- minilm handout: {} -->"  # the first line of HANDOUT.md, read by minilm/course/testing.py
 
 
-def hollowed_with(name: str, hollow_all: bool = False) -> list[str]:
-    """The assignments a handout of `name` hollows: itself and every one after it (or all)."""
-    number = get(name).number
-    return [a.name for a in ASSIGNMENTS if hollow_all or a.number >= number]
+def hollowed_with(assignment: Assignment, hollow_all: bool = False) -> list[str]:
+    """The assignments a handout of `assignment` hollows: itself and every one after it (or all)."""
+    return [a.name for a in ASSIGNMENTS if hollow_all or a.number >= assignment.number]
 
 
 def write_tree(out: Path, root: Path, files: list[str], regions: list[Region], names: list[str]) -> None:
@@ -78,7 +77,7 @@ def build(name: str, out: Path, root: Path = REPO, *, hollow_all: bool = False) 
     if missing:
         raise AssignmentError(f"assignment {name}: its test file {missing[0]} is not in {root}")
     out.mkdir(parents=True, exist_ok=True)
-    names = hollowed_with(name, hollow_all)
+    names = hollowed_with(assignment, hollow_all)
     write_tree(out, root, files, regions, names)
     later = [n for n in names if n != name]
     (out / HANDOUT).write_text(handout_text(assignment, mine, root, later), encoding="utf-8")

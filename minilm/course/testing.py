@@ -5,8 +5,8 @@ In a handout the functions of its assignment, and of every assignment after it, 
 (that is the homework), but every other test that merely *uses* a hollowed function (a model
 test that needs attention, a lesson's smoke run, a later assignment's graded tests) is
 skipped with a reason naming the assignment, so the rest of the suite still passes or skips.
-Which assignment is the handout's own is read from the first line of its HANDOUT.md. In the
-solution checkout nothing raises, so the hook never fires. The grader sets MINILM_GRADING=1,
+Which assignment is the handout's own is read from the first line of its HANDOUT.md; without
+one (the solution tree) the hook does nothing. The grader sets MINILM_GRADING=1,
 which turns the conversion off: under grading an unfinished function is a failure.
 """
 from __future__ import annotations
@@ -43,8 +43,8 @@ def _graded_by(nodeid: str, name: str) -> bool:
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if not report.failed or call.excinfo is None or os.environ.get("MINILM_GRADING"):
-        return
+    if not report.failed or call.excinfo is None or os.environ.get("MINILM_GRADING") or own_assignment() is None:
+        return  # passing, graded, or the solution tree (where nothing is hollowed): a failure stays a failure
     name = unfinished_assignment(call.excinfo.value)
     if name is None or (_graded_by(item.nodeid, name) and name == own_assignment()):
         return
