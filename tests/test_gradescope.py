@@ -41,10 +41,10 @@ def test_the_zip_holds_the_grader_and_refuses_to_land_in_the_tree(tmp_path):
     with zipfile.ZipFile(tmp_path / "autograder.zip") as z:
         assert sorted(z.namelist()) == names
         modes = {i.filename: (i.external_attr >> 16) & 0o777 for i in z.infolist()}
-    assert {"setup.sh", "run_autograder", "source/hidden_tests/test_hidden_bpe.py", "source/setup.py",
-            "source/minilm/course/grading.py", "source/tests/assignments/test_bpe.py"} <= set(names)
+    assert {"setup.sh", "run_autograder", "hidden_tests/test_hidden_bpe.py", "setup.py",
+            "minilm/course/grading.py", "tests/assignments/test_bpe.py"} <= set(names)
     assert modes["run_autograder"] == modes["setup.sh"] == 0o755
-    assert not [n for n in names if "__pycache__" in n or n.startswith("source/runs/") or n.endswith("HANDOUT.md")]
+    assert not [n for n in names if "__pycache__" in n or n.startswith("runs/") or n.endswith("HANDOUT.md")]
     assert packaging.package("bpe", tmp_path / "again.zip", hidden=hidden, timeout=60) == names
     assert (tmp_path / "again.zip").read_bytes() == (tmp_path / "autograder.zip").read_bytes(), "not reproducible"
     with pytest.raises(markers.AssignmentError, match="inside the repository"):

@@ -150,10 +150,18 @@ def _verdict(excinfo, report, hidden: bool) -> tuple[str, str, str]:
 
 
 def _falsifying(report) -> str:
-    """Hypothesis's falsifying example (the failing call's arguments), as it printed it."""
+    """The example hypothesis says failed (`test(x=..., y=...)`), as it printed it, on one line."""
     text = report.longreprtext
-    found = re.findall(r"Falsifying (?:explicit )?example: (.+?)(?:\n\n|\n[A-Z_a-z]+:|\Z)", text, re.S)
-    return _short(" ".join(found[-1].split()), 300) if found else ""
+    found = list(re.finditer(r"(?:Falsifying|Failing) (?:explicit )?(?:example|test case): ", text))
+    if not found:
+        return ""
+    call = []
+    for line in text[found[-1].end():].splitlines():
+        line = line[4:] if line.startswith("E   ") else line
+        call.append(line.strip())
+        if line.strip() == ")" or (len(call) == 1 and line.rstrip().endswith(")")):
+            break
+    return _short(" ".join(call).replace("( ", "(").replace(", )", ")"), 300)
 
 
 def _short(text: str, n: int) -> str:

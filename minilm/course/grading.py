@@ -190,7 +190,7 @@ def score(rows: list[Row], run: Run) -> list[Score]:
         for c in bad:
             case = c.nodeid.split("::", 1)[-1]
             detail = "" if hidden else c.detail
-            lines.append(f"{case}: {_explain(c.reason, detail)}")
+            lines.append((f"{case}: " if len(cases) > 1 else "") + _explain(c.reason, detail))
         reason = bad[0].reason if bad else "passed"
         output = "passed" if not bad else "\n".join(lines)[:4000]
         private = "\n".join(f"{c.nodeid}: {c.reason}\n{c.private}" for c in bad)[-8000:]
@@ -214,6 +214,7 @@ class Taken:
     refused: list[str]  # present but not acceptable (a link, too large, not UTF-8), with why
     ignored: int  # other files in the submission
     notable: list[str]  # ignored files that would have changed grading had they been used
+    mentions: list[str] = field(default_factory=list)  # "file:line name": the references the student's code names
 
 
 def _read_submitted(submission: Path, rel: str) -> tuple[bytes | None, str]:
@@ -258,19 +259,30 @@ def build_tree(assignment: Assignment, submission: Path, tree: Path, root: Path 
     regions = scan(root, files)
     editable = sorted({r.path for r in regions if r.name == assignment.name}) or _handout_files(root)
     write_tree(tree, root, files, regions, hollowed_with(assignment))
-    taken, missing, refused = [], [], []
+    taken, missing, refused, mentions = [], [], [], []
     for rel in editable:
         data, why = _read_submitted(submission, rel)
         if data is None:
             (refused if why else missing).append(f"{rel} ({why})" if why else rel)
             continue
+        mentions += _mentions(rel, (tree / rel).read_text(encoding="utf-8"), data.decode("utf-8"),
+                              assignment.references)
         (tree / rel).write_bytes(data)
         os.chmod(tree / rel, 0o644)
         taken.append(rel)
     ignored, notable = _ignored(submission, root, set(editable))
     for path in [tree, *[p for p in tree.rglob("*") if p.is_dir()]]:
         os.chmod(path, 0o755)
-    return Taken(taken, missing, refused, ignored, notable)
+    return Taken(taken, missing, refused, ignored, notable, mentions)
+
+
+def _mentions(rel: str, ours: str, theirs: str, references) -> list[str]:
+    """Lines of a submitted file (read as text, never run) that name a reference its tests compare with and
+    are not in the handout's own copy: for the instructor, beside the flag a call raises when it runs."""
+    names = {r.rpartition(".")[2] for r in references}
+    given = set(ours.splitlines())
+    return [f"{rel}:{number}: {line.strip()[:120]}" for number, line in enumerate(theirs.splitlines(), 1)
+            if line not in given and any(n in line for n in names)][:20]
 
 
 def _ignored(submission: Path, root: Path, editable: set[str]) -> tuple[int, list[str]]:
@@ -521,6 +533,9 @@ def grade(name: str | Assignment, directory: Path = Path("."), *, hidden: Path |
     results = results_json(name, scores, seconds=time.monotonic() - started, summary=summary, extra=extra)
     write_results(json_path, results)
     if log is not None:
+        if taken.mentions:
+            log("--- the submission names references its tests compare with (a call that runs is scored 0):\n"
+                + "\n".join(taken.mentions))
         for s in scores:
             if s.private:
                 log(f"--- {s.name} ({s.reason}), for the instructor:\n{_printable(s.private[-3000:])}")

@@ -9,8 +9,8 @@ then `run_autograder` for every submission, with the student's files in
     run_autograder    grades /autograder/submission with `minilm assignment grade`, as root, so
                       the walls of minilm/course/sandbox.py apply; writes a results.json
                       saying what went wrong if the grader itself could not start
-    source/           the instructor's repository (solutions included: the worker never sees it)
-    source/hidden_tests/   the hidden tests, if given
+    everything else   the instructor's repository (solutions included: the worker never sees it)
+    hidden_tests/     the hidden tests, if given
 
 Design choices:
 - The zip is reproducible: sorted entries, fixed timestamps and modes.
@@ -77,11 +77,11 @@ def package(name: str, out: Path, *, hidden: Path | None = None, timeout: float 
         hidden = Path(hidden).resolve()
         hidden_rows(hidden)  # refuses an empty or unparsable folder, in one line
         for path in sorted(hidden.rglob("*.py")):
-            entries[f"source/hidden_tests/{path.relative_to(hidden).as_posix()}"] = (path.read_bytes(), 0o644)
+            entries[f"hidden_tests/{path.relative_to(hidden).as_posix()}"] = (path.read_bytes(), 0o644)
         hidden_arg = ' --hidden-tests "$ROOT/source/hidden_tests"'
     for rel in files:
         path = root / rel
-        entries[f"source/{rel}"] = (path.read_bytes(), 0o755 if path.stat().st_mode & 0o111 else 0o644)
+        entries[rel] = (path.read_bytes(), 0o755 if path.stat().st_mode & 0o111 else 0o644)
     entries["setup.sh"] = (SETUP.encode(), 0o755)
     entries["run_autograder"] = (RUN.format(name=name, timeout=timeout, hidden=hidden_arg).encode(), 0o755)
     out.parent.mkdir(parents=True, exist_ok=True)
