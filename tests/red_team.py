@@ -23,6 +23,7 @@ Design choices:
 from __future__ import annotations
 
 import argparse
+import atexit
 import hashlib
 import json
 import os
@@ -431,9 +432,33 @@ TRICKS = [
 
 # --- grading one trick through the command line ---------------------------------------------------
 
-def _cli(*args, env=None, timeout=900, prefix=()):
-    return subprocess.run([*prefix, sys.executable, "-m", "minilm.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+NOBODY = [shutil.which("setpriv") or "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def user_python() -> str | None:
+    """An interpreter an ordinary user (nobody) can run, with this environment's packages: a virtual
+    environment over a system Python of the same version (this one may live where only root can reach).
+    None when there is no such Python."""
+    base = shutil.which(f"python{sys.version_info[0]}.{sys.version_info[1]}", path="/usr/bin:/usr/local/bin:/bin")
+    site = next((p for p in sys.path if p.endswith("site-packages") and os.path.isdir(p)), None)
+    if base is None or site is None:
+        return None
+    home = Path(tempfile.gettempdir()) / f"minilm-user-python-{os.getpid()}"
+    if not (home / "bin" / "python").exists():
+        (home / "bin").mkdir(parents=True, exist_ok=True)
+        (home / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}").mkdir(parents=True, exist_ok=True)
+        (home / "bin" / "python").symlink_to(base)
+        (home / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages").symlink_to(site)
+        (home / "pyvenv.cfg").write_text(f"home = {os.path.dirname(base)}\ninclude-system-site-packages = false\n")
+        for path in (home, home / "bin", home / "lib", *(home / "lib").iterdir()):
+            os.chmod(path, 0o755)
+        atexit.register(shutil.rmtree, home, True)
+    return str(home / "bin" / "python")
+
+
+def _cli(*args, env=None, timeout=900, prefix=(), python=None):
+    return subprocess.run([*prefix, python or sys.executable, "-m", "minilm.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
 
 
 def _build(assignment: str, out: Path) -> None:
@@ -471,9 +496,9 @@ class Outcome:
 
 
 def grade_trick(trick: Trick, workdir: Path, *, timeout: float = 20, env=None, memory_limit: str = "",  # MB
-                prefix=()) -> Outcome:
-    """Build the submission in `workdir`, grade it through the CLI (`prefix` runs it as another user), and
-    look for what must not happen."""
+                prefix=(), python=None) -> Outcome:
+    """Build the submission in `workdir`, grade it through the CLI (`prefix` and `python` run it as another
+    user), and look for what must not happen."""
     workdir.mkdir(parents=True, exist_ok=True)
     os.chmod(workdir, 0o777)
     handout = workdir / f"handout-{trick.assignment}"
@@ -506,7 +531,7 @@ def grade_trick(trick: Trick, workdir: Path, *, timeout: float = 20, env=None, m
     started = time.monotonic()
     if memory_limit:
         prefix = [*prefix, "prlimit", f"--data={int(memory_limit) << 20}", "--"]
-    done = _cli(*command, env=env, timeout=1800, prefix=prefix)
+    done = _cli(*command, env=env, timeout=1800, prefix=prefix, python=python)
     seconds = time.monotonic() - started
     time.sleep(3)  # room for anything left behind to act
     notes = []

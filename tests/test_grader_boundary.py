@@ -28,6 +28,9 @@ from hypothesis import strategies as st
 from minilm.course import boundary, grading, sandbox, wire, worker
 from minilm.course.markers import REPO
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from red_team import NOBODY, user_python  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 solution_only = pytest.mark.skipif((ROOT / "HANDOUT.md").exists(), reason="checks the solution tree; this is a handout")
 
@@ -308,17 +311,18 @@ def _probe(mode, as_nobody, tmp):
     scratch.mkdir()
     for path in (tmp, secret.parent, secret, scratch):
         os.chmod(path, 0o777 if path.is_dir() else 0o666)  # an ordinary user's own files, when run as nobody
-    cmd = [sys.executable, "-c", PROBE, str(ROOT), str(secret), mode, str(scratch)]
+    cmd = [user_python() if as_nobody else sys.executable, "-c", PROBE, str(ROOT), str(secret), mode, str(scratch)]
     if as_nobody:
-        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+        cmd = [*NOBODY, *cmd]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp)})
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-walls = pytest.mark.skipif(os.geteuid() != 0 or sandbox.probe().mode != "root",
-                           reason="needs root with util-linux unshare (the walls are tested where they can be built)")
+walls = pytest.mark.skipif(os.geteuid() != 0 or sandbox.probe().mode != "root" or user_python() is None,
+                           reason="needs root with util-linux unshare (the walls are tested where they can be built), "
+                                  "and a Python an ordinary user can run")
 
 
 @solution_only

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from red_team import TRICKS, grade_trick  # noqa: E402
+from red_team import NOBODY, TRICKS, grade_trick, user_python  # noqa: E402
 
 from minilm.course import sandbox  # noqa: E402
 
@@ -32,13 +32,14 @@ WITHOUT_WALLS = ["honest", "half done", "1 forge the record", "5 edit the tests"
                  "monkeypatch the reference", "an answer equal to everything"]
 
 
-def grade_all(tricks, prefix=(), env=None) -> dict:
+def grade_all(tricks, prefix=(), env=None, python=None) -> dict:
     base = Path(tempfile.mkdtemp(prefix="minilm-red-team-"))  # not pytest's tmp_path: nobody must reach it
     os.chmod(base, 0o777)
     try:
         def one(item):
             i, trick = item
-            return trick.name, grade_trick(trick, base / f"w{i}", timeout=TIMEOUT, prefix=prefix, env=env)
+            return trick.name, grade_trick(trick, base / f"w{i}", timeout=TIMEOUT, prefix=prefix, env=env,
+                                           python=python)
         with ThreadPoolExecutor(2) as pool:
             return dict(pool.map(one, enumerate(tricks)))
     finally:
@@ -65,22 +66,24 @@ def test_behind_the_walls_a_trick_scores_what_it_deserves(trick, as_root):
     check(trick, as_root[trick.name])
 
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 CHOSEN = [t for t in TRICKS if t.name in WITHOUT_WALLS]
+PYTHON = user_python()  # an ordinary user's own Python, with these packages
+as_user = pytest.mark.skipif(PYTHON is None, reason="no system Python of this version for an ordinary user to run")
 
 
 @pytest.fixture(scope="module")
 def as_a_user():
-    return grade_all(CHOSEN, NOBODY, {**os.environ, "PYTHONPATH": str(ROOT), "HOME": tempfile.gettempdir()})
+    return grade_all(CHOSEN, NOBODY, {**os.environ, "PYTHONPATH": str(ROOT), "HOME": tempfile.gettempdir()}, PYTHON)
 
 
 @pytest.fixture(scope="module")
 def without_namespaces():
     return grade_all(CHOSEN, NOBODY, {**os.environ, "PYTHONPATH": str(ROOT), "HOME": tempfile.gettempdir(),
-                                      "PATH": "/nonexistent"})  # no unshare: a machine without namespaces
+                                      "PATH": "/nonexistent"}, PYTHON)  # no unshare: a machine without namespaces
 
 
 @walled
+@as_user
 @pytest.mark.parametrize("trick", CHOSEN, ids=[t.name for t in CHOSEN])
 def test_as_an_ordinary_user_a_trick_scores_what_it_deserves(trick, as_a_user):
     outcome = as_a_user[trick.name]
@@ -89,6 +92,7 @@ def test_as_an_ordinary_user_a_trick_scores_what_it_deserves(trick, as_a_user):
 
 
 @walled
+@as_user
 @pytest.mark.parametrize("trick", CHOSEN, ids=[t.name for t in CHOSEN])
 def test_without_namespaces_a_trick_still_scores_what_it_deserves(trick, without_namespaces):
     outcome = without_namespaces[trick.name]

@@ -187,9 +187,9 @@ def spawn(isolation: Isolation, *, tree: str, root_dir: str, scratch: str, repo:
     """Start the worker behind the walls `isolation` allows; `fds` are the worker's ends of the two pipes."""
     sites = _site_dirs(repo)
     walled = isolation.mode in ("root", "userns")
-    python = sys.executable
-    if not os.access(os.path.realpath(python), os.X_OK):  # an interpreter this user may run but not reach by path
-        python = shutil.which(f"python{sys.version_info[0]}.{sys.version_info[1]}") or python
+    python = os.path.realpath(sys.executable)  # the interpreter itself: the worker sets its own path (-I -S)
+    if not os.access(python, os.X_OK):  # one this user may start but not reach by path: the system's, same version
+        python = shutil.which(f"python{sys.version_info[0]}.{sys.version_info[1]}") or sys.executable
     binds = [p for p in SYSTEM if os.path.lexists(p)]
     binds += [os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(python))}
               if os.access(p, os.R_OK | os.X_OK)]
