@@ -361,6 +361,7 @@ ASSIGNMENTS: tuple[Assignment, ...] = (
               "the cos and sin you need, (T, Dh/2) each. `x[..., 0::2]` and `x[..., 1::2]` are the first and second "
               "channel of each adjacent pair; `torch.stack(..., dim=-1).flatten(3)` puts pairs back side by side. "
               "The Llama tests load transformers' `LlamaForCausalLM` (random weights, no download) into minilm.",
+        references=("torch.nn.functional.rms_norm",),
     ),
 )
 
