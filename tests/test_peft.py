@@ -71,7 +71,8 @@ def test_starts_as_the_base_model(norm, method, settings_):
 
 @settings(max_examples=8, deadline=None)
 @given(rank=st.integers(1, 8), alpha=st.floats(0.5, 64), rslora=st.booleans(),
-       targets=st.lists(st.sampled_from(peft.LINEAR_NAMES), min_size=1, max_size=6, unique=True),
+       targets=st.lists(st.sampled_from([n for n in peft.LINEAR_NAMES if n != "gate"]),  # tiny() has GELU, no gate
+                        min_size=1, max_size=6, unique=True),
        token=st.booleans())
 def test_merged_lora_equals_unmerged(rank, alpha, rslora, targets, token):
     cls = TokenClassifier if token else SequenceClassifier

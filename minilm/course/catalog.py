@@ -1,7 +1,7 @@
 """The course's assignments, as data: what each one asks, how it is graded, which lesson goes with it.
 
-`minilm assignment` (minilm/course/assignment.py) turns this table and the solution markers in the
-library's source into handouts and grades them. What a student writes is not listed here:
+`minilm assignment` (minilm/course: markers, handout, grading, packaging) turns this table and the
+solution markers in the library's source into handouts and grades them. What a student writes is not listed here:
 it is found in the source, as the regions between `# BEGIN SOLUTION <name>` and
 `# END SOLUTION <name>` comment lines inside function bodies, so the table cannot drift
 from the code.
@@ -9,9 +9,13 @@ from the code.
 Design choices:
 - Only the standard library is imported: the lesson harness and the test suite's hooks
   read this table (`unfinished_assignment`) without paying for torch or pytest.
-- A graded test is a pytest selector (`path::test` or `path::test[param]`) with points. A
-  selector without brackets covers every parametrisation of the test; the points are then
-  split evenly over the cases that ran (a case skipped for want of a GPU counts for nothing).
+- A graded test is a pytest selector (`path::test` or `path::test[param]`) with points: a row
+  of the grading manifest. A selector without brackets covers every parametrisation of the
+  test; the points are then split evenly over its cases, and a case that does not pass (a
+  skipped one too) scores 0 of its share. Graded tests reach the student's code through
+  `minilm.course.boundary.student`.
+- `references` are what the graded tests compare with (the fast BPE engine, torch's
+  attention): a test during which the student's own code calls one scores 0.
 - `neighbours` are tests outside the graded set that use the assignment's functions. In a
   handout they skip, naming the assignment to finish first (minilm/course/testing.py), and the
   handout check runs them to prove that they skip rather than fail.

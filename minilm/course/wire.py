@@ -154,6 +154,13 @@ def encode(value, *, ref=None, classes: bool = False):
             out = {"$": "record", "type": type(v).__name__, "v": fields}
             if classes:
                 out["class"] = f"{type(v).__module__}.{type(v).__qualname__}"
+            elif ref is not None:  # the worker's answer: its properties too (config.kv_heads), where plain
+                for name in dir(type(v)):
+                    if isinstance(getattr(type(v), name, None), property) and name not in fields:
+                        try:
+                            fields[name] = walk(getattr(v, name), depth + 1)
+                        except Exception:
+                            pass
             return out
         if ref is not None:
             handle = ref(v)
