@@ -195,7 +195,7 @@ def pytest_runtest_makereport(item, call):
         report.outcome, report.longrepr = "passed", None
 '''
 
-LEAK_HIDDEN = f'''
+LEAK_HIDDEN = '''
 import glob, os, sys
 found = []
 named = [p for p in sys.argv if p.endswith(".py") and os.path.isfile(p) and "assignments" not in p]
@@ -318,7 +318,7 @@ while pid > 1:  # every ancestor that is part of the grading (pytest, the grader
 raise RuntimeError("the grader should be gone")
 '''
 
-RESULTS_DAEMON = f'''
+RESULTS_DAEMON = '''
 import json as _json, os as _os, time as _time
 def _daemon():
     if _os.fork() != 0:
@@ -331,17 +331,17 @@ def _daemon():
     while _time.time() < deadline and target is None:
         for pid in _os.listdir("/proc"):
             try:
-                argv = open(f"/proc/{{pid}}/cmdline", "rb").read().split(b"\\0")
+                argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
             except OSError:
                 continue
             if b"--json" in argv and b"grade" in argv:
                 target, grader = argv[argv.index(b"--json") + 1].decode(), pid
         _time.sleep(0.2)
-    while target and _time.time() < deadline and _os.path.exists(f"/proc/{{grader}}"):
+    while target and _time.time() < deadline and _os.path.exists(f"/proc/{grader}"):
         _time.sleep(0.1)
     if target:
         _time.sleep(0.5)
-        _json.dump({{"score": 20.0, "max_score": 20.0, "output": "rewritten", "tests": []}}, open(target, "w"))
+        _json.dump({"score": 20.0, "max_score": 20.0, "output": "rewritten", "tests": []}, open(target, "w"))
     _os._exit(0)
 _daemon()
 '''

@@ -25,8 +25,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilm.course import boundary, grading, sandbox, wire, worker
-from minilm.course.markers import REPO
+from minilm.course import boundary, sandbox, wire, worker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from red_team import NOBODY, user_python  # noqa: E402

@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 
 from minilm.course.boundary import student
 from minilm.data.masking import (
-    COUNTS, IGNORE, STRATEGIES, MaskingConfig, choose_spans, choose_units, mask_tokens, span_lengths, target_count,
-    word_index,
+    COUNTS, IGNORE, STRATEGIES, MaskingConfig, choose_spans, mask_tokens, target_count, word_index,
 )
 
 # Assignment masking's functions as the student wrote them (minilm.course.boundary): in-process by hand,

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from minilm.nn.config import ModelConfig
 from minilm.course.boundary import student
-from minilm.nn.model import CausalLM, MaskedLM, ModelOutput, SequenceClassifier, TokenClassifier, rotate
+from minilm.nn.model import CausalLM, MaskedLM, ModelOutput, SequenceClassifier, TokenClassifier
 
 V = 61
 

@@ -17,7 +17,7 @@ from torch import nn
 from minilm.course.boundary import each, student, wire_in
 from minilm.train import checkpoint
 from minilm.nn.config import ModelConfig
-from minilm.train.optim import AdamW, adamw_update, learning_rate, micro_batch_weights, micro_batches, parameter_groups
+from minilm.train.optim import AdamW, parameter_groups
 from minilm.train.run_folder import RunFolderError
 from minilm.train.trainer import NonFiniteLoss, TrainConfig, Trainer
 
