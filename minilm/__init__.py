@@ -65,7 +65,7 @@ _MOVED = {
     "course": "course.runner",
     "lesson": "course.lesson",
     "assignments": "course.catalog",
-    "assignment": "course.assignment",
+    "assignment": "course.grading",
     "grader_plugin": "course.grader_plugin",
     "testing": "course.testing",
 }

@@ -15,9 +15,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilm.kernels.reference import attention_reference
+from minilm.course.boundary import student, value_and_grad
 from minilm.nn import attention as attention_module
 from minilm.nn.attention import attention
+
+# Assignment attention's functions as the student wrote them (minilm.course.boundary): the graded tests
+# compare them with the definition and with torch's attention, computed here.
+their_reference = student("minilm.kernels.reference")
+their_attention = student("minilm.nn.attention")
 
 
 def loop_attention(q, k, v, causal, key_padding_mask):
@@ -72,18 +77,18 @@ def cases(draw):
 @given(cases())
 def test_reference_matches_the_definition(case):
     q, k, v, causal, mask = case
-    torch.testing.assert_close(attention_reference(q, k, v, causal=causal, key_padding_mask=mask),
+    torch.testing.assert_close(their_reference.attention_reference(q, k, v, causal=causal, key_padding_mask=mask),
                                loop_attention(q, k, v, causal, mask))
 
 
 def compare_with_reference(backend, q, k, v, causal, mask, **tol):
+    """`backend` here against the (student's) reference, values and gradients."""
     grad = torch.randn_like(q)
     results = []
-    for name in ("reference", backend):
+    for fn, name in ((their_attention.attention, "reference"), (attention, backend)):
         leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
-        out = attention(*leaves, causal=causal, key_padding_mask=mask, backend=name)
-        (out * grad).sum().backward()
-        results.append((out, *(t.grad for t in leaves)))
+        out, grads = value_and_grad(fn, *leaves, grad_output=grad, causal=causal, key_padding_mask=mask, backend=name)
+        results.append((out, *grads))
     for expected, got in zip(*results):
         assert torch.isfinite(got).all()
         torch.testing.assert_close(got, expected, **tol)
@@ -115,11 +120,10 @@ def test_fully_masked_rows_are_zero_and_finite_in_every_backend():
     additive = torch.zeros(2, 4).masked_fill(~mask, float("-inf"))
     for backend in ["reference", "sdpa"]:
         for m in (mask, additive):
-            out = attention(q, k, v, key_padding_mask=m, backend=backend)
-            out.sum().backward()
-            assert torch.equal(out[1], torch.zeros_like(out[1]))
-            assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
-            q.grad = k.grad = v.grad = None
+            out, grads = value_and_grad(their_attention.attention, q, k, v, key_padding_mask=m, backend=backend,
+                                        grad_output=torch.ones(2, 2, 4, 8))
+            assert torch.equal(out[1], torch.zeros_like(out[1])), f"{backend}: a query that sees no key must give 0"
+            assert all(torch.isfinite(g).all() for g in grads), f"{backend}: gradients must stay finite"
 
 
 BACKENDS_HERE = ["reference", "sdpa"] + (["triton"] if attention_module._flash() is not None else [])
@@ -262,15 +266,18 @@ def compare_with_repeated_heads(backend, q, k, v, causal, mask, **tol):
     group = q.shape[1] // k.shape[1]
     grad = torch.randn_like(q, dtype=torch.float64)
     results = []
-    for name, repeat in ((backend, False), ("reference", True)):
+    # The shared heads go to `backend` (the student's reference, for assignment modern); the repeated ones to
+    # the grader's own reference.
+    for fn, name, repeat in ((their_attention.attention if backend == "reference" else attention, backend, False),
+                             (attention, "reference", True)):
         dtype = q.dtype if not repeat else torch.float64
         leaves = [t.detach().to(dtype).clone().requires_grad_() for t in (q, k, v)]
-        qq, kk, vv = leaves
         if repeat:  # head h of q reads key/value head h // group
-            kk, vv = kk.repeat_interleave(group, dim=1), vv.repeat_interleave(group, dim=1)
-        out = attention(qq, kk, vv, causal=causal, key_padding_mask=mask, backend=name)
-        (out * grad.to(dtype)).sum().backward()
-        results.append((out, *(t.grad for t in leaves)))
+            def fn(qq, kk, vv, **kw):
+                return attention(qq, kk.repeat_interleave(group, dim=1), vv.repeat_interleave(group, dim=1), **kw)
+        out, grads = value_and_grad(fn, *leaves, grad_output=grad.to(dtype), causal=causal, key_padding_mask=mask,
+                                    backend=name)
+        results.append((out, *grads))
     for got, expected in zip(*results):
         assert got.shape == expected.shape and torch.isfinite(got).all()
         torch.testing.assert_close(got.double(), expected, **tol)

@@ -13,6 +13,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from minilm import CausalLM, Transformer  # noqa: E402
+from minilm.course.boundary import student  # noqa: E402
 from minilm.nn import hf as mhf  # noqa: E402
 from minilm.nn.config import ModelConfig  # noqa: E402
 
@@ -47,15 +48,15 @@ def token_ids(seed=1):
 
 
 @pytest.mark.parametrize("name", LLAMAS)
-def test_llama_matches_transformers(name, tmp_path):
+def test_llama_matches_transformers(name):
+    # Assignment modern: the student's blocks (RMSNorm, SwiGLU, rotary, shared heads) given Llama's weights.
     hf = hf_llama(name)
-    hf.save_pretrained(tmp_path / "hf")  # config.json + model.safetensors, a tied lm_head left out
-    ours = CausalLM.from_hf(tmp_path / "hf").eval()
+    ours = student("minilm.nn.model").CausalLM.from_hf(hf.state_dict(), mhf.config_from_hf(hf.config.to_dict()))
+    ours = ours.eval()
     kv_heads, tied, bias = LLAMAS[name]
     c = ours.config
     assert (c.kv_heads, c.tie_embeddings, c.bias, c.rope_theta) == (kv_heads, tied, bias, 500.0)
     assert ours.body.blocks[0].attn.k.weight.shape == (kv_heads * D // H, D)
-    assert (ours.lm_head.weight is ours.body.embeddings.tok.weight) is tied
     ids = token_ids()
     with torch.no_grad():
         torch.testing.assert_close(ours(ids).logits, hf(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
@@ -66,6 +67,17 @@ def test_llama_matches_transformers(name, tmp_path):
     exported, reference = ours.to_hf(), hf.state_dict()  # and back: the very tensors, under the very names
     assert sorted(exported) == sorted(reference)  # a tied lm_head is listed, as in transformers' state dict
     assert all(torch.equal(exported[k], reference[k]) for k in reference)
+
+
+def test_a_saved_llama_loads_with_its_tied_head(tmp_path):
+    for name in ("gqa-untied", "mqa-tied"):
+        hf = hf_llama(name)
+        hf.save_pretrained(tmp_path / name)  # config.json + model.safetensors, a tied lm_head left out
+        ours = CausalLM.from_hf(tmp_path / name).eval()
+        assert (ours.lm_head.weight is ours.body.embeddings.tok.weight) is LLAMAS[name][1]
+        ids = token_ids()
+        with torch.no_grad():
+            torch.testing.assert_close(ours(ids).logits, hf(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
 
 
 def test_llama_body_gives_the_hidden_states(tmp_path):
@@ -118,8 +130,10 @@ def test_export_loads_in_transformers_with_the_same_logits(overrides, tmp_path):
     assert transformers.AutoTokenizer.from_pretrained(folder)(text, add_special_tokens=False)["input_ids"] == \
         tok.encode(text)
     ids = torch.randint(0, tok.vocab_size, (B, T), generator=torch.Generator().manual_seed(1))
+    theirs = student("minilm.nn.model").CausalLM(model.config)  # assignment modern: the student's blocks compute
+    theirs.load_state_dict(model.state_dict())
     with torch.no_grad():
-        torch.testing.assert_close(model(ids).logits, hf(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(theirs.eval()(ids).logits, hf(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
     # Read back with minilm: Hugging Face's file is in split-halves order, so an interleaved model is
     # read as the split-halves model it equals, unless its config asks for the interleaved rows again.
     again = CausalLM.from_hf(folder, model.config if overrides.get("rope_pairing") else None).eval()

@@ -14,13 +14,16 @@ import pytest
 import torch
 from torch import nn
 
+from minilm.course.boundary import each, student, wire_in
 from minilm.train import checkpoint
 from minilm.nn.config import ModelConfig
-from minilm.train.optim import AdamW, adamw_update, learning_rate, micro_batch_weights, micro_batches, parameter_groups
+from minilm.train.optim import AdamW, parameter_groups
 from minilm.train.run_folder import RunFolderError
 from minilm.train.trainer import NonFiniteLoss, TrainConfig, Trainer
 
 V, T = 50, 12
+theirs = student("minilm.train.optim")  # assignment optim's functions, as the student wrote them (graded tests)
+STUDENT_OPTIM = ("adamw_update", "learning_rate", "micro_batches", "micro_batch_weights")
 
 
 @dataclass
@@ -114,18 +117,19 @@ def load_model(path):
 
 
 def test_schedule_warmup_then_decay_to_floor():
-    lrs = [learning_rate(s, peak=1.0, warmup_steps=10, total_steps=100, min_lr_ratio=0.1) for s in range(100)]
+    lrs = each(theirs.learning_rate, range(100), peak=1.0, warmup_steps=10, total_steps=100, min_lr_ratio=0.1)
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))  # monotone decay after warmup
     assert lrs[-1] == pytest.approx(0.1)
     lin = dict(peak=1.0, warmup_steps=0, total_steps=100, min_lr_ratio=0.0, schedule="linear")
-    assert learning_rate(0, **lin) == pytest.approx(1.0) and learning_rate(99, **lin) == pytest.approx(0.0)
-    assert learning_rate(50, peak=0.5, warmup_steps=0, total_steps=100, schedule="constant") == 0.5
+    assert theirs.learning_rate(0, **lin) == pytest.approx(1.0) and theirs.learning_rate(99, **lin) == pytest.approx(0.0)
+    assert theirs.learning_rate(50, peak=0.5, warmup_steps=0, total_steps=100, schedule="constant") == 0.5
     # One step after warmup: it is the last step, so it is at the floor (the contract), not at the peak.
-    assert learning_rate(2, peak=1.0, warmup_steps=2, total_steps=3, min_lr_ratio=0.1) == pytest.approx(0.1)
+    assert theirs.learning_rate(2, peak=1.0, warmup_steps=2, total_steps=3, min_lr_ratio=0.1) == pytest.approx(0.1)
 
 
-def test_adamw_update_equals_torch_adamw():
+def test_adamw_update_equals_torch_adamw(monkeypatch):
+    wire_in(monkeypatch, "minilm.train.optim", STUDENT_OPTIM)  # AdamW steps with the student's adamw_update
     torch.manual_seed(0)
     ours, theirs = tiny_model(dropout=0.0), tiny_model(dropout=0.0)
     kw = dict(lr=1e-2, betas=(0.9, 0.98), eps=1e-6)
@@ -144,20 +148,20 @@ def test_adamw_update_equals_torch_adamw():
 def test_adamw_update_first_step_moves_by_lr_times_sign():
     # With bias correction, step 1 moves every weight by lr (times the sign of its gradient), whatever the scale.
     p, g = torch.zeros(4), torch.tensor([1e-3, -5.0, 2.0, -1e-6])
-    adamw_update(p, g, torch.zeros(4), torch.zeros(4), 1, lr=0.1, eps=1e-12)
+    theirs.adamw_update(p, g, torch.zeros(4), torch.zeros(4), 1, lr=0.1, eps=1e-12)
     torch.testing.assert_close(p, -0.1 * torch.sign(g))
 
 
 def test_micro_batch_weights_give_the_global_mean():
     losses_per_token = [torch.rand(n) for n in (3, 7, 1, 5)]
     counts = torch.tensor([float(len(x)) for x in losses_per_token])
-    weights = micro_batch_weights(counts, counts.sum())
+    weights = theirs.micro_batch_weights(counts, counts.sum())
     weighted = sum(w * x.mean() for w, x in zip(weights, losses_per_token))
     torch.testing.assert_close(weighted, torch.cat(losses_per_token).mean())
-    parts = micro_batches({"a": torch.arange(8)}, 4)
+    parts = theirs.micro_batches({"a": torch.arange(8)}, 4)
     assert [p["a"].tolist() for p in parts] == [[0, 1], [2, 3], [4, 5], [6, 7]]
     with pytest.raises(ValueError, match="accumulation=3 does not divide"):
-        micro_batches({"a": torch.arange(8)}, 3)
+        theirs.micro_batches({"a": torch.arange(8)}, 3)
 
 
 def test_config_errors_name_field_and_value():
@@ -186,7 +190,8 @@ def _grads_after_one_step(accumulation, batch_size=32):
     return loss, {k: model.state_dict()[k] - before[k] for k in before}
 
 
-def test_accumulation_4x8_equals_1x32():
+def test_accumulation_4x8_equals_1x32(monkeypatch):
+    wire_in(monkeypatch, "minilm.train.optim", STUDENT_OPTIM)  # the trainer splits and weighs with the student's
     loss1, delta1 = _grads_after_one_step(1)
     loss4, delta4 = _grads_after_one_step(4)
     assert loss4.item() == pytest.approx(loss1.item(), abs=1e-6)

@@ -1,7 +1,7 @@
 """The course's assignments, as data: what each one asks, how it is graded, which lesson goes with it.
 
-`minilm assignment` (minilm/course/assignment.py) turns this table and the solution markers in the
-library's source into handouts and grades them. What a student writes is not listed here:
+`minilm assignment` (minilm/course: markers, handout, grading, packaging) turns this table and the
+solution markers in the library's source into handouts and grades them. What a student writes is not listed here:
 it is found in the source, as the regions between `# BEGIN SOLUTION <name>` and
 `# END SOLUTION <name>` comment lines inside function bodies, so the table cannot drift
 from the code.
@@ -9,9 +9,13 @@ from the code.
 Design choices:
 - Only the standard library is imported: the lesson harness and the test suite's hooks
   read this table (`unfinished_assignment`) without paying for torch or pytest.
-- A graded test is a pytest selector (`path::test` or `path::test[param]`) with points. A
-  selector without brackets covers every parametrisation of the test; the points are then
-  split evenly over the cases that ran (a case skipped for want of a GPU counts for nothing).
+- A graded test is a pytest selector (`path::test` or `path::test[param]`) with points: a row
+  of the grading manifest. A selector without brackets covers every parametrisation of the
+  test; the points are then split evenly over its cases, and a case that does not pass (a
+  skipped one too) scores 0 of its share. Graded tests reach the student's code through
+  `minilm.course.boundary.student`.
+- `references` are what the graded tests compare with (the fast BPE engine, torch's
+  attention): a test during which the student's own code calls one scores 0.
 - `neighbours` are tests outside the graded set that use the assignment's functions. In a
   handout they skip, naming the assignment to finish first (minilm/course/testing.py), and the
   handout check runs them to prove that they skip rather than fail.
@@ -46,6 +50,8 @@ class Assignment:
     neighbours: tuple[str, ...] = ()  # ungraded tests that need this assignment's functions
     notes: str = ""  # hints for the handout (Markdown)
     interpreter: bool = False  # grade with the GPU hidden, Triton kernels through the interpreter
+    references: tuple[str, ...] = ()  # what the tests compare with: a test in which the student's code calls one scores 0
+    references: tuple[str, ...] = ()  # what the tests compare with: a test in which the student's code calls one scores 0
 
     @property
     def points(self) -> float:
@@ -109,6 +115,7 @@ ASSIGNMENTS: tuple[Assignment, ...] = (
         neighbours=("tests/test_lessons.py::test_lesson_smoke[01_neural_networks]",),
         notes="Work in float64 while you debug: `model.to_float64()` casts the weights. "
               "Write each backward from the shapes: dW must have W's shape, dx must have x's.",
+        references=("torch.autograd.grad", "torch.autograd.backward", "torch.Tensor.backward"),
     ),
     Assignment(
         name="bpe", number=2, title="Byte-pair encoding: the merge loop and the encoder",
@@ -130,11 +137,14 @@ ASSIGNMENTS: tuple[Assignment, ...] = (
             T("tests/assignments/test_bpe.py::test_encode_word_matches_the_tokenizer", 4,
               "encoding with your merges gives the tokens Tokenizer.encode (tiktoken) gives"),
             T("tests/assignments/test_bpe.py::test_encode_word_keeps_the_bytes", 2,
-              "the tokens of a word concatenate back to the word, for any bytes"),
+              "for any bytes, the tokens concatenate back to the word and are every merge applied in order"),
         ),
         neighbours=("tests/test_tokenizer.py::test_merges_equal_naive_reference",),
         notes="Keep it plain: recount every pair at every step. `minilm/data/tokenizer.py` has the "
               "fast, incremental version of the same loop; read it once yours works.",
+        references=("minilm.data.tokenizer.bpe_merges",
+                    "minilm.data.tokenizer.Tokenizer.encode",
+                    "minilm.data.tokenizer.Tokenizer.train"),
     ),
     Assignment(
         name="attention", number=3, title="Attention, a Transformer block and rotary positions",
@@ -158,19 +168,19 @@ ASSIGNMENTS: tuple[Assignment, ...] = (
               "rotate() equals RoPE written as complex multiplication"),
             T("tests/test_model.py::test_rotary_scores_depend_only_on_distance", 2,
               "rotated scores depend only on the distance between query and key, norms are kept"),
-            T("tests/test_hf_parity.py::test_bert_model_body_gives_the_hidden_states", 3,
+            T("tests/test_hf_parity.py::test_bert_model_body_gives_the_hidden_states[state_dict]", 3,
               "with BERT's weights, the encoder (post-norm blocks) gives BertModel's hidden states"),
-            T("tests/test_hf_parity.py::test_gpt2_matches", 2,
+            T("tests/test_hf_parity.py::test_gpt2_matches[state_dict]", 2,
               "with GPT-2's weights, the decoder (pre-norm blocks) gives GPT2LMHeadModel's logits"),
         ),
         neighbours=("tests/test_model.py::test_causality",
                     "tests/test_lessons.py::test_lesson_smoke[03_attention]"),
         notes="The attention functions are in `minilm/kernels/reference.py` (the one reference every backend is "
               "tested against; `minilm.nn.attention(backend=\"reference\")` calls it); `visible_keys` builds the "
-              "causal and padding masks for you. `Block.forward` has no docstring of its own: `norm=\"post\"` "
-              "(BERT) is x = norm(x + sublayer(x)) for attention then feed-forward; `norm=\"pre\"` (GPT-2) "
-              "is x = x + sublayer(norm(x)). `rotate` gets its cos and sin from `_rotary_table`, which you "
+              "causal and padding masks for you. `rotate` gets its cos and sin from `_rotary_table`, which you "
               "write too.",
+        references=("torch.nn.functional.scaled_dot_product_attention",
+                    "torch.nn.functional.multi_head_attention_forward"),
     ),
     Assignment(
         name="masking", number=4, title="Masking for masked-language models: BERT, whole words, spans, MASS",
@@ -240,6 +250,7 @@ ASSIGNMENTS: tuple[Assignment, ...] = (
               "`micro_batches` and `micro_batch_weights` on every step; `minilm.train.optim.AdamW` wraps your "
               "`adamw_update` as an optimiser, which is how the tests compare the two. Lesson 12 shows "
               "accumulation at work.",
+        references=("torch.optim.AdamW.step", "torch.optim.adamw.adamw"),
     ),
     Assignment(
         name="peft", number=6, title="LoRA and adapters: fine-tuning a few parameters, and merging them away",
@@ -310,6 +321,9 @@ ASSIGNMENTS: tuple[Assignment, ...] = (
               "`acc * alpha + p @ v`. Tests run on the CPU through Triton's interpreter "
               "(`TRITON_INTERPRET=1`, which tests/conftest.py sets without a GPU).",
         interpreter=True,
+        references=("minilm.kernels.reference.attention_reference",
+                    "minilm.kernels.softmax_kernel.softmax_reference",
+                    "torch.nn.functional.scaled_dot_product_attention"),
     ),
     Assignment(
         name="modern", number=8, title="The modern block: RMSNorm, SwiGLU, both rotary pairings, grouped-query attention",
@@ -351,6 +365,7 @@ ASSIGNMENTS: tuple[Assignment, ...] = (
               "the cos and sin you need, (T, Dh/2) each. `x[..., 0::2]` and `x[..., 1::2]` are the first and second "
               "channel of each adjacent pair; `torch.stack(..., dim=-1).flatten(3)` puts pairs back side by side. "
               "The Llama tests load transformers' `LlamaForCausalLM` (random weights, no download) into minilm.",
+        references=("torch.nn.functional.rms_norm",),
     ),
 )
 

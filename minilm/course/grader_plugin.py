@@ -1,36 +1,49 @@
-"""The grader's pytest plugin: a record of every test that survives a hang or a crash.
+"""The grader's pytest plugin: runs in the trusted process that holds the tests, records each verdict.
 
-`minilm assignment grade` copies this file next to the run and loads it with `-p`, so it
-imports nothing from the tree being graded (which may be broken, or a student's).
+`minilm assignment grade` starts pytest on the instructor's tests with `-p
+minilm.course.grader_plugin`. This process never imports the submission: the tests reach it
+through minilm.course.boundary, so every verdict here is the grader's own.
 
 Design choices:
-- Every collected test, every start and every result is appended to the file named by
-  MINILM_GRADER_LOG as one JSON line, flushed at once. A test that hangs or kills the
-  interpreter leaves a record of everything before it; the grader scores that test 0,
-  and starts pytest again on the tests not yet run.
-- Hypothesis runs derandomized and without its example database, so the same code gets
-  the same grade on every run. It does not shrink a failing example either: shrinking costs
-  seconds per failing test (tens of seconds when several functions fail differently), and
-  a handout fails every test. `pytest` run by hand still shrinks, to show a minimal example.
+- The record is JSON lines written to a pipe the grader passed in (MINILM_GRADER_RECORD_FD),
+  not a file: nothing the worker can open. The process makes itself non-dumpable, so a worker
+  running under the same uid (no namespaces) cannot read its memory, environment or
+  descriptors either.
+- Each finished test is one line with its outcome (passed or failed), a reason code, a
+  student-visible detail composed here from whitelisted parts, and an instructor-only text.
+  A test that passes but in which the submission ran the reference it is compared with is
+  failed with reason `used_reference`. A skipped test is a failure (reason `skipped`):
+  points are never taken off the denominator.
+- Hypothesis runs derandomized and without its example database, so the same code gets the
+  same grade on every run, and without shrinking (seconds per failing test); the falsifying
+  example it reports is the one that failed, and it is shown for visible tests.
 - Points for instructors' hidden tests: `@pytest.mark.points(3)` (1 when absent).
+- Each test's calls into the worker share its time limit (MINILM_GRADER_TIMEOUT seconds).
 """
 from __future__ import annotations
 
 import json
 import os
+import re
+import time
 
-LOG = os.environ.get("MINILM_GRADER_LOG", "")
-_state: dict[str, dict] = {}  # nodeid -> the outcome so far, over setup, call and teardown
+import pytest
+
+from minilm.course import boundary, sandbox
+
+RECORD_FD = int(os.environ.get("MINILM_GRADER_RECORD_FD", "-1"))
+TIMEOUT = float(os.environ.get("MINILM_GRADER_TIMEOUT", "300"))
+HIDDEN = os.environ.get("MINILM_GRADER_HIDDEN", "")  # the hidden tests' folder: their details stay hidden
+_state: dict[str, dict] = {}  # nodeid -> the verdict so far, over setup, call and teardown
 
 
 def _log(event: dict) -> None:
-    if LOG:
-        with open(LOG, "a", encoding="utf-8") as f:
-            f.write(json.dumps(event) + "\n")
-            f.flush()
+    if RECORD_FD >= 0:
+        os.write(RECORD_FD, (json.dumps(event) + "\n").encode("utf-8"))
 
 
 def pytest_configure(config):
+    sandbox.protect_grader()
     config.addinivalue_line("markers", "points(n): points a hidden grading test is worth (default 1)")
     try:
         from hypothesis import Phase, settings
@@ -39,6 +52,19 @@ def pytest_configure(config):
     settings.register_profile("minilm-grading", database=None, derandomize=True, print_blob=False,
                               report_multiple_bugs=False, phases=(Phase.explicit, Phase.generate))
     settings.load_profile("minilm-grading")
+
+
+def pytest_unconfigure(config):
+    conn = boundary._CONNECTION
+    if conn is not None:
+        conn.kill()
+        _log({"event": "output", "text": conn.output.text(), "bytes": conn.output.total})
+    sandbox.kill_orphans()
+
+
+def pytest_sessionstart(session):
+    if boundary.grading():  # the worker's imports overlap the collection of the tests
+        boundary.connection().start(wait=False)
 
 
 def pytest_collection_finish(session):
@@ -57,18 +83,87 @@ def pytest_runtest_logstart(nodeid, location):
     _log({"event": "start", "nodeid": nodeid})
 
 
-def pytest_runtest_logreport(report):
-    state = _state.setdefault(report.nodeid, {"outcome": "passed", "output": "", "duration": 0.0})
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    conn = boundary.connection() if boundary.grading() else None
+    if conn is not None:
+        conn.deadline, conn.flags = time.monotonic() + TIMEOUT, []
+    yield
+    if conn is not None:
+        conn.deadline = None
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # outermost: sees the report as the other hooks left it
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    state = _state.setdefault(item.nodeid, {"outcome": "passed", "reason": "passed", "detail": "", "private": "",
+                                            "duration": 0.0})
     state["duration"] += report.duration
-    if report.failed:
-        state["outcome"] = "failed"
-        where = "" if report.when == "call" else f"(in {report.when}) "
-        state["output"] += where + str(report.longrepr)[-6000:] + "\n"
-    elif report.skipped and state["outcome"] == "passed":
-        state["outcome"] = "skipped"
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        state["output"] += str(reason) + "\n"
+    hidden = bool(HIDDEN) and str(item.path).startswith(HIDDEN)
+    if report.failed and state["reason"] == "passed":
+        reason, detail, private = _verdict(call.excinfo, report, hidden)
+        where = "" if report.when == "call" else f" (in {report.when})"
+        state.update(outcome="failed", reason=reason, detail=detail + where)
+        state["private"] += f"[{report.when}] {report.longreprtext[-6000:]}\n{private}"
+    elif report.skipped and state["reason"] == "passed":
+        why = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        state.update(outcome="failed", reason="skipped", detail=f"skipped ({_short(str(why), 160)}): skipped tests score 0")
     if report.when == "teardown":
-        state = _state.pop(report.nodeid)
+        conn = boundary._CONNECTION
+        flags = sorted(set(conn.flags)) if conn is not None else []
+        if flags and state["outcome"] == "passed":
+            state.update(outcome="failed", reason="used_reference",
+                         detail=f"the submission called {', '.join(flags)}, which this test compares with")
+        if flags:
+            state["private"] += f"references called: {', '.join(flags)}\n"
+        if conn is not None and conn.output.total:
+            state["private"] += f"the submission's output so far: {conn.output.total} bytes\n"
+        state = _state.pop(item.nodeid)
         state["duration"] = round(state["duration"], 3)
-        _log({"event": "finish", "nodeid": report.nodeid, **state})
+        _log({"event": "finish", "nodeid": item.nodeid, **state})
+
+
+def _verdict(excinfo, report, hidden: bool) -> tuple[str, str, str]:
+    """(reason code, student-visible detail, instructor-only text) for a failed phase. The student-visible
+    part is composed here and never holds the submission's own text."""
+    if excinfo is None:
+        return "failed", "", ""
+    e = excinfo.value
+    found, seen = e, set()
+    candidates = []
+    while found is not None and id(found) not in seen:  # hypothesis and pytest may wrap the original
+        seen.add(id(found))
+        candidates.append(found)
+        found = found.__cause__ or found.__context__
+    candidates += list(getattr(e, "exceptions", ()))  # an ExceptionGroup from hypothesis
+    for c in candidates:
+        if isinstance(c, boundary.SubmissionError):
+            return c.reason, "" if hidden else _short(c.detail, 300), c.private
+    if hidden:
+        return "wrong_answer", "", ""
+    example = _falsifying(report)
+    case = f"; failing case: {example}" if example else ""
+    if isinstance(e, AssertionError) or type(e).__name__ == "Failed":
+        return "wrong_answer", _short(str(e).split("\nassert ")[0], 400) + case, ""
+    return "wrong_type", f"the answer could not be checked ({type(e).__name__}: {_short(str(e), 200)}){case}", ""
+
+
+def _falsifying(report) -> str:
+    """The example hypothesis says failed (`test(x=..., y=...)`), as it printed it, on one line."""
+    text = report.longreprtext
+    found = list(re.finditer(r"(?:Falsifying|Failing) (?:explicit )?(?:example|test case): ", text))
+    if not found:
+        return ""
+    call = []
+    for line in text[found[-1].end():].splitlines():
+        line = line[4:] if line.startswith("E   ") else line
+        call.append(line.strip())
+        if line.strip() == ")" or (len(call) == 1 and line.rstrip().endswith(")")):
+            break
+    return _short(" ".join(call).replace("( ", "(").replace(", )", ")"), 300)
+
+
+def _short(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[:n - 3] + "..."

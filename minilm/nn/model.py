@@ -294,6 +294,13 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, cache: KVCache | None = None,
                 attn_mask: Tensor | None = None) -> Tensor:
+        """x (B, T, D) -> (B, T, D): self-attention, then the feed-forward, each in a residual connection.
+
+        Post-norm (BERT, `self.pre_norm` False): x = attn_norm(x + attn(x)), then x = ff_norm(x + ff(x)).
+        Pre-norm (GPT-2, Llama): x = x + attn(attn_norm(x)), then x = x + ff(ff_norm(x)); the stream
+        itself is never normalised (the Transformer adds a final norm). `key_padding_mask`, `cache` and
+        `attn_mask` go to `self.attn` unchanged. No new parameters, no in-place change of `x`.
+        """
         # BEGIN SOLUTION attention
         if self.pre_norm:  # GPT-2: the residual stream itself is never normalised, which keeps deep stacks stable
             x = x + self.attn(self.attn_norm(x), key_padding_mask, cache, attn_mask)  # (B, T, D)

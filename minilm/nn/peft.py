@@ -107,6 +107,11 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def merge(self) -> None:
+        """Fold the update into the base layer for inference: base.weight += delta_weight(), once.
+
+        Sets `self.merged`; a second call changes nothing. Afterwards forward() is the base layer
+        alone (the update is not added a second time). Changes base.weight in place.
+        """
         # BEGIN SOLUTION peft
         if not self.merged:
             self.base.weight += self.delta_weight()
@@ -115,6 +120,10 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def unmerge(self) -> None:
+        """Undo merge(): base.weight -= delta_weight() if merged, and clear `self.merged`; else nothing.
+
+        Changes base.weight in place; afterwards forward() adds the low-rank update again.
+        """
         # BEGIN SOLUTION peft
         if self.merged:
             self.base.weight -= self.delta_weight()
@@ -194,6 +203,10 @@ class Adapter(nn.Module):
         nn.init.zeros_(self.up.bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h (..., d_model) -> (..., d_model): h + up(gelu(down(h))), the residual around the bottleneck.
+
+        With `up` zero (fresh) this is exactly h. Uses the exact (erf) GELU, F.gelu's default.
+        """
         # BEGIN SOLUTION peft
         return h + self.up(F.gelu(self.down(h)))  # (..., d_model)
         # END SOLUTION peft
