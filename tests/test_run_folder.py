@@ -6,6 +6,8 @@ import textwrap
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from minilm.train import checkpoint
 from minilm.train import run_folder
@@ -25,6 +27,7 @@ def weights_equal(a, b):
 
 def test_prepare_refuses_a_run_and_overwrite_clears_it(tmp_path):
     run = tmp_path / "run"
+    run_folder.prepare(run)
     save_checkpoint(run / "final", tiny())
     with pytest.raises(run_folder.RunFolderError, match="already holds a run: continue it with --resume"):
         run_folder.prepare(run)
@@ -32,12 +35,39 @@ def test_prepare_refuses_a_run_and_overwrite_clears_it(tmp_path):
     with pytest.raises(run_folder.RunFolderError, match="no checkpoint under checkpoints/"):
         run_folder.prepare(run, resume=True)
     run_folder.prepare(run, overwrite=True)
-    assert list(run.iterdir()) == []
+    assert [p.name for p in run.iterdir()] == [run_folder.MARKER]
     (tmp_path / "home" / "notes.txt").parent.mkdir()
     (tmp_path / "home" / "notes.txt").write_text("mine")
-    with pytest.raises(run_folder.RunFolderError, match="holds files but no minilm run; not deleting it"):
+    with pytest.raises(run_folder.RunFolderError, match=r"holds files but no minilm run \(notes.txt\); not deleting"):
         run_folder.prepare(tmp_path / "home", overwrite=True)
     assert (tmp_path / "home" / "notes.txt").read_text() == "mine"
+
+
+OWN_NAMES = ["metrics.jsonl", "final", "checkpoints", "results.json", "summary.json", "finetune.json", "eval_test.json",
+             "confusion_validation.png", ".final.tmp-12"]
+FOREIGN_NAMES = ["notes.txt", "src", "thesis.tex", "results.json.bak", "final.txt", "eval.json"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(names=st.sets(st.sampled_from(OWN_NAMES + FOREIGN_NAMES), max_size=6), marked=st.booleans())
+def test_a_folder_is_a_run_only_by_its_marker_and_overwrite_touches_only_minilms_files(tmp_path_factory, names,
+                                                                                       marked):
+    folder = tmp_path_factory.mktemp("out")
+    for name in names:
+        (folder / name).mkdir() if "." not in name.lstrip(".") else (folder / name).write_text(name)
+    if marked:
+        (folder / run_folder.MARKER).touch()
+    before = sorted(p.name for p in folder.iterdir())
+    foreign = names & set(FOREIGN_NAMES)
+    try:
+        run_folder.prepare(folder, overwrite=True)
+    except run_folder.RunFolderError as e:
+        assert sorted(p.name for p in folder.iterdir()) == before  # refused: nothing touched
+        assert names and (not marked or foreign)
+        assert all(name in str(e) for name in (foreign or names))  # it names what it would not delete
+    else:
+        assert not names or (marked and not foreign)
+        assert [p.name for p in folder.iterdir()] == [run_folder.MARKER]
 
 
 def test_resolve_says_when_it_falls_back_from_final(tmp_path, capsys):

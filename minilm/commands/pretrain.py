@@ -68,7 +68,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--out", default=d.out, help="run folder: metrics.jsonl, curves.png, checkpoints, final/")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    group.add_argument("--overwrite", action="store_true", help="empty --out first (it holds an earlier run)")
+    group.add_argument("--overwrite", action="store_true",
+                       help="replace the run in --out (removes only the files minilm wrote there)")
     a("--no-progress", dest="progress", action="store_false", help="no progress bar (logs only)")
 
 

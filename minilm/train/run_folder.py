@@ -10,9 +10,13 @@
       final/                   the weights at the end of the run
 
 Design choices:
-- A folder that holds a run is never written over by accident: `prepare` refuses, and says how
-  to continue (`--resume`), start afresh (`--overwrite`, which empties the folder first) or
-  pick another `--out`.
+- A folder is a run only if minilm's own marker (`.minilm-run`, written by `prepare`) says so,
+  never because it holds a file with a familiar name such as results.json. A run is never
+  written over by accident: `prepare` refuses, and says how to continue (`--resume`), start
+  afresh (`--overwrite`) or pick another `--out`. `--overwrite` removes only what minilm
+  writes in a run folder (`OWN`); a folder holding anything else is refused, naming what it
+  would not touch, before anything is deleted. A folder that holds files but no run is never
+  used as a run folder at all.
 - Checkpoints are ordered by their step number, never by name, so rotation and resume pick
   the right ones whatever the padding of the names.
 - The trainer writes through `RunFolder` and knows no file names: what is kept where is
@@ -25,6 +29,7 @@ Design choices:
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -48,42 +53,80 @@ class RunFolderError(ValueError):
     """A run folder that cannot be used as asked (it holds another run, or holds nothing to read)."""
 
 
-# What pretraining and fine-tuning runs write: a folder holding any of these holds a run.
-RUN_FILES = (METRICS, CHECKPOINTS, FINAL, BEST, "finetune.json", "results.json", "summary.json")
+MARKER = ".minilm-run"  # written by `prepare`: what makes a folder a run
+# Everything minilm writes at the top of a run folder (the trainer, `minilm pretrain`, `minilm finetune`
+# and `minilm evaluate`'s default output, temporary files a crash left): `--overwrite` removes these
+# and nothing else.
+OWN = (MARKER, METRICS, "curves.png", CHECKPOINTS, FINAL, BEST, "summary.json", "finetune.json", "results.json",
+       "results.md", "report_test.txt", "adapter.safetensors", "adapter.json", "tokenizer.json", "model", "base",
+       "confusion_*.png", "eval_*.json", ".*.tmp*", ".*.old-*")
 
 
-def holds_run(folder: Path) -> bool:
-    """True when `folder` has what a training run writes (metrics, checkpoints, final/, results...)."""
+def _own(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in OWN)
+
+
+def _unmarked_run(folder: Path, names: list[str]) -> bool:
+    """A run written before minilm marked its runs: nothing but minilm's files, and its metrics.jsonl."""
+    try:
+        first = (folder / METRICS).read_text().split("\n", 1)[0]
+        return all(map(_own, names)) and "step" in json.loads(first)
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def is_run(folder) -> bool:
+    """True when `folder` holds a minilm run: its marker (or, for a run older than markers, only minilm's files)."""
     folder = Path(folder)
-    return any((folder / name).exists() for name in RUN_FILES)
+    if not folder.is_dir():
+        return False
+    return (folder / MARKER).is_file() or _unmarked_run(folder, [p.name for p in folder.iterdir()])
+
+
+def _listing(names: list[str], limit: int = 6) -> str:
+    shown = ", ".join(sorted(names)[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def prepare(folder, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Make `folder` ready for a run: refuse to clobber an existing run unless asked to.
 
-    resume: the folder must hold a run to continue. overwrite: the folder is emptied first.
-    Left-over temporary folders from a crash are recovered or removed either way.
+    resume: the folder must hold a run to continue. overwrite: what minilm wrote in the folder
+    is removed first; a folder holding anything else is refused, naming it, before anything is
+    deleted. A folder that holds files but no run is refused either way. The folder is marked
+    as a run. Left-over temporary folders from a crash are recovered or removed.
     """
     folder = Path(folder)
     if resume and overwrite:
         raise RunFolderError("--resume and --overwrite contradict each other: continue the run or replace it")
     if folder.exists() and not folder.is_dir():
         raise RunFolderError(f"--out {folder} is a file, not a folder")
-    if overwrite and folder.is_dir() and any(folder.iterdir()):
-        if not holds_run(folder):  # --overwrite --out ~ must not empty a home folder
-            raise RunFolderError(f"--overwrite: {folder} holds files but no minilm run; not deleting it: pick "
-                                 f"another --out")
-        shutil.rmtree(folder)
-    elif not resume and folder.is_dir() and holds_run(folder):
+    names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+    run = is_run(folder)
+    if names and not run and not (resume and step_checkpoints(folder)):  # --overwrite --out ~ must not empty a home
+        raise RunFolderError(f"--out {folder} holds files but no minilm run ({_listing(names)}); "
+                             + ("not deleting it: " if overwrite else "not writing a run among them: ")
+                             + "choose a new or empty folder")
+    if overwrite and run:
+        foreign = [n for n in names if not _own(n)]
+        if foreign:
+            raise RunFolderError(f"--overwrite: {folder} holds files minilm did not write ({_listing(foreign)}); "
+                                 f"not deleting anything: move them out, or choose another --out")
+        for name in names:
+            if name != MARKER:
+                path = folder / name
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    elif not resume and run and any(n != MARKER for n in names):
         raise RunFolderError(f"--out {folder} already holds a run: continue it with --resume, replace it with "
                              f"--overwrite, or choose another --out")
-    folder.mkdir(parents=True, exist_ok=True)
     for root in (folder, folder / CHECKPOINTS):  # finish or undo replacements a crash interrupted
         left = {m.group(1) for p in root.glob(".*") if (m := _LEFTOVER.fullmatch(p.name))} if root.is_dir() else ()
         for name in left:
             ckpt.recover(root / name, cleanup=True)
     if resume and not step_checkpoints(folder):
         raise RunFolderError(f"--resume: {folder} has no checkpoint under {CHECKPOINTS}/ to continue from")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).touch()
     return folder
 
 

@@ -1,0 +1,114 @@
+"""What a user does by accident, through the command line as they meet it: each ends in one line
+(`minilm: error: ...`, exit 2, no traceback) or behaves correctly, and nothing is lost."""
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from minilm.data.tokenizer import Tokenizer
+from minilm.nn.config import ModelConfig
+from minilm.nn.model import MaskedLM
+from minilm.train.checkpoint import save_checkpoint
+
+WORDS = "the a movie film story was is and it this of plot actors scene".split()
+POS, NEG = "good great fine lovely".split(), "bad awful poor dull".split()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A text corpus, a sentiment TSV, a small pretrained-shaped MaskedLM with its tokenizer, a data cache."""
+    root = tmp_path_factory.mktemp("accidents")
+    rng = random.Random(0)
+    lines = []
+    for i in range(160):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(3, 8))]
+        words.insert(rng.randint(0, len(words)), rng.choice(POS if i % 2 else NEG))
+        lines.append(" ".join(words) + "\t" + ("positive" if i % 2 else "negative"))
+    (root / "sent.tsv").write_text("\n".join(lines) + "\n")
+    (root / "corpus.txt").write_text("\n".join(" ".join(rng.choice(WORDS + POS + NEG) for _ in range(40)) + "."
+                                               for _ in range(200)) + "\n")
+    tok = Tokenizer.train([line.split("\t")[0] for line in lines], 300, lowercase=True)
+    cfg = ModelConfig(vocab_size=tok.vocab_size, max_seq_len=64, d_model=32, n_layers=2, n_heads=2, d_ff=64,
+                      dropout=0.0, attention_dropout=0.0, norm="pre")
+    torch.manual_seed(0)
+    save_checkpoint(root / "pre", MaskedLM(cfg), tok)
+    return root
+
+
+def minilm(world, *args, timeout=300, **env):
+    """`python -m minilm ARGS` in a fresh process, as a user runs it."""
+    environ = {**os.environ, "MINILM_CACHE": str(world / "cache"), **env}
+    return subprocess.run([sys.executable, "-m", "minilm", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=environ)
+
+
+def refused(done, *fragments) -> str:
+    """The command stopped with one `minilm: error:` line holding every fragment; that line is returned."""
+    assert done.returncode == 2, (done.returncode, done.stderr[-3000:])
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("minilm: error: "), done.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in last, (fragment, last)
+    return last
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def pretrain_args(world, out, *extra):
+    return ["pretrain", "--data", world / "corpus.txt", "--preset", "bert-tiny", "--vocab-size", "300",
+            "--seq-len", "32", "--batch-size", "4", "--eval-rows", "8", "--steps", "2", "--warmup", "1",
+            "--no-progress", "--out", out, *extra]
+
+
+def finetune_args(world, out, *extra):
+    return ["finetune", "--data", world / "sent.tsv", "--init", world / "pre", "--epochs", "1", "--batch-size", "16",
+            "--no-progress", "--out", out, *extra]
+
+
+# ---- 1. --overwrite removes only what minilm wrote --------------------------------------------
+
+
+def test_overwrite_never_empties_a_folder_that_is_not_a_run(world, tmp_path):
+    project = tmp_path / "myproject"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "main.py").write_text("print('mine')\n")
+    (project / "thesis.tex").write_text("\\documentclass{article}\n")
+    (project / "results.json").write_text('{"mine": true}\n')  # a name minilm also writes
+    before = snapshot(project)
+    line = refused(minilm(world, *pretrain_args(world, project, "--overwrite")), "holds files but no minilm run",
+                   "not deleting it")
+    assert "results.json" in line and "thesis.tex" in line
+    assert snapshot(project) == before
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine\n")
+    (notes / "summary.json").write_text("{}\n")
+    before = snapshot(notes)
+    refused(minilm(world, *finetune_args(world, notes, "--overwrite")), "holds files but no minilm run")
+    assert snapshot(notes) == before
+    # Without --overwrite a run is not written among someone else's files either.
+    refused(minilm(world, *pretrain_args(world, notes)), "holds files but no minilm run")
+    assert snapshot(notes) == before
+
+
+def test_overwrite_removes_only_what_minilm_wrote_or_names_what_it_would_not_touch(world, tmp_path):
+    run = tmp_path / "run"
+    assert minilm(world, *finetune_args(world, run)).returncode == 0
+    assert minilm(world, "evaluate", run).returncode == 0  # eval_test.json: minilm's too
+    (run / "notes.txt").write_text("my notes on this run\n")
+    before = snapshot(run)
+    line = refused(minilm(world, *finetune_args(world, run, "--overwrite", "--method", "lora")),
+                   "holds files minilm did not write (notes.txt)", "not deleting anything")
+    assert "finetune.json" not in line
+    assert snapshot(run) == before
+    (run / "notes.txt").unlink()
+    assert minilm(world, *finetune_args(world, run, "--overwrite", "--method", "lora")).returncode == 0
+    assert json.loads((run / "finetune.json").read_text())["method"] == "lora"
+    assert not (run / "model").exists() and not (run / "eval_test.json").exists()  # the earlier run's files went
