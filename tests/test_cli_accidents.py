@@ -112,3 +112,42 @@ def test_overwrite_removes_only_what_minilm_wrote_or_names_what_it_would_not_tou
     assert minilm(world, *finetune_args(world, run, "--overwrite", "--method", "lora")).returncode == 0
     assert json.loads((run / "finetune.json").read_text())["method"] == "lora"
     assert not (run / "model").exists() and not (run / "eval_test.json").exists()  # the earlier run's files went
+
+
+# ---- 3. one run per folder at a time ----------------------------------------------------------
+
+
+def test_two_runs_started_together_into_one_folder_one_is_refused_in_one_line(world, tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "minilm", *map(str, pretrain_args(world, out, "--steps", "30", "--log-every", "1"))]
+    env = {**os.environ, "MINILM_CACHE": str(world / "cache")}
+    minilm(world, *pretrain_args(world, tmp_path / "warm"))  # the tokenizer cached: both start at the same pace
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    done = [subprocess.CompletedProcess(p.args, p.wait(timeout=300), *p.communicate()) for p in procs]
+    assert sorted(d.returncode for d in done) == [0, 2], [d.stderr[-2000:] for d in done]
+    line = refused(next(d for d in done if d.returncode == 2))
+    assert "is in use by another minilm run (pid" in line or "already holds a run" in line
+    steps = [r["step"] for r in map(json.loads, open(out / "metrics.jsonl")) if "loss" in r]
+    assert steps == list(range(1, 31))  # one run's log, not two interleaved
+
+
+def test_a_locked_folder_is_refused_naming_the_holder_and_a_dead_holder_frees_it(world, tmp_path):
+    from minilm.train import run_folder
+
+    out = tmp_path / "run"
+    run_folder.prepare(out)  # this process runs in it
+    try:
+        line = refused(minilm(world, *pretrain_args(world, out)), f"is in use by another minilm run (pid {os.getpid()}")
+        assert str(out) in line
+    finally:
+        run_folder.release(out)
+    assert [p.name for p in out.iterdir()] == [run_folder.MARKER]  # the refused run wrote nothing
+    # A run killed outright (no clean-up at all) leaves its marker; the lock went with the process.
+    script = (f"import os, signal; from minilm.train import run_folder; run_folder.prepare({str(out)!r}); "
+              f"os.kill(os.getpid(), signal.SIGKILL)")
+    assert subprocess.run([sys.executable, "-c", script], timeout=120).returncode == -9
+    assert "pid" in (out / run_folder.MARKER).read_text()
+    done = minilm(world, *pretrain_args(world, out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "final" / "config.json").is_file()

@@ -222,7 +222,16 @@ def run_finetune(cfg: FinetuneConfig, task=None) -> dict:
     out = Path(cfg.out) if cfg.out and int(os.environ.get("RANK", "0")) == 0 else None
     resolve_device(cfg.device)  # every check that needs no data runs before any is loaded
     if out is not None:
-        run_folder.prepare(out, overwrite=cfg.overwrite)
+        run_folder.prepare(out, overwrite=cfg.overwrite)  # locked until the run's files are all written
+    try:
+        return _finetune(cfg, task, out, t0)
+    finally:
+        if out is not None:
+            run_folder.release(out)
+
+
+def _finetune(cfg: FinetuneConfig, task, out: Path | None, t0: float) -> dict:
+    """`run_finetune` once the run folder is claimed."""
     task = task or TASKS[cfg.task](cfg.data, allow_unseen=cfg.allow_unseen_labels, allow_rare=cfg.allow_rare_labels)
     if cfg.train_size is not None:
         task = with_subset(task, "train", cfg.train_size, cfg.seed)

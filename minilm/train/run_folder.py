@@ -17,6 +17,10 @@ Design choices:
   writes in a run folder (`OWN`); a folder holding anything else is refused, naming what it
   would not touch, before anything is deleted. A folder that holds files but no run is never
   used as a run folder at all.
+- One run per folder at a time: `prepare` takes an exclusive lock (flock) on the marker, held
+  until `release` (a `RunFolder` releases it when the run closes) or the end of the process;
+  a second run into the folder is refused in one line naming the holder. The system drops the
+  lock of a process that died, so a crash never leaves a stale lock behind.
 - Checkpoints are ordered by their step number, never by name, so rotation and resume pick
   the right ones whatever the padding of the names.
 - The trainer writes through `RunFolder` and knows no file names: what is kept where is
@@ -34,12 +38,19 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
+import time
 from pathlib import Path
 
 from minilm.store.atomic import atomic_write_text
 from minilm.train import checkpoint as ckpt
 from minilm.train.sink import Sink
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
@@ -60,6 +71,9 @@ MARKER = ".minilm-run"  # written by `prepare`: what makes a folder a run
 OWN = (MARKER, METRICS, "curves.png", CHECKPOINTS, FINAL, BEST, "summary.json", "finetune.json", "results.json",
        "results.md", "report_test.txt", "adapter.safetensors", "adapter.json", "tokenizer.json", "model", "base",
        "confusion_*.png", "eval_*.json", ".*.tmp*", ".*.old-*")
+
+
+_claims: dict[Path, object] = {}  # the run folders this process has prepared: their locked markers
 
 
 def _own(name: str) -> bool:
@@ -89,12 +103,14 @@ def _listing(names: list[str], limit: int = 6) -> str:
 
 
 def prepare(folder, *, resume: bool = False, overwrite: bool = False) -> Path:
-    """Make `folder` ready for a run: refuse to clobber an existing run unless asked to.
+    """Make `folder` ready for a run and lock it for this process: refuse to clobber a run unless asked to.
 
     resume: the folder must hold a run to continue. overwrite: what minilm wrote in the folder
     is removed first; a folder holding anything else is refused, naming it, before anything is
-    deleted. A folder that holds files but no run is refused either way. The folder is marked
-    as a run. Left-over temporary folders from a crash are recovered or removed.
+    deleted. A folder that holds files but no run is refused either way, and so is a folder
+    another process is running in. The folder is marked as a run and stays locked until
+    `release` (or the end of the process, however it ends). Left-over temporary folders from
+    a crash are recovered or removed.
     """
     folder = Path(folder)
     if resume and overwrite:
@@ -102,21 +118,41 @@ def prepare(folder, *, resume: bool = False, overwrite: bool = False) -> Path:
     if folder.exists() and not folder.is_dir():
         raise RunFolderError(f"--out {folder} is a file, not a folder")
     names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
-    run = is_run(folder)
-    if names and not run and not (resume and step_checkpoints(folder)):  # --overwrite --out ~ must not empty a home
+    if names and not is_run(folder) and not (resume and step_checkpoints(folder)):  # --overwrite --out ~: no
         raise RunFolderError(f"--out {folder} holds files but no minilm run ({_listing(names)}); "
                              + ("not deleting it: " if overwrite else "not writing a run among them: ")
                              + "choose a new or empty folder")
-    if overwrite and run:
+    if resume and not folder.is_dir():
+        raise RunFolderError(f"--resume: {folder}: no such folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    key = folder.resolve()
+    lock = _claims.get(key) or _lock(folder)  # this process's own earlier run there (it ended in an error) or new
+    lock.seek(0)
+    before = lock.read()
+    _write(lock, f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    try:
+        _make_ready(folder, resume=resume, overwrite=overwrite)
+    except BaseException:
+        _write(lock, before)  # refused: the folder is left as it was
+        _claims.pop(key, None)
+        lock.close()
+        raise
+    _claims[key] = lock
+    return folder
+
+
+def _make_ready(folder: Path, *, resume: bool, overwrite: bool) -> None:
+    """The checks and clean-up of `prepare`, with the folder locked."""
+    names = [p.name for p in folder.iterdir() if p.name != MARKER]
+    if overwrite:
         foreign = [n for n in names if not _own(n)]
         if foreign:
             raise RunFolderError(f"--overwrite: {folder} holds files minilm did not write ({_listing(foreign)}); "
                                  f"not deleting anything: move them out, or choose another --out")
         for name in names:
-            if name != MARKER:
-                path = folder / name
-                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-    elif not resume and run and any(n != MARKER for n in names):
+            path = folder / name
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    elif not resume and names:
         raise RunFolderError(f"--out {folder} already holds a run: continue it with --resume, replace it with "
                              f"--overwrite, or choose another --out")
     for root in (folder, folder / CHECKPOINTS):  # finish or undo replacements a crash interrupted
@@ -125,9 +161,44 @@ def prepare(folder, *, resume: bool = False, overwrite: bool = False) -> Path:
             ckpt.recover(root / name, cleanup=True)
     if resume and not step_checkpoints(folder):
         raise RunFolderError(f"--resume: {folder} has no checkpoint under {CHECKPOINTS}/ to continue from")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / MARKER).touch()
-    return folder
+
+
+def _lock(folder: Path):
+    """The run marker, opened and exclusively locked by this process (`prepare` writes who holds it).
+
+    An flock belongs to the open file: the system drops it when the process ends, however it
+    ends, so a marker left by a crashed run is simply free again (no stale lock to clear).
+    """
+    marker = open(folder / MARKER, "a+")
+    if fcntl is None:  # no flock on this system (Windows): the folder is marked, not locked
+        return marker
+    try:
+        fcntl.flock(marker, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        for _ in range(20):  # the holder writes its name just after it took the lock
+            marker.seek(0)
+            if holder := marker.read().strip():
+                break
+            time.sleep(0.05)
+        marker.close()
+        raise RunFolderError(f"--out {folder} is in use by another minilm run ({holder or 'starting'}): wait "
+                             f"for it to end, or choose another --out") from None
+    return marker
+
+
+def _write(marker, text: str) -> None:
+    """Who holds the folder, in the marker: the message a second run gets names it."""
+    marker.seek(0)
+    marker.truncate()
+    marker.write(text)
+    marker.flush()
+
+
+def release(folder) -> None:
+    """The run in `folder` is over: unlock it (the marker stays: the folder holds a run)."""
+    lock = _claims.pop(Path(folder).resolve(), None)
+    if lock is not None:
+        lock.close()
 
 
 def step_of(path: Path) -> int:
@@ -223,6 +294,7 @@ class RunFolder(Sink):
 
     def close(self) -> None:
         plot_metrics(self.folder)
+        release(self.folder)
 
 
 def append_metrics(folder, record: dict) -> None:
