@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 
@@ -151,3 +152,47 @@ def test_a_locked_folder_is_refused_naming_the_holder_and_a_dead_holder_frees_it
     done = minilm(world, *pretrain_args(world, out))
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "final" / "config.json").is_file()
+
+
+# ---- 2. `minilm evaluate --out` writes only its own files ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finetuned(world):
+    """A fully fine-tuned run folder (the test copies it before touching it)."""
+    done = minilm(world, *finetune_args(world, world / "finetuned"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return world / "finetuned"
+
+
+def test_evaluate_out_never_writes_over_a_file_it_did_not_create(world, finetuned, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finetuned, run)
+    other = tmp_path / "other"
+    shutil.copytree(finetuned, other)
+    (tmp_path / "notes.txt").write_text("mine\n")
+    before = {folder: snapshot(folder) for folder in (run, other)}
+    for target, says in [(run / "finetune.json", "minilm evaluate did not write it"),
+                         (run / "model" / "model.safetensors", "minilm evaluate did not write it"),
+                         (other / "model" / "model.safetensors", "minilm evaluate did not write it"),
+                         (tmp_path / "notes.txt", "minilm evaluate did not write it"),
+                         (run / "scores.json", "is inside the run folder"),
+                         (run / "model" / "eval_test.json", "is inside the run folder"),
+                         (run, "is a folder")]:
+        refused(minilm(world, "evaluate", run, "--out", target), says)
+    assert {folder: snapshot(folder) for folder in (run, other)} == before
+    assert (tmp_path / "notes.txt").read_text() == "mine\n"
+    # Its own files: the default one in the run, and a file of the user's choosing outside, again and again.
+    for out in ([], ["--out", tmp_path / "scores.json"]):
+        for _ in range(2):
+            assert minilm(world, "evaluate", run, *out).returncode == 0
+    assert json.loads((tmp_path / "scores.json").read_text())["split"] == "test"
+    assert json.loads((run / "eval_test.json").read_text())["written_by"] == "minilm evaluate"
+
+
+def test_a_written_over_finetune_json_is_named_in_one_line(world, finetuned, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finetuned, run)
+    (run / "finetune.json").write_text(json.dumps({"task": "classify", "split": "test", "accuracy": 0.5}))
+    refused(minilm(world, "evaluate", run), "finetune.json lacks data, method, label_names, max_len",
+            "not what minilm finetune wrote")

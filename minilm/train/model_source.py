@@ -232,6 +232,13 @@ def read_run_info(run_dir: Path) -> dict:
         info = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ckpt.CheckpointError(f"{path} is corrupt or truncated ({e})") from None
+    needed = ("task", "data", "method", "label_names", "max_len") + (
+        () if isinstance(info, dict) and "model" in info else ("adapter", "base", "base_sha256", "model_class",
+                                                               "model_config", "files"))
+    missing = [k for k in needed if k not in info] if isinstance(info, dict) else list(needed)
+    if missing:
+        raise ckpt.CheckpointError(f"{path} lacks {', '.join(missing)}: it is not what minilm finetune wrote (edited "
+                                   f"or written over?); fine-tune again to rebuild it")
     for name, digest in info.get("files", {}).items():  # the adapter and its tokenizer, checked like checkpoints
         f = run_dir / name
         if not f.is_file() or sha256_file(f) != digest:
