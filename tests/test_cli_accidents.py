@@ -196,3 +196,23 @@ def test_a_written_over_finetune_json_is_named_in_one_line(world, finetuned, tmp
     (run / "finetune.json").write_text(json.dumps({"task": "classify", "split": "test", "accuracy": 0.5}))
     refused(minilm(world, "evaluate", run), "finetune.json lacks data, method, label_names, max_len",
             "not what minilm finetune wrote")
+
+
+# ---- 4. a diverging run stops like a non-finite one ----------------------------------------------
+
+
+def test_a_diverging_pretraining_stops_in_one_line_and_saves_nothing(world, tmp_path):
+    out = tmp_path / "run"
+    line = refused(minilm(world, *pretrain_args(world, out, "--lr", "30", "--steps", "30", "--log-every", "2",
+                                                "--eval-every", "3", "--save-every", "3")),
+                   "the loss diverged", "where the untrained model's was", "Lower --lr")
+    assert "step" in line
+    assert not (out / "final").exists() and not (out / "best").exists() and not (out / "checkpoints").exists()
+    assert not (out / "summary.json").exists()
+
+
+def test_a_diverging_finetuning_stops_in_one_line_and_writes_no_results(world, tmp_path):
+    out = tmp_path / "run"
+    refused(minilm(world, *finetune_args(world, out, "--lr", "30", "--epochs", "3")), "the loss diverged")
+    assert not (out / "results.json").exists() and not (out / "finetune.json").exists()
+    assert not (out / "model").exists()
