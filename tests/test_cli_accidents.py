@@ -216,3 +216,20 @@ def test_a_diverging_finetuning_stops_in_one_line_and_writes_no_results(world, t
     refused(minilm(world, *finetune_args(world, out, "--lr", "30", "--epochs", "3")), "the loss diverged")
     assert not (out / "results.json").exists() and not (out / "finetune.json").exists()
     assert not (out / "model").exists()
+
+
+# ---- 5. --seq-len beyond the preset's positions is said -------------------------------------------
+
+
+def test_a_seq_len_beyond_the_presets_positions_is_said_in_one_line(world, tmp_path):
+    out = tmp_path / "run"
+    args = pretrain_args(world, out, "--steps", "1")
+    args[args.index("--seq-len") + 1] = "600"  # bert-tiny has 512 positions
+    done = minilm(world, *args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = [line for line in done.stderr.splitlines() if "--seq-len 600" in line]
+    assert said == ["minilm: --seq-len 600 is longer than bert-tiny's max_seq_len 512: the model is widened to 600 "
+                    "positions (saved so)"]
+    assert json.loads((out / "final" / "config.json").read_text())["model_config"]["max_seq_len"] == 600
+    quiet = minilm(world, *pretrain_args(world, tmp_path / "quiet", "--steps", "1"))
+    assert "max_seq_len" not in quiet.stderr
