@@ -233,3 +233,16 @@ def test_a_seq_len_beyond_the_presets_positions_is_said_in_one_line(world, tmp_p
     assert json.loads((out / "final" / "config.json").read_text())["model_config"]["max_seq_len"] == 600
     quiet = minilm(world, *pretrain_args(world, tmp_path / "quiet", "--steps", "1"))
     assert "max_seq_len" not in quiet.stderr
+
+
+# ---- 7. an edited adapter.json is caught ----------------------------------------------------------
+
+
+def test_an_edited_adapter_json_is_refused_in_one_line(world, tmp_path):
+    run = tmp_path / "run"
+    assert minilm(world, *finetune_args(world, run, "--method", "lora")).returncode == 0
+    spec = json.loads((run / "adapter.json").read_text())
+    assert spec["settings"]["alpha"] == 16
+    spec["settings"]["alpha"] = 1600
+    (run / "adapter.json").write_text(json.dumps(spec))
+    refused(minilm(world, "evaluate", run), "adapter.json is corrupt or changed", "fine-tune again")

@@ -19,7 +19,8 @@ Design choices:
   reads; the other methods write `adapter.safetensors` (method weights and head, small)
   that names its base checkpoint and that base's sha256, so a reloaded model scores exactly
   what it scored. A random base (from scratch) cannot be fetched again: it is saved in `base/`.
-  The adapter and tokenizer files are sha256-checked when read back, like checkpoints.
+  The adapter (its weights and its settings) and tokenizer files are sha256-checked when read
+  back, like checkpoints.
 - A run folder is never overwritten by accident (`--overwrite` replaces it), and the default
   folder name includes the data set, so runs on different data never collide.
 - Misconfiguration fails before training: labels in validation/test that training never
@@ -314,7 +315,8 @@ def _save_finetuned(out: Path, cfg: FinetuneConfig, task, model, tokenizer, base
         info.update(adapter=ADAPTER, base=where, base_sha256=model_source.weights_digest(base),
                     model_class=type(model).__name__, model_config=model.config.to_dict(),
                     model_kwargs=constructor_kwargs(model),  # num_labels, pooling
-                    files={name: sha256_file(out / name) for name in (ADAPTER, "tokenizer.json")})
+                    files={name: sha256_file(out / name)  # the adapter's settings too: alpha changes the model
+                           for name in (ADAPTER, Path(ADAPTER).with_suffix(".json").name, "tokenizer.json")})
     atomic_write_text(out / RUN_INFO, json.dumps(info, indent=2) + "\n")
 
 
