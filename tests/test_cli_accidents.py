@@ -246,3 +246,15 @@ def test_an_edited_adapter_json_is_refused_in_one_line(world, tmp_path):
     spec["settings"]["alpha"] = 1600
     (run / "adapter.json").write_text(json.dumps(spec))
     refused(minilm(world, "evaluate", run), "adapter.json is corrupt or changed", "fine-tune again")
+
+
+# ---- 8. fill-mask never drops a [MASK] silently --------------------------------------------------
+
+
+def test_fill_mask_with_the_mask_truncated_away_says_so(world):
+    long = " ".join(["the movie was good"] * 30)  # about 120 tokens; the model reads 64
+    line = refused(minilm(world, "fill-mask", world / "pre", f"{long} and [MASK]."),
+                   "but the model reads 64 (max_seq_len): 1 of its 1 [MASK] would be truncated away")
+    assert "shorten the text" in line
+    done = minilm(world, "fill-mask", world / "pre", "the movie was [MASK].")
+    assert done.returncode == 0 and "[MASK] #1:" in done.stdout

@@ -467,10 +467,16 @@ class MaskedLM(TaskModel):
             if i < len(pieces) - 1:
                 ids.append(tokenizer.mask_id)
         ids.append(tokenizer.sep_id)
+        window = self.config.max_seq_len
+        cut = ids[window:].count(tokenizer.mask_id)
+        if cut:  # a [MASK] the model never sees cannot be filled: say so rather than leave it in the text
+            raise ValueError(f"the text is {len(ids)} tokens ([CLS] and [SEP] included) but the model reads "
+                             f"{window} (max_seq_len): {cut} of its {ids.count(tokenizer.mask_id)} {marker} would be "
+                             f"truncated away; shorten the text before the {marker}")
         device = next(self.parameters()).device
         was_training = self.training
         self.eval()
-        input_ids = torch.tensor([ids[: self.config.max_seq_len]], device=device)  # (1, T)
+        input_ids = torch.tensor([ids[:window]], device=device)  # (1, T)
         logits = self(input_ids).logits[0]  # (T, V)
         self.train(was_training)
         probs = torch.softmax(logits[input_ids[0] == tokenizer.mask_id].float(), dim=-1)  # (M, V)
