@@ -4,6 +4,8 @@ import json
 import textwrap
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from minilm.cli import main as minilm
 from minilm.course.runner import find_lessons
@@ -134,3 +136,26 @@ def test_shared_checkpoint_falls_back_to_a_cached_cpu_pretraining(tmp_path, monk
 
     monkeypatch.setattr(harness, "pretrain", no_second_pretraining)
     assert harness.pretrained_checkpoint(lesson)[0] == path  # cached: no second pretraining
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(numbers=st.sets(st.integers(0, 30), min_size=1, max_size=8), asked=st.integers(0, 30),
+       spelling=st.sampled_from(["{}", "{:02d}", "{:03d}"]))
+def test_only_names_a_lesson_by_its_number_never_by_a_prefix(tmp_path_factory, numbers, asked, spelling):
+    folder = tmp_path_factory.mktemp("lessons")
+    for n in numbers:
+        (folder / f"{n:02d}_lesson.py").write_text("")
+    item = spelling.format(asked)
+    if asked in numbers:
+        assert [p.stem for p in find_lessons(folder, [item])] == [f"{asked:02d}_lesson"]
+    else:
+        with pytest.raises(ValueError, match=f"--only {item} matches no lesson"):
+            find_lessons(folder, [item])
+
+
+def test_only_1_runs_lesson_01_and_not_10_to_12(tmp_path, capsys):
+    lessons = write_lessons(tmp_path / "lessons", **{f"{n:02d}_lesson": OK for n in (1, 10, 11, 12)})
+    assert minilm(["course", "--mode", "smoke", "--lessons", str(lessons), "--runs", str(tmp_path / "runs"),
+                   "--only", "1"]) == 0
+    assert "1 lessons in --smoke mode" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "runs" / "lessons").iterdir()) == ["01_lesson"]

@@ -11,7 +11,7 @@ from minilm.course.runner import LESSONS_DIR, find_lessons, load_runs, run_lesso
 def configure(parser):
     parser.add_argument("--mode", choices=MODES, default="quick",
                         help="quick: ~30 min on a 2-core CPU (default); full: real scale, for a GPU; smoke: seconds")
-    parser.add_argument("--only", nargs="+", metavar="NN", help="run only these lessons, e.g. --only 01 04")
+    parser.add_argument("--only", nargs="+", metavar="NN", help="run only these lessons (numbers or names), e.g. --only 1 4")
     parser.add_argument("--lessons", type=Path, default=LESSONS_DIR, help="folder of lesson scripts")
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="where run folders and the report go")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds before one lesson is stopped")

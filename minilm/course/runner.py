@@ -48,14 +48,23 @@ class LessonRun:
 
 
 def find_lessons(directory: Path, only: list[str] | None = None) -> list[Path]:
-    """Lesson scripts `NN_name.py` in order; `only` keeps those whose name starts with one of its items."""
+    """Lesson scripts `NN_name.py` in order; `only` keeps the lessons it names.
+
+    An item of `only` is a lesson number (`1`, `01` and `001` all mean lesson 01, never 10-19)
+    or the start of a lesson's name including its number (`05_masked`).
+    """
     if not directory.is_dir():
         raise FileNotFoundError(f"--lessons {directory} is not a folder of lesson scripts")
     lessons = sorted(p for p in directory.glob("[0-9][0-9]_*.py"))
     if only:
-        lessons = [p for p in lessons if any(p.stem.startswith(o) for o in only)]
-        if not lessons:
-            raise ValueError(f"--only {only} matches no lesson in {directory}")
+        def named(path: Path, item: str) -> bool:
+            return int(item) == int(path.stem[:2]) if item.isdigit() else path.stem.startswith(item)
+
+        missing = [o for o in only if not any(named(p, o) for p in lessons)]
+        if missing:
+            raise ValueError(f"--only {' '.join(missing)} matches no lesson in {directory} (give lesson numbers, "
+                             f"e.g. --only 1 4, or names, e.g. --only 05_masked_lm)")
+        lessons = [p for p in lessons if any(named(p, o) for o in only)]
     return lessons
 
 
