@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 from minilm.course.lesson import MODES, lesson_title
-from minilm.course.runner import LESSONS_DIR, find_lessons, load_runs, run_lesson, save_runs
+from minilm.course.runner import INTERRUPTED, LESSONS_DIR, find_lessons, load_runs, run_lesson, save_runs
 
 
 def configure(parser):
@@ -24,16 +24,25 @@ def run(args) -> int:
     print(f"minilm course: {len(lessons)} lessons in --{args.mode} mode; report in {args.runs}/course/REPORT.md")
     known = load_runs(args.runs, args.mode, find_lessons(args.lessons)) if args.only else {}
     done, t0 = [], time.perf_counter()
-    for i, path in enumerate(lessons, 1):
-        print(f"\n{'#' * 88}\n# [{i}/{len(lessons)}] {path.stem}: {lesson_title(path)}\n{'#' * 88}", flush=True)
-        r = run_lesson(path, args.mode, args.runs, args.timeout)
-        done.append(r)
-        known[path.stem] = r
-        print(f"\n[course] {path.stem}: {'ok' if r.ok else 'FAILED'} in {r.seconds:.0f} s ({r.cpu_seconds:.0f} s CPU)",
-              flush=True)
-        report = save_runs(known, args.mode, args.runs)  # a report even if stopped early
-    print(f"\n[course] {sum(r.ok for r in done)}/{len(done)} lessons ok in "
-          f"{(time.perf_counter() - t0) / 60:.1f} min; report: {report}")
+    try:
+        for i, path in enumerate(lessons, 1):
+            print(f"\n{'#' * 88}\n# [{i}/{len(lessons)}] {path.stem}: {lesson_title(path)}\n{'#' * 88}", flush=True)
+            r = run_lesson(path, args.mode, args.runs, args.timeout)  # Ctrl-C: the lesson is stopped, r says so
+            done.append(r)
+            known[path.stem] = r
+            print(f"\n[course] {path.stem}: {r.status} in {r.seconds:.0f} s ({r.cpu_seconds:.0f} s CPU)", flush=True)
+            if r.returncode == INTERRUPTED:
+                raise KeyboardInterrupt
+            save_runs(known, args.mode, args.runs)  # a report even if stopped early
+    except KeyboardInterrupt:
+        interrupted = True
+    else:
+        interrupted = False
+    report = save_runs(known, args.mode, args.runs) if known else None
+    print(f"\n[course] {'interrupted (Ctrl-C): ' if interrupted else ''}{sum(r.ok for r in done)}/{len(done)} "
+          f"lessons ok in {(time.perf_counter() - t0) / 60:.1f} min; report: {report}", flush=True)
     for r in done:
-        print(f"  {r.path.stem:<28} {'ok' if r.ok else 'FAILED':<7} {r.seconds:6.0f} s wall {r.cpu_seconds:6.0f} s CPU")
+        print(f"  {r.path.stem:<28} {r.status:<12} {r.seconds:6.0f} s wall {r.cpu_seconds:6.0f} s CPU")
+    if interrupted:
+        return 130
     return 0 if all(r.ok for r in done) else 1
