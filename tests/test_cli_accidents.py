@@ -258,3 +258,45 @@ def test_fill_mask_with_the_mask_truncated_away_says_so(world):
     assert "shorten the text" in line
     done = minilm(world, "fill-mask", world / "pre", "the movie was [MASK].")
     assert done.returncode == 0 and "[MASK] #1:" in done.stdout
+
+
+# ---- 13. many labels: results first, a bounded picture ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def many_labels(world):
+    """A classification folder with 120 labels (integers: never typos of each other)."""
+    rng = random.Random(1)
+    folder = world / "many"
+    folder.mkdir()
+    for split, per in (("train", 3), ("validation", 1), ("test", 1)):
+        rows = [f"{' '.join(rng.choice(WORDS) for _ in range(5))} {label}\t{label}" for label in range(120)
+                for _ in range(per)]
+        (folder / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_many_labels_write_results_and_a_bounded_confusion_picture(world, many_labels, tmp_path):
+    out = tmp_path / "run"
+    done = minilm(world, "finetune", "--data", many_labels, "--init", world / "pre", "--epochs", "1",
+                  "--batch-size", "32", "--no-progress", "--out", out, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((out / "results.json").read_text())["test_size"] == 120
+    png = (out / "confusion_test.png").read_bytes()
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert width <= 2500 and height <= 2500, (width, height)
+
+
+def test_results_are_written_before_any_picture(world, tmp_path, monkeypatch):
+    from minilm.downstream import finetuning, metrics
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the picture could not be drawn")
+
+    monkeypatch.setattr(metrics, "plot_confusion_matrix", broken)
+    cfg = finetuning.FinetuneConfig(data=str(world / "sent.tsv"), init=str(world / "pre"), epochs=1, batch_size=16,
+                                    out=str(tmp_path / "run"), progress=False)
+    with pytest.raises(RuntimeError, match="could not be drawn"):
+        finetuning.run_finetune(cfg)
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["method"] == "full"
+    assert (tmp_path / "run" / "finetune.json").is_file()

@@ -286,10 +286,10 @@ def _finetune(cfg: FinetuneConfig, task, out: Path | None, t0: float) -> dict:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         _save_finetuned(out, cfg, task, model, tokenizer, base, settings, row, max_len)
+        atomic_write_text(out / "results.json", json.dumps(row, indent=2) + "\n")  # results first, then pictures
+        atomic_write_text(out / "results.md", results_table([row]))
         report = task.report(test, test_scored, out / "confusion_test.png")
         atomic_write_text(out / "report_test.txt", report)
-        atomic_write_text(out / "results.json", json.dumps(row, indent=2) + "\n")
-        atomic_write_text(out / "results.md", results_table([row]))
         print(report)
     print(results_table([row]))
     return row
