@@ -300,3 +300,70 @@ def test_results_are_written_before_any_picture(world, tmp_path, monkeypatch):
         finetuning.run_finetune(cfg)
     assert json.loads((tmp_path / "run" / "results.json").read_text())["method"] == "full"
     assert (tmp_path / "run" / "finetune.json").is_file()
+
+
+# ---- 14. a full disk while writing a checkpoint ----------------------------------------------------
+
+FULL_DISK = {  # what each writer raises when the disk fills up (torch's message as seen at 10 MB free)
+    "model.safetensors": ("minilm.train.checkpoint", "save_file", "safetensors.SafetensorError",
+                          "Error while serializing: I/O error: No space left on device (os error 28)"),
+    "trainer_state.pt": ("torch", "save", "RuntimeError",
+                         "[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+                         "data/3: file write failed; unexpected pos 1792 vs 1664"),
+}
+
+
+@pytest.mark.parametrize("file", sorted(FULL_DISK))
+def test_a_full_disk_while_writing_a_checkpoint_is_one_line_and_the_last_one_is_intact(world, tmp_path, file):
+    module, name, error, message = FULL_DISK[file]
+    out = tmp_path / "run"
+    args = [str(a) for a in pretrain_args(world, out, "--steps", "6", "--save-every", "2", "--eval-every", "100")]
+    script = f"""
+import importlib, sys, safetensors, torch
+module = importlib.import_module({module!r})
+real, calls = getattr(module, {name!r}), []
+def full(*args, **kwargs):  # the second checkpoint finds the disk full
+    calls.append(1)
+    if len(calls) == 2:
+        raise {error}({message!r})
+    return real(*args, **kwargs)
+setattr(module, {name!r}, full)
+from minilm.cli import main
+sys.exit(main({args!r}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MINILM_CACHE": str(world / "cache")})
+    refused(done, f"could not write {out / 'checkpoints' / 'step_0000004' / file}", "is the disk full?",
+            "nothing was saved", "are intact")
+    from minilm.train.checkpoint import load_model, load_trainer_state
+
+    last = out / "checkpoints" / "step_0000002"
+    assert [p.name for p in (out / "checkpoints").iterdir()] == [last.name]  # no half checkpoint left behind
+    load_model(last)  # every file's sha256 checked
+    assert load_trainer_state(last)["step"] == 2
+
+
+def _mount_tmpfs(folder, size: str) -> bool:
+    folder.mkdir()
+    try:
+        return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                              capture_output=True).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
+def test_a_really_full_disk_while_writing_a_checkpoint(world, tmp_path):
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "6m"):  # a 6 MB disk holds one bert-tiny checkpoint with its optimiser state
+        pytest.skip("needs to mount a small tmpfs (root); the injected failures above run everywhere")
+    try:
+        out = disk / "run"
+        line = refused(minilm(world, *pretrain_args(world, out, "--steps", "6", "--save-every", "2",
+                                                    "--eval-every", "100")),
+                       "No space left on device", "is the disk full?", "are intact")
+        assert str(out / "checkpoints" / "step_0000004") in line
+        from minilm.train.checkpoint import load_model
+
+        load_model(out / "checkpoints" / "step_0000002")
+    finally:
+        subprocess.run(["umount", str(disk)])

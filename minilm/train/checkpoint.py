@@ -12,7 +12,8 @@ Design choices:
   state is a `torch.save` file read back with `weights_only=True` for the same reason.
 - Atomic: the whole folder is written under a temporary name and renamed into place, so
   an interrupted write (Ctrl-C, a full disk, a crash) never leaves a half checkpoint under
-  the real name, and the previous one stays intact until the new one is complete.
+  the real name, and the previous one stays intact until the new one is complete. A write
+  that fails (a full disk) is one CheckpointError naming the file, saying nothing was saved.
 - Refuse rather than guess: config.json records the sha256 of every file, so a truncated
   or edited file is caught before it is parsed; missing, unexpected or mis-shaped weights
   are listed by name.
@@ -140,25 +141,35 @@ def save_checkpoint(directory, model: torch.nn.Module, tokenizer=None, *, traine
     config.json under "extra". Wrappers (DDP, torch.compile) are unwrapped first.
     """
     final = Path(directory)
-    with atomic_folder(final) as tmp:
-        model = unwrap(model)
-        tensors, aliases = _unique_state(model)
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        if tokenizer is not None:
-            tokenizer.save(tmp / TOKENIZER)
-        if trainer_state is not None:
-            torch.save(trainer_state, tmp / TRAINER_STATE)
-        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
-        config = getattr(model, "config", None)
-        meta = {
-            "model_class": _class_name(type(model)),
-            "model_config": config.to_dict() if hasattr(config, "to_dict") else None,
-            "model_kwargs": constructor_kwargs(model),
-            "tied": aliases,
-            "files": files,
-            "extra": extra,
-        }
-        (tmp / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    writing = final  # what is being written, for the message when the disk is full
+    try:
+        with atomic_folder(final) as tmp:  # on any error the temporary folder goes, `final` is untouched
+            model = unwrap(model)
+            tensors, aliases = _unique_state(model)
+            writing = final / WEIGHTS
+            save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
+            if tokenizer is not None:
+                writing = final / TOKENIZER
+                tokenizer.save(tmp / TOKENIZER)
+            if trainer_state is not None:
+                writing = final / TRAINER_STATE
+                torch.save(trainer_state, tmp / TRAINER_STATE)
+            writing = final / CONFIG
+            files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+            config = getattr(model, "config", None)
+            meta = {
+                "model_class": _class_name(type(model)),
+                "model_config": config.to_dict() if hasattr(config, "to_dict") else None,
+                "model_kwargs": constructor_kwargs(model),
+                "tied": aliases,
+                "files": files,
+                "extra": extra,
+            }
+            (tmp / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    except (OSError, SafetensorError, RuntimeError) as e:  # a full disk, a quota: torch says "unexpected pos"
+        reason = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        raise CheckpointError(f"could not write {writing} ({reason}; is the disk full?): nothing was saved; the "
+                              f"checkpoints already in {final.parent} are intact") from e
     return final
 
 
