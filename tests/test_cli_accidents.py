@@ -367,3 +367,23 @@ def test_a_really_full_disk_while_writing_a_checkpoint(world, tmp_path):
         load_model(out / "checkpoints" / "step_0000002")
     finally:
         subprocess.run(["umount", str(disk)])
+
+
+# ---- 15. a hand-edited checkpoint config.json ------------------------------------------------------
+
+
+@pytest.mark.parametrize("edit, says", [
+    ({"model_class": "Block"}, "model_class='Block' is not one of minilm's model classes"),
+    ({"model_class": "ModelConfig"}, "model_class='ModelConfig' is not one of minilm's model classes"),
+    ({"model_kwargs": {"num_labels": 2}}, "model_kwargs ['num_labels'] are not arguments of MaskedLM (it takes none"),
+    ({"model_kwargs": ["x"]}, "model_kwargs ['x'] are not arguments of MaskedLM"),
+    ({"model_config": None}, "model_config is null, not the model's settings"),
+    ({"model_config": {"d_model": 32, "colour": "red"}}, "model_config is invalid: unknown ModelConfig field(s) ['colour']"),
+])
+def test_a_hand_edited_checkpoint_config_is_one_line(world, tmp_path, edit, says):
+    checkpoint = tmp_path / "pre"
+    shutil.copytree(world / "pre", checkpoint)
+    meta = json.loads((checkpoint / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps({**meta, **edit}))
+    line = refused(minilm(world, "fill-mask", checkpoint, "the movie was [MASK]."), says)
+    assert str(checkpoint / "config.json") in line or "model_class" in line

@@ -72,9 +72,13 @@ def _class_name(cls: type) -> str:
 
 
 def _model_classes() -> dict[str, type]:
-    """minilm's own model classes by name: the only classes a checkpoint may name."""
+    """minilm's own model classes by name (the body and the task models, not their parts such as Block):
+    the only classes a checkpoint may name."""
+    from minilm.nn.model import TaskModel, Transformer
+
     return {name: obj for module in map(importlib.import_module, MODEL_MODULES) for name, obj in vars(module).items()
-            if isinstance(obj, type) and issubclass(obj, torch.nn.Module) and obj.__module__ == module.__name__}
+            if isinstance(obj, type) and issubclass(obj, (TaskModel, Transformer)) and obj is not TaskModel
+            and obj.__module__ == module.__name__}
 
 
 def class_named(name: str, given: type | None = None) -> type:
@@ -90,6 +94,35 @@ def class_named(name: str, given: type | None = None) -> type:
                               f"({', '.join(sorted(known))}); a checkpoint never makes minilm import a module: "
                               f"for a class of your own, pass it as load_model(..., model_class=YourClass)")
     return known[name]
+
+
+def model_config(settings, where) -> ModelConfig:
+    """The ModelConfig a config.json (or finetune.json) records; a hand-edited one is one CheckpointError."""
+    if not isinstance(settings, dict):
+        raise CheckpointError(f"{where}: model_config is {json.dumps(settings)}, not the model's settings (a dict of "
+                              f"ModelConfig fields): the file was edited or truncated")
+    try:
+        return ModelConfig.from_dict(settings)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: model_config is invalid: {e}") from None
+
+
+def build(meta: dict, where, given: type | None = None) -> torch.nn.Module:
+    """A fresh model from a config.json's (or finetune.json's) model_class, model_config and model_kwargs.
+
+    Whatever a hand edit made of them is refused in one CheckpointError naming the entry.
+    """
+    cls = class_named(meta["model_class"], given)
+    config, kwargs = model_config(meta["model_config"], where), meta.get("model_kwargs", {})
+    takes = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "config")]
+    if not isinstance(kwargs, dict) or set(kwargs) - set(takes):
+        extra = sorted(set(kwargs) - set(takes)) if isinstance(kwargs, dict) else kwargs
+        raise CheckpointError(f"{where}: model_kwargs {extra} are not arguments of {cls.__name__} (it takes "
+                              f"{', '.join(takes) or 'none besides its config'})")
+    try:
+        return cls(config, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: {cls.__name__} cannot be built from model_kwargs {kwargs}: {e}") from None
 
 
 def constructor_kwargs(model: torch.nn.Module) -> dict:
@@ -235,9 +268,7 @@ def load_model(directory, *, device: str | torch.device = "cpu", model_class: ty
     """
     directory = Path(directory)
     meta = read_config(directory)
-    cls = class_named(meta["model_class"], model_class)
-    config = ModelConfig.from_dict(meta["model_config"])
-    model = cls(config, **meta.get("model_kwargs", {})).to(device)
+    model = build(meta, directory / CONFIG, model_class).to(device)
     load_weights(directory, model, meta=meta)
     tokenizer = None
     if (directory / TOKENIZER).is_file():

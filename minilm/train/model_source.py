@@ -145,11 +145,12 @@ def config_of(source: ModelSource) -> ModelConfig | None:
     if source.kind == "finetuned":
         info = read_run_info(source.path)
         if "model" in info:
-            return ModelConfig.from_dict(ckpt.read_config(source.path / info["model"])["model_config"])
-        return ModelConfig.from_dict(info["model_config"])
+            where = source.path / info["model"] / ckpt.CONFIG
+            return ckpt.model_config(ckpt.read_config(where.parent)["model_config"], where)
+        return ckpt.model_config(info["model_config"], source.path / RUN_INFO)
     if source.kind == "huggingface":
         return hf.config_from_hf(json.loads((source.path / "config.json").read_text()), str(source.path))
-    return ModelConfig.from_dict(ckpt.read_config(source.path)["model_config"])
+    return ckpt.model_config(ckpt.read_config(source.path)["model_config"], source.path / ckpt.CONFIG)
 
 
 def weights_digest(source: ModelSource) -> str:
@@ -265,13 +266,11 @@ def load_finetuned(source: ModelSource):
         raise ValueError(f"{run_dir}: the base checkpoint {base_dir} changed since fine-tuning (its weights' sha256 "
                          f"differs); the adapter only fits the weights it was trained on")
     body, _ = load(base, Transformer)
-    config = ModelConfig.from_dict(info["model_config"])
-    kwargs = info.get("model_kwargs", {"num_labels": len(info["label_names"])})
-    model = ckpt.class_named(info["model_class"])(config, **kwargs)  # minilm's own classes only
+    model = ckpt.build({"model_kwargs": {"num_labels": len(info["label_names"])}, **info}, run_dir / RUN_INFO)
     model.body.load_state_dict(body.state_dict())
     peft.load_adapter(run_dir / info["adapter"], model)
     tokenizer = load_tokenizer(run_dir / ckpt.TOKENIZER)
-    check_tokenizer(tokenizer, config, str(run_dir))
+    check_tokenizer(tokenizer, model.config, str(run_dir))
     return model.eval(), tokenizer, info
 
 
