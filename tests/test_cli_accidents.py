@@ -387,3 +387,25 @@ def test_a_hand_edited_checkpoint_config_is_one_line(world, tmp_path, edit, says
     (checkpoint / "config.json").write_text(json.dumps({**meta, **edit}))
     line = refused(minilm(world, "fill-mask", checkpoint, "the movie was [MASK]."), says)
     assert str(checkpoint / "config.json") in line or "model_class" in line
+
+
+# ---- 16. sampling and top-k values that cannot work ---------------------------------------------------
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--temperature", "nan"], "--temperature=nan is invalid: expected a finite number >= 0"),
+    (["--temperature", "inf"], "--temperature=inf is invalid"),
+    (["--temperature", "-1"], "--temperature=-1.0 is invalid"),
+    (["--top-p", "nan"], "--top-p=nan is invalid"),
+    (["--top-k", "0"], "--top-k=0 is invalid"),
+])
+def test_generate_refuses_impossible_sampling_before_loading_anything(world, flags, says):
+    # The checkpoint does not even exist: the settings are checked first, before any work.
+    refused(minilm(world, "generate", world / "no-such-checkpoint", "--prompt", "the", *flags), says)
+
+
+def test_fill_mask_refuses_a_top_k_beyond_the_vocabulary(world):
+    refused(minilm(world, "fill-mask", world / "pre", "the movie was [MASK].", "--top-k", "100000"),
+            "--top-k=100000 is more than the model's vocabulary of 300 tokens")
+    done = minilm(world, "fill-mask", world / "pre", "the movie was [MASK].", "--top-k", "300")
+    assert done.returncode == 0 and done.stdout.startswith("[MASK] #1:")  # the whole vocabulary is fine

@@ -460,6 +460,8 @@ class MaskedLM(TaskModel):
         pieces = text.split(marker)
         if len(pieces) < 2:
             raise ValueError(f"fill_mask needs at least one {marker} in the text, got {text!r}")
+        if not 1 <= top_k <= self.config.vocab_size:
+            raise ValueError(f"top_k={top_k} is invalid: expected 1 to the vocabulary size, {self.config.vocab_size}")
         ids = [tokenizer.cls_id]
         for i, piece in enumerate(pieces):
             # The word after a space carries the space in byte-level BPE: " Paris" is one token.
