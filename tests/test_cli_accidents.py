@@ -409,3 +409,50 @@ def test_fill_mask_refuses_a_top_k_beyond_the_vocabulary(world):
             "--top-k=100000 is more than the model's vocabulary of 300 tokens")
     done = minilm(world, "fill-mask", world / "pre", "the movie was [MASK].", "--top-k", "300")
     assert done.returncode == 0 and done.stdout.startswith("[MASK] #1:")  # the whole vocabulary is fine
+
+
+# ---- 17. a crafted pickle is refused in minilm's words ---------------------------------------------
+
+
+class _RunsCode:
+    """What a crafted pickle holds: an object whose unpickling would call a function of its choosing."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"echo ran > {self.marker}",))
+
+
+def _one_line_without_torchs_advice(done):
+    line = refused(done, "refused:", "holds Python objects besides", "could run code when loaded")
+    assert "weights_only" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    return line
+
+
+def test_a_crafted_pytorch_model_bin_is_refused_in_one_line(world, tmp_path):
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    torch.save({"bert.embeddings.word_embeddings.weight": torch.zeros(7, 32), "x": _RunsCode(tmp_path / "ran")},
+               folder / "pytorch_model.bin")
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "bert", "architectures": ["BertForMaskedLM"], "vocab_size": 7, "hidden_size": 32,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}))
+    (folder / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\nmovie\n")
+    line = _one_line_without_torchs_advice(minilm(world, "fill-mask", folder, "the [MASK]"))
+    assert str(folder / "pytorch_model.bin") in line
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_crafted_trainer_state_is_refused_in_one_line(world, tmp_path):
+    from minilm.store.fetch import sha256_file
+
+    out = tmp_path / "run"
+    assert minilm(world, *pretrain_args(world, out, "--steps", "2", "--save-every", "1")).returncode == 0
+    last = out / "checkpoints" / "step_0000002"
+    torch.save({"step": 2, "x": _RunsCode(tmp_path / "ran")}, last / "trainer_state.pt")
+    meta = json.loads((last / "config.json").read_text())  # config.json cannot hash itself: edited to match
+    meta["files"]["trainer_state.pt"] = sha256_file(last / "trainer_state.pt")
+    (last / "config.json").write_text(json.dumps(meta))
+    line = _one_line_without_torchs_advice(minilm(world, *pretrain_args(world, out, "--steps", "4", "--resume")))
+    assert "trainer_state.pt" in line and not (tmp_path / "ran").exists()

@@ -32,6 +32,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import pickle
 from pathlib import Path
 
 import torch
@@ -283,4 +284,9 @@ def load_trainer_state(directory) -> dict:
     if TRAINER_STATE not in meta["files"]:
         raise CheckpointError(f"checkpoint {directory} has no {TRAINER_STATE}: it holds weights only and "
                               f"cannot be resumed from")
-    return torch.load(directory / TRAINER_STATE, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(directory / TRAINER_STATE, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # never pass on torch's advice to retry with weights_only=False
+        raise CheckpointError(f"{directory / TRAINER_STATE}: refused: it holds Python objects besides the trainer's "
+                              f"tensors and numbers, which could run code when loaded; it was not written by "
+                              f"minilm") from None
