@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -378,7 +379,8 @@ def test_a_really_full_disk_while_writing_a_checkpoint(world, tmp_path):
     ({"model_kwargs": {"num_labels": 2}}, "model_kwargs ['num_labels'] are not arguments of MaskedLM (it takes none"),
     ({"model_kwargs": ["x"]}, "model_kwargs ['x'] are not arguments of MaskedLM"),
     ({"model_config": None}, "model_config is null, not the model's settings"),
-    ({"model_config": {"d_model": 32, "colour": "red"}}, "model_config is invalid: unknown ModelConfig field(s) ['colour']"),
+    ({"model_config": {"d_model": 32, "colour": "red"}},
+     "model_config is invalid: unknown ModelConfig field(s) ['colour']"),
 ])
 def test_a_hand_edited_checkpoint_config_is_one_line(world, tmp_path, edit, says):
     checkpoint = tmp_path / "pre"
@@ -456,3 +458,50 @@ def test_a_crafted_trainer_state_is_refused_in_one_line(world, tmp_path):
     (last / "config.json").write_text(json.dumps(meta))
     line = _one_line_without_torchs_advice(minilm(world, *pretrain_args(world, out, "--steps", "4", "--resume")))
     assert "trainer_state.pt" in line and not (tmp_path / "ran").exists()
+
+
+# ---- 18. a read-only --out, finetune's refusal, paths with spaces ----------------------------------------
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """An empty folder this process cannot write in (chmod, or a read-only tmpfs for root, who ignores chmod)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("root cannot be kept from writing here without mounting a read-only tmpfs")
+    yield folder
+    subprocess.run(["umount", str(folder)])
+
+
+def test_a_read_only_out_is_found_before_any_data_is_loaded(world, read_only_folder):
+    missing = world / "no-such-corpus.txt"  # were the data read first, this would be the error
+    for command in (pretrain_args, finetune_args):
+        args = command(world, read_only_folder)  # it exists: creating it does not fail, writing in it does
+        args[args.index("--data") + 1] = missing
+        refused(minilm(world, *args), f"--out {read_only_folder} is not writable", "choose another --out")
+    args = pretrain_args(world, read_only_folder / "run")
+    args[args.index("--data") + 1] = missing
+    refused(minilm(world, *args), f"--out {read_only_folder / 'run'} is not writable")
+
+
+def test_finetunes_refusal_of_an_existing_run_does_not_suggest_resume(world, finetuned):
+    line = refused(minilm(world, *finetune_args(world, finetuned)), "already holds a run: replace it with --overwrite")
+    assert "--resume" not in line
+
+
+def test_printed_paths_with_spaces_are_quoted(world, tmp_path):
+    out = tmp_path / "my run"
+    done = minilm(world, *pretrain_args(world, out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    final = shlex.quote(str(out / "final"))
+    assert f"saved {final} (" in done.stdout
+    suggested = done.stdout.split("`")[-2]  # the command it suggests, to be copied as it is
+    assert shlex.split(suggested) == ["minilm", "finetune", "--init", str(out / "final")]
+    refused(minilm(world, *pretrain_args(world, out)), f"--out {shlex.quote(str(out))} already holds a run")

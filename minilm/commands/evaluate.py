@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -52,19 +53,20 @@ def scores_path(out: str | None, run: str | Path, split: str) -> Path:
     """
     path = Path(out) if out else Path(run) / f"eval_{split}.json"
     if path.is_dir():
-        raise ValueError(f"--out {path} is a folder: give a file name for the scores")
+        raise ValueError(f"--out {shlex.quote(str(path))} is a folder: give a file name for the scores")
     if path.exists():
         try:
             ours = json.loads(path.read_text()).get("written_by") == WRITTEN_BY
         except (OSError, ValueError, AttributeError):
             ours = False
         if not ours:
-            raise ValueError(f"--out {path} exists and minilm evaluate did not write it: not writing over it; "
-                             f"choose another file")
+            raise ValueError(f"--out {shlex.quote(str(path))} exists and minilm evaluate did not write it: not "
+                             f"writing over it; choose another file")
     for folder in path.resolve().parents:
         if run_folder.is_run(folder) and not (folder == path.resolve().parent and fnmatch(path.name, "eval_*.json")):
-            raise ValueError(f"--out {path} is inside the run folder {folder}, whose files belong to the run: "
-                             f"scores go to {folder}/eval_SPLIT.json (the default) or outside the folder")
+            raise ValueError(f"--out {shlex.quote(str(path))} is inside the run folder {shlex.quote(str(folder))}, "
+                             f"whose files belong to the run: scores go to its eval_SPLIT.json (the default) or "
+                             f"outside it")
     return path
 
 
@@ -75,5 +77,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"{result['split']} {result['metric']}: {100 * result[result['metric']]:.2f}")
     scores = {"written_by": WRITTEN_BY, **{k: v for k, v in result.items() if k != "report"}}
     atomic_write_text(out, json.dumps(scores, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {shlex.quote(str(out))}")
     return 0

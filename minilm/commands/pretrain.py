@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
 from pathlib import Path
 
 from minilm.data.masking import COUNTS
@@ -83,6 +84,6 @@ def run(args) -> int:
     # As typed, or as a lesson called it: recorded in every checkpoint.
     summary = pretrain(recipe, command="minilm " + " ".join(getattr(args, "argv", ["pretrain"])))
     if not summary["interrupted"] and int(os.environ.get("RANK", "0")) == 0:
-        final = Path(recipe.out) / "final"
+        final = shlex.quote(str(Path(recipe.out) / "final"))  # a path with spaces stays one argument
         print(f"saved {final} (load with minilm.train.checkpoint.load_model or `minilm finetune --init {final}`)")
     return 130 if summary["interrupted"] else 0

@@ -223,7 +223,7 @@ def run_finetune(cfg: FinetuneConfig, task=None) -> dict:
     out = Path(cfg.out) if cfg.out and int(os.environ.get("RANK", "0")) == 0 else None
     resolve_device(cfg.device)  # every check that needs no data runs before any is loaded
     if out is not None:
-        run_folder.prepare(out, overwrite=cfg.overwrite)  # locked until the run's files are all written
+        run_folder.prepare(out, overwrite=cfg.overwrite, resumable=False)  # locked until its files are all written
     try:
         return _finetune(cfg, task, out, t0)
     finally:

@@ -37,6 +37,7 @@ import fnmatch
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import sys
@@ -76,6 +77,11 @@ OWN = (MARKER, METRICS, "curves.png", CHECKPOINTS, FINAL, BEST, "summary.json", 
 _claims: dict[Path, object] = {}  # the run folders this process has prepared: their locked markers
 
 
+def _q(path) -> str:
+    """A path as a shell would need it (quoted when it holds spaces), so a message can be copied."""
+    return shlex.quote(str(path))
+
+
 def _own(name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in OWN)
 
@@ -102,7 +108,7 @@ def _listing(names: list[str], limit: int = 6) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def prepare(folder, *, resume: bool = False, overwrite: bool = False) -> Path:
+def prepare(folder, *, resume: bool = False, overwrite: bool = False, resumable: bool = True) -> Path:
     """Make `folder` ready for a run and lock it for this process: refuse to clobber a run unless asked to.
 
     resume: the folder must hold a run to continue. overwrite: what minilm wrote in the folder
@@ -110,28 +116,31 @@ def prepare(folder, *, resume: bool = False, overwrite: bool = False) -> Path:
     deleted. A folder that holds files but no run is refused either way, and so is a folder
     another process is running in. The folder is marked as a run and stays locked until
     `release` (or the end of the process, however it ends). Left-over temporary folders from
-    a crash are recovered or removed.
+    a crash are recovered or removed. `resumable=False`: the command has no --resume to suggest.
     """
     folder = Path(folder)
     if resume and overwrite:
         raise RunFolderError("--resume and --overwrite contradict each other: continue the run or replace it")
     if folder.exists() and not folder.is_dir():
-        raise RunFolderError(f"--out {folder} is a file, not a folder")
+        raise RunFolderError(f"--out {_q(folder)} is a file, not a folder")
     names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
     if names and not is_run(folder) and not (resume and step_checkpoints(folder)):  # --overwrite --out ~: no
-        raise RunFolderError(f"--out {folder} holds files but no minilm run ({_listing(names)}); "
+        raise RunFolderError(f"--out {_q(folder)} holds files but no minilm run ({_listing(names)}); "
                              + ("not deleting it: " if overwrite else "not writing a run among them: ")
                              + "choose a new or empty folder")
     if resume and not folder.is_dir():
-        raise RunFolderError(f"--resume: {folder}: no such folder")
-    folder.mkdir(parents=True, exist_ok=True)
+        raise RunFolderError(f"--resume: {_q(folder)}: no such folder")
     key = folder.resolve()
-    lock = _claims.get(key) or _lock(folder)  # this process's own earlier run there (it ended in an error) or new
+    try:  # the run's first write: a read-only --out is found here, before any data is loaded
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = _claims.get(key) or _lock(folder)  # this process's own earlier run there (it ended in an error), or new
+    except OSError as e:  # no permission, a read-only file system, a full disk
+        raise RunFolderError(f"--out {_q(folder)} is not writable ({e.strerror or e}): choose another --out") from None
     lock.seek(0)
     before = lock.read()
     _write(lock, f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     try:
-        _make_ready(folder, resume=resume, overwrite=overwrite)
+        _make_ready(folder, resume=resume, overwrite=overwrite, resumable=resumable)
     except BaseException:
         _write(lock, before)  # refused: the folder is left as it was
         _claims.pop(key, None)
@@ -141,26 +150,27 @@ def prepare(folder, *, resume: bool = False, overwrite: bool = False) -> Path:
     return folder
 
 
-def _make_ready(folder: Path, *, resume: bool, overwrite: bool) -> None:
+def _make_ready(folder: Path, *, resume: bool, overwrite: bool, resumable: bool) -> None:
     """The checks and clean-up of `prepare`, with the folder locked."""
     names = [p.name for p in folder.iterdir() if p.name != MARKER]
     if overwrite:
         foreign = [n for n in names if not _own(n)]
         if foreign:
-            raise RunFolderError(f"--overwrite: {folder} holds files minilm did not write ({_listing(foreign)}); "
+            raise RunFolderError(f"--overwrite: {_q(folder)} holds files minilm did not write ({_listing(foreign)}); "
                                  f"not deleting anything: move them out, or choose another --out")
         for name in names:
             path = folder / name
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     elif not resume and names:
-        raise RunFolderError(f"--out {folder} already holds a run: continue it with --resume, replace it with "
-                             f"--overwrite, or choose another --out")
+        raise RunFolderError(f"--out {_q(folder)} already holds a run: "
+                             + ("continue it with --resume, " if resumable else "")
+                             + "replace it with --overwrite, or choose another --out")
     for root in (folder, folder / CHECKPOINTS):  # finish or undo replacements a crash interrupted
         left = {m.group(1) for p in root.glob(".*") if (m := _LEFTOVER.fullmatch(p.name))} if root.is_dir() else ()
         for name in left:
             ckpt.recover(root / name, cleanup=True)
     if resume and not step_checkpoints(folder):
-        raise RunFolderError(f"--resume: {folder} has no checkpoint under {CHECKPOINTS}/ to continue from")
+        raise RunFolderError(f"--resume: {_q(folder)} has no checkpoint under {CHECKPOINTS}/ to continue from")
 
 
 def _lock(folder: Path):
@@ -181,7 +191,7 @@ def _lock(folder: Path):
                 break
             time.sleep(0.05)
         marker.close()
-        raise RunFolderError(f"--out {folder} is in use by another minilm run ({holder or 'starting'}): wait "
+        raise RunFolderError(f"--out {_q(folder)} is in use by another minilm run ({holder or 'starting'}): wait "
                              f"for it to end, or choose another --out") from None
     return marker
 
@@ -234,15 +244,16 @@ def resolve(path, *, flag: str = "--init") -> Path:
     if (path / ckpt.CONFIG).is_file():
         return path
     if not path.exists():
-        raise RunFolderError(f"{flag} {path}: no such folder")
+        raise RunFolderError(f"{flag} {_q(path)}: no such folder")
     ckpt.recover(path / FINAL)
     if (path / FINAL / ckpt.CONFIG).is_file():
         return path / FINAL
     fallbacks = ([path / BEST] if (path / BEST / ckpt.CONFIG).is_file() else []) + step_checkpoints(path)[::-1]
     if fallbacks:
-        print(f"minilm: {path} has no {FINAL}/ (the run was interrupted?): using {fallbacks[0]}", file=sys.stderr)
+        print(f"minilm: {_q(path)} has no {FINAL}/ (the run was interrupted?): using {_q(fallbacks[0])}",
+              file=sys.stderr)
         return fallbacks[0]
-    raise RunFolderError(f"{flag} {path}: not a checkpoint folder (no {ckpt.CONFIG}) and not a run folder with "
+    raise RunFolderError(f"{flag} {_q(path)}: not a checkpoint folder (no {ckpt.CONFIG}) and not a run folder with "
                          f"{FINAL}/, {BEST}/ or {CHECKPOINTS}/step_*")
 
 
@@ -280,7 +291,7 @@ class RunFolder(Sink):
     def resume_point(self) -> tuple[str, dict, dict]:
         found = step_checkpoints(self.folder)
         if not found:
-            raise RunFolderError(f"--resume: no checkpoint under {self.folder}/{CHECKPOINTS} to resume from")
+            raise RunFolderError(f"--resume: no checkpoint under {_q(self.folder / CHECKPOINTS)} to resume from")
         return str(found[-1]), ckpt.load_trainer_state(found[-1]), ckpt.read_config(found[-1])["extra"]
 
     def load_weights(self, where: str, model) -> None:

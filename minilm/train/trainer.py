@@ -46,6 +46,7 @@ import dataclasses
 import math
 import os
 import re
+import shlex
 import signal
 import time
 from dataclasses import dataclass
@@ -509,7 +510,7 @@ class Trainer:
         self.first_loss = state.get("first_loss")
         if self.is_main:
             self.sink.rewind(self.step)
-            print(f"resumed from {path} at step {self.step}")
+            print(f"resumed from {shlex.quote(str(path))} at step {self.step}")
 
     def _check_same_run(self, path: str, state: dict, old: dict) -> None:
         saved, now = state["train_config"], dataclasses.asdict(self.config)
