@@ -14,11 +14,9 @@ from __future__ import annotations
 import argparse
 
 from minilm.nn.model import CausalLM
-from minilm.nn.sampling import generate_text
+from minilm.nn.sampling import check_sampling, generate_text
 from minilm.train import model_source
 from minilm.train.trainer import resolve_device
-
-from minilm.nn.sampling import check_sampling
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -588,14 +588,17 @@ class Trainer:
                         log.eval_point(self.step, last_eval)
                         if not self._diverging():  # a diverging model is never kept, not even as best/
                             self._keep_if_best(last_eval)
-                    saved = None
+                    kept = False
                     if (cfg.save_every and self.step % cfg.save_every == 0) or done or interrupted:
                         self._check_finite()
-                        saved = None if self._diverging() else self.save_checkpoint()
+                        if not self._diverging():  # nor is a checkpoint of it written
+                            self.save_checkpoint()
+                            kept = True
                     if interrupted:
                         if self.is_main:
-                            log.bar.write(f"interrupted at step {self.step}: "
-                                          + (f"saved {saved}; continue with --resume" if saved else "no checkpoint saved"))
+                            log.bar.write(f"interrupted: saved a checkpoint at step {self.step}; continue with --resume"
+                                          if kept else f"interrupted at step {self.step}: the loss is diverging, no "
+                                                       f"checkpoint saved")
                         break
         finally:
             log.close()
