@@ -1,9 +1,16 @@
 """`minilm course` and the lesson harness, on tiny stand-in lessons (the real ones are
 exercised by test_lessons.py): ordering, reporting, failures and timeouts made visible."""
 import json
+import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from minilm.cli import main as minilm
 from minilm.course.runner import find_lessons
@@ -134,3 +141,77 @@ def test_shared_checkpoint_falls_back_to_a_cached_cpu_pretraining(tmp_path, monk
 
     monkeypatch.setattr(harness, "pretrain", no_second_pretraining)
     assert harness.pretrained_checkpoint(lesson)[0] == path  # cached: no second pretraining
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(numbers=st.sets(st.integers(0, 30), min_size=1, max_size=8), asked=st.integers(0, 30),
+       spelling=st.sampled_from(["{}", "{:02d}", "{:03d}"]))
+def test_only_names_a_lesson_by_its_number_never_by_a_prefix(tmp_path_factory, numbers, asked, spelling):
+    folder = tmp_path_factory.mktemp("lessons")
+    for n in numbers:
+        (folder / f"{n:02d}_lesson.py").write_text("")
+    item = spelling.format(asked)
+    if asked in numbers:
+        assert [p.stem for p in find_lessons(folder, [item])] == [f"{asked:02d}_lesson"]
+    else:
+        with pytest.raises(ValueError, match=f"--only {item} matches no lesson"):
+            find_lessons(folder, [item])
+
+
+def test_only_1_runs_lesson_01_and_not_10_to_12(tmp_path, capsys):
+    lessons = write_lessons(tmp_path / "lessons", **{f"{n:02d}_lesson": OK for n in (1, 10, 11, 12)})
+    assert minilm(["course", "--mode", "smoke", "--lessons", str(lessons), "--runs", str(tmp_path / "runs"),
+                   "--only", "1"]) == 0
+    assert "1 lessons in --smoke mode" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "runs" / "lessons").iterdir()) == ["01_lesson"]
+
+
+STARTS_AND_WAITS = '''
+"""A lesson that starts a helper process and waits, as a long training run would."""
+import os, subprocess, sys, time
+helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+with open(os.environ["PIDS"] + ".tmp", "w") as f:
+    f.write(f"{os.getpid()} {helper.pid}")
+os.replace(os.environ["PIDS"] + ".tmp", os.environ["PIDS"])
+print("waiting", flush=True)
+time.sleep(600)
+'''
+
+
+def _state(pid: int) -> str:
+    """The process's state letter (R, S, Z for a zombie, ...), or "" when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return ""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process states from /proc")
+def test_ctrl_c_ends_the_course_at_once_with_the_report_of_what_ran(tmp_path):
+    lessons = write_lessons(tmp_path / "lessons", **{"01_works": OK, "02_waits": STARTS_AND_WAITS,
+                                                     "03_never": OK})
+    runs, pids = tmp_path / "runs", tmp_path / "pids"
+    # As a terminal does: the course in a process group of its own, Ctrl-C sent to that whole group.
+    course = subprocess.Popen([sys.executable, "-m", "minilm", "course", "--mode", "smoke", "--lessons", str(lessons),
+                               "--runs", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "PIDS": str(pids)}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not pids.exists() and course.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert pids.exists(), course.communicate()[0]
+        lesson, helper = map(int, pids.read_text().split())
+        os.killpg(course.pid, signal.SIGINT)
+        out, _ = course.communicate(timeout=60)  # before: waited for the lesson's 1,800 s watchdog
+    finally:
+        if course.poll() is None:
+            os.killpg(course.pid, signal.SIGKILL)
+            course.wait()
+    assert course.returncode == 130, out
+    assert "[course] interrupted (Ctrl-C): 1/2 lessons ok" in out
+    assert _state(lesson) in ("", "X")  # the lesson ended and the course reaped it: not even a zombie
+    assert _state(helper) in ("", "X", "Z")  # what it started ended too (reaping it is its new parent's job)
+    report = (runs / "course" / "REPORT.md").read_text()
+    assert "| 01_works | A lesson that works. | ok |" in report and "| 02_waits |" in report
+    assert "INTERRUPTED" in report and "03_never" not in report

@@ -126,3 +126,32 @@ def test_mean_std_edge_cases():
     assert metrics.mean_std(np.array([1.0, 3.0])) == (2.0, pytest.approx(2 ** 0.5))
     with pytest.raises(ValueError, match="no values"):
         metrics.mean_std([])
+
+
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(1, 40), k=st.integers(1, 25), seed=st.integers(0, 10_000))
+def test_a_confusion_plot_keeps_the_most_frequent_classes_and_sums_the_rest(n, k, seed):
+    rng = np.random.default_rng(seed)
+    matrix = rng.integers(0, 5, (n, n)) * (rng.random((n, n)) < 0.3)  # (n, n)
+    names = [f"c{i}" for i in range(n)]
+    small, shown = metrics.most_frequent_classes(matrix, names, k)
+    if n <= k:
+        assert (small == matrix).all() and shown == names
+        return
+    assert small.shape == (k + 1, k + 1) and len(shown) == k + 1 and shown[-1] == f"(other {n - k})"
+    assert small.sum() == matrix.sum()  # every count is still there
+    kept = [names.index(name) for name in shown[:-1]]
+    assert kept == sorted(kept)
+    assert (small[:k, :k] == matrix[np.ix_(kept, kept)]).all()
+    assert (small[:k].sum(1) == matrix[kept].sum(1)).all() and (small[:, :k].sum(0) == matrix[:, kept].sum(0)).all()
+    dropped = sorted(set(range(n)) - set(kept))
+    assert matrix[dropped].sum(1).max() <= matrix[kept].sum(1).min()  # the kept are the most frequent gold classes
+
+
+def test_a_confusion_plot_of_a_thousand_classes_is_bounded(tmp_path):
+    rng = np.random.default_rng(0)
+    gold, pred = rng.integers(0, 1000, 3000).tolist(), rng.integers(0, 1000, 3000).tolist()
+    path = metrics.plot_confusion_matrix(metrics.confusion_matrix(gold, pred, 1000),
+                                         [f"label {i}" for i in range(1000)], tmp_path / "cm.png")
+    width, height = int.from_bytes(path.read_bytes()[16:20], "big"), int.from_bytes(path.read_bytes()[20:24], "big")
+    assert width <= 2500 and height <= 2500  # the PNG header's size: 21 rows and columns, not 1,000

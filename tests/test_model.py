@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from minilm.nn.config import ModelConfig
 from minilm.course.boundary import student
-from minilm.nn.model import CausalLM, MaskedLM, ModelOutput, SequenceClassifier, TokenClassifier
+from minilm.nn.model import CausalLM, MaskedLM, ModelOutput, SequenceClassifier, TokenClassifier, Transformer
 
 V = 61
 
@@ -105,7 +105,7 @@ def test_padding_invariance(n_real, n_pad, backend, encoder, seed, position):
     model = (MaskedLM(bert(**kw)) if encoder else CausalLM(gpt(**kw))).eval()
     ids = torch.randint(0, V, (2, n_real))
     padded = torch.cat([ids, torch.zeros(2, n_pad, dtype=torch.long)], dim=1)
-    mask = torch.cat([torch.ones(2, n_real), torch.zeros(2, n_pad)], dim=1)
+    mask = torch.cat([torch.ones(2, n_real), torch.zeros(2, n_pad)], dim=1).bool()
     with torch.no_grad():
         a = model(ids).logits
         b = model(padded, mask).logits
@@ -154,7 +154,7 @@ def test_mean_pooling_ignores_padding_and_survives_a_checkpoint(tmp_path):
     model = SequenceClassifier(bert(dropout=0.0, attention_dropout=0.0), num_labels=3, pooling="mean").eval()
     ids = torch.randint(0, V, (2, 6))
     padded = torch.cat([ids, torch.zeros(2, 3, dtype=torch.long)], dim=1)
-    mask = torch.cat([torch.ones(2, 6), torch.zeros(2, 3)], dim=1)
+    mask = torch.cat([torch.ones(2, 6), torch.zeros(2, 3)], dim=1).bool()
     with torch.no_grad():
         torch.testing.assert_close(model(padded, mask).logits, model(ids).logits, atol=1e-5, rtol=1e-5)
         cls = SequenceClassifier(model.config, num_labels=3)
@@ -188,8 +188,8 @@ def test_backends_agree_on_a_whole_model(make):
     fast = make("sdpa").double()
     fast.load_state_dict(ref.state_dict())
     ids = torch.randint(0, V, (2, 9))
-    mask = torch.ones(2, 9)
-    mask[1, 6:] = 0
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[1, 6:] = False
     for model in (ref, fast):
         model.eval()
         model(ids, mask).logits.sum().backward()
@@ -242,7 +242,7 @@ def test_prefix_slot_is_attended_by_every_query():
 
     model.body.blocks[0].attn.prefix = Prefix()
     with torch.no_grad():
-        after = model(ids, torch.ones(2, 5)).logits
+        after = model(ids, torch.ones(2, 5, dtype=torch.bool)).logits
     assert not torch.allclose(before[:, 0], after[:, 0])  # even the first token sees the prefix
 
 
@@ -289,3 +289,56 @@ def test_auto_backend_on_cuda_matches_reference(make):
     fast.train()
     fast(ids, mask).logits.float().sum().backward()  # training (dropout) goes through sdpa
     assert all(torch.isfinite(p.grad).all() for p in fast.parameters() if p.grad is not None)
+
+
+def _entry_points():
+    """Every model entry point that takes an attention_mask: (name, model, forward -> the tensor it returns)."""
+    from minilm.nn import peft
+    from minilm.nn.electra import ELECTRA
+
+    kw = dict(dropout=0.0, attention_dropout=0.0)
+    torch.manual_seed(0)
+    prefixed = peft.apply_prefix(SequenceClassifier(bert(**kw), num_labels=3, pooling="mean"), n_prefix=2)
+    masked = torch.full((2, 9), -100)
+    masked[:, 2] = 5
+    return [
+        ("Transformer", Transformer(bert(**kw), causal=False), lambda m, ids, mask: m(ids, mask)),
+        ("MaskedLM", MaskedLM(bert(**kw)), lambda m, ids, mask: m(ids, mask).logits),
+        ("MaskedLM with labels", MaskedLM(bert(**kw)), lambda m, ids, mask: m(ids, mask, labels=masked).loss),
+        ("CausalLM", CausalLM(gpt(**kw)), lambda m, ids, mask: m(ids, mask).logits),
+        ("SequenceClassifier cls", SequenceClassifier(bert(**kw), num_labels=3),
+         lambda m, ids, mask: m(ids, mask).logits),
+        ("SequenceClassifier mean", SequenceClassifier(bert(**kw), num_labels=3, pooling="mean"),
+         lambda m, ids, mask: m(ids, mask).logits),
+        ("TokenClassifier", TokenClassifier(bert(**kw), num_labels=3), lambda m, ids, mask: m(ids, mask).logits),
+        ("prefix-tuned classifier", prefixed, lambda m, ids, mask: m(ids, mask).logits),
+        ("ELECTRA", ELECTRA(bert(**kw), special_ids=(0,)),
+         lambda m, ids, mask: m(ids, mask, labels=masked, rng=torch.Generator().manual_seed(0)).loss),
+        ("ELECTRA discriminator", ELECTRA(bert(**kw), special_ids=(0,)), lambda m, ids, mask: m(ids, mask).logits),
+    ]
+
+
+ENTRY_POINTS = _entry_points()
+
+
+@settings(max_examples=20, deadline=None)
+@given(lengths=st.lists(st.integers(3, 9), min_size=2, max_size=2), seed=st.integers(0, 1000),
+       backend=st.sampled_from(["reference", "sdpa"]))
+def test_a_mask_means_the_same_at_every_entry_point(lengths, seed, backend):
+    """bool True keeps, integer 1 keeps, float is added to the scores (0 keeps, -inf drops): the same
+    outputs at every entry point; a float mask of 0s and 1s (a keep mask in float clothes) is refused."""
+    torch.manual_seed(seed)
+    ids = torch.randint(1, V, (2, 9))
+    keep = torch.arange(9)[None, :] < torch.tensor(lengths)[:, None]  # (2, 9)
+    additive = torch.zeros(2, 9).masked_fill(~keep, float("-inf"))
+    for name, model, run in ENTRY_POINTS:
+        for module in model.modules():
+            if hasattr(module, "config"):
+                module.config.attention_backend = backend
+        model.eval()
+        with torch.no_grad():
+            want = run(model, ids, keep)
+            torch.testing.assert_close(run(model, ids, keep.long()), want, msg=name)
+            torch.testing.assert_close(run(model, ids, additive), want, atol=1e-5, rtol=1e-5, msg=name)
+            with pytest.raises(ValueError, match="float tensor of 0s and 1s"):
+                run(model, ids, keep.float())

@@ -1,11 +1,16 @@
 """Run folders and checkpoint safety: no clobbering, crash-safe replacement, no code run from a file."""
 import json
+import multiprocessing
+import os
+import signal
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from minilm.train import checkpoint
 from minilm.train import run_folder
@@ -25,6 +30,8 @@ def weights_equal(a, b):
 
 def test_prepare_refuses_a_run_and_overwrite_clears_it(tmp_path):
     run = tmp_path / "run"
+    run_folder.prepare(run)
+    run_folder.release(run)
     save_checkpoint(run / "final", tiny())
     with pytest.raises(run_folder.RunFolderError, match="already holds a run: continue it with --resume"):
         run_folder.prepare(run)
@@ -32,12 +39,41 @@ def test_prepare_refuses_a_run_and_overwrite_clears_it(tmp_path):
     with pytest.raises(run_folder.RunFolderError, match="no checkpoint under checkpoints/"):
         run_folder.prepare(run, resume=True)
     run_folder.prepare(run, overwrite=True)
-    assert list(run.iterdir()) == []
+    run_folder.release(run)
+    assert [p.name for p in run.iterdir()] == [run_folder.MARKER]
     (tmp_path / "home" / "notes.txt").parent.mkdir()
     (tmp_path / "home" / "notes.txt").write_text("mine")
-    with pytest.raises(run_folder.RunFolderError, match="holds files but no minilm run; not deleting it"):
+    with pytest.raises(run_folder.RunFolderError, match=r"holds files but no minilm run \(notes.txt\); not deleting"):
         run_folder.prepare(tmp_path / "home", overwrite=True)
     assert (tmp_path / "home" / "notes.txt").read_text() == "mine"
+
+
+OWN_NAMES = ["metrics.jsonl", "final", "checkpoints", "results.json", "summary.json", "finetune.json", "eval_test.json",
+             "confusion_validation.png", ".final.tmp-12"]
+FOREIGN_NAMES = ["notes.txt", "src", "thesis.tex", "results.json.bak", "final.txt", "eval.json"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(names=st.sets(st.sampled_from(OWN_NAMES + FOREIGN_NAMES), max_size=6), marked=st.booleans())
+def test_a_folder_is_a_run_only_by_its_marker_and_overwrite_touches_only_minilms_files(tmp_path_factory, names,
+                                                                                       marked):
+    folder = tmp_path_factory.mktemp("out")
+    for name in names:
+        (folder / name).mkdir() if "." not in name.lstrip(".") else (folder / name).write_text(name)
+    if marked:
+        (folder / run_folder.MARKER).touch()
+    before = sorted(p.name for p in folder.iterdir())
+    foreign = names & set(FOREIGN_NAMES)
+    try:
+        run_folder.prepare(folder, overwrite=True)
+    except run_folder.RunFolderError as e:
+        assert sorted(p.name for p in folder.iterdir()) == before  # refused: nothing touched
+        assert names and (not marked or foreign)
+        assert all(name in str(e) for name in (foreign or names))  # it names what it would not delete
+    else:
+        run_folder.release(folder)
+        assert not names or (marked and not foreign)
+        assert [p.name for p in folder.iterdir()] == [run_folder.MARKER]
 
 
 def test_resolve_says_when_it_falls_back_from_final(tmp_path, capsys):
@@ -117,3 +153,37 @@ def test_recover_puts_back_the_old_folder_when_the_new_one_is_incomplete(tmp_pat
     checkpoint.recover(final)
     model, _ = load_model(final)
     assert weights_equal(model, tiny(seed=0))
+
+
+def _start(folder, ready, tried, results, die):
+    """A run starting in another process: all start together; the winner holds the folder until all tried."""
+    ready.wait()
+    try:
+        run_folder.prepare(folder)
+        results.put(("ok", os.getpid()))
+    except Exception as e:
+        results.put(("refused", f"{type(e).__name__}: {e}"))
+    tried.wait()
+    if die:  # a crash: no release, no clean-up
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(2, 4), crash=st.booleans())
+def test_of_runs_started_together_exactly_one_gets_the_folder(tmp_path_factory, n, crash):
+    folder = tmp_path_factory.mktemp("out") / "run"
+    ctx = multiprocessing.get_context("fork")
+    ready, tried, results = ctx.Barrier(n), ctx.Barrier(n), ctx.SimpleQueue()  # put: written at once
+    procs = [ctx.Process(target=_start, args=(folder, ready, tried, results, crash)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get() for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    winners = [who for what, who in outcomes if what == "ok"]
+    assert len(winners) == 1
+    for what, message in outcomes:
+        if what == "refused":
+            assert f"is in use by another minilm run (pid {winners[0]} on" in message
+    run_folder.prepare(folder)  # the holder is gone (ended or killed): the folder is free again
+    run_folder.release(folder)

@@ -10,7 +10,7 @@ import string
 import unicodedata
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from minilm.data.tokenizer import Tokenizer
@@ -40,13 +40,12 @@ def test_wordpiece_contract():
     assert wordpiece("ab", {"a": 1, "@@b": 2}, 0, prefix="@@") == [1, 2]
 
 
-@given(st.text(alphabet="abc", min_size=1, max_size=12))
+@given(st.lists(st.sampled_from(["a", "b", "c", "ab", "bca"]), min_size=1, max_size=6).map("".join))
 def test_wordpiece_pieces_spell_the_word_and_are_each_the_longest(word):
     vocab = {t: i for i, t in enumerate(["[UNK]", "a", "b", "ab", "bca", "##a", "##c", "##ab", "##ca", "##bc"])}
     ids = wordpiece(word, vocab, 0)
     tokens = [t for i in ids for t, j in vocab.items() if j == i]
-    if ids == [0]:
-        return
+    assume(ids != [0])  # a word greedy matching cannot cover is [UNK]: test_wordpiece_contract pins those
     pieces = [t.removeprefix("##") for t in tokens]
     assert "".join(pieces) == word
     start = 0

@@ -46,5 +46,8 @@ def run(args) -> int:
     source = model_source.resolve(args.checkpoint, flag="checkpoint", accept=("checkpoint", "huggingface"))
     model, tokenizer = model_source.load(source, MaskedLM, device=device,
                                          hint="; for a causal LM use `minilm generate`")
+    if args.top_k > model.config.vocab_size:
+        raise ValueError(f"--top-k={args.top_k} is more than the model's vocabulary of {model.config.vocab_size} "
+                         f"tokens")
     print(format_predictions(args.text, model.fill_mask(tokenizer, args.text, top_k=args.top_k)))
     return 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 
 from minilm.downstream.finetuning import DEFAULT_LR, RUN_INFO, FinetuneConfig, run_finetune
@@ -55,5 +56,5 @@ def run(args: argparse.Namespace) -> int:
     cfg = FinetuneConfig(**values)
     cfg.out = cfg.out or cfg.default_out()  # the command always keeps a run folder
     row = run_finetune(cfg)
-    print(f"wrote {cfg.out}/results.md, results.json, {RUN_INFO}", file=sys.stderr)
+    print(f"wrote results.md, results.json and {RUN_INFO} in {shlex.quote(str(cfg.out))}", file=sys.stderr)
     return 130 if row["interrupted"] else 0  # interrupted: the best epoch so far was still scored and saved

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from minilm.nn.model import CausalLM
-from minilm.nn.sampling import generate_text
+from minilm.nn.sampling import check_sampling, generate_text
 from minilm.train import model_source
 from minilm.train.trainer import resolve_device
 
@@ -36,6 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     if args.max_new_tokens < 1 or args.num_samples < 1:  # before the model is loaded
         generate_text(None, None, "", max_new_tokens=args.max_new_tokens, num_samples=args.num_samples)
+    check_sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, cli=True)
     device = resolve_device(args.device)
     source = model_source.resolve(args.checkpoint, flag="checkpoint", accept=("checkpoint", "huggingface"))
     model, tokenizer = model_source.load(source, CausalLM, device=device,

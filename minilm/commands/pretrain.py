@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
 from pathlib import Path
 
 from minilm.data.masking import COUNTS
@@ -68,7 +69,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--out", default=d.out, help="run folder: metrics.jsonl, curves.png, checkpoints, final/")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    group.add_argument("--overwrite", action="store_true", help="empty --out first (it holds an earlier run)")
+    group.add_argument("--overwrite", action="store_true",
+                       help="replace the run in --out (removes only the files minilm wrote there)")
     a("--no-progress", dest="progress", action="store_false", help="no progress bar (logs only)")
 
 
@@ -82,6 +84,6 @@ def run(args) -> int:
     # As typed, or as a lesson called it: recorded in every checkpoint.
     summary = pretrain(recipe, command="minilm " + " ".join(getattr(args, "argv", ["pretrain"])))
     if not summary["interrupted"] and int(os.environ.get("RANK", "0")) == 0:
-        final = Path(recipe.out) / "final"
+        final = shlex.quote(str(Path(recipe.out) / "final"))  # a path with spaces stays one argument
         print(f"saved {final} (load with minilm.train.checkpoint.load_model or `minilm finetune --init {final}`)")
     return 130 if summary["interrupted"] else 0

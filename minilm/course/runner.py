@@ -10,6 +10,9 @@ Design choices:
   command exits non-zero: a failure is never hidden.
 - `--only 06` reruns one lesson and keeps the others' last results (same mode) in the report,
   from `runs/course/runs.json`, so fixing a lesson does not mean rerunning the course.
+- A lesson runs in a process group of its own, so the course can end all of it (torchrun's
+  workers too): at its timeout, and at Ctrl-C, which stops the lesson within seconds (SIGTERM,
+  then SIGKILL), reaps it, and writes the report of what ran before the course exits.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -31,6 +35,8 @@ from minilm.course.lesson import RESULTS_FILE, lesson_title
 
 LESSONS_DIR = Path(__file__).resolve().parents[2] / "lessons"
 RUNS_FILE = "runs.json"  # each lesson's last run: wall and CPU time, exit code, end of its log
+TIMED_OUT, INTERRUPTED = -1, -2  # LessonRun.returncode of a lesson the course stopped
+GRACE_S = 3.0  # after SIGTERM, how long a stopped lesson may take to exit before SIGKILL
 
 
 @dataclass
@@ -38,7 +44,7 @@ class LessonRun:
     path: Path
     seconds: float
     cpu_seconds: float  # user + system CPU time of the lesson and its children: the load-independent cost
-    returncode: int  # 0 ok; the exit code otherwise; -1 when it ran past the timeout
+    returncode: int  # 0 ok; the exit code otherwise; TIMED_OUT or INTERRUPTED
     results: dict = field(default_factory=dict)
     log_tail: str = ""
 
@@ -46,16 +52,30 @@ class LessonRun:
     def ok(self) -> bool:
         return self.returncode == 0
 
+    @property
+    def status(self) -> str:
+        return {0: "ok", TIMED_OUT: "TIMED OUT", INTERRUPTED: "INTERRUPTED"}.get(
+            self.returncode, f"FAILED (exit {self.returncode})")
+
 
 def find_lessons(directory: Path, only: list[str] | None = None) -> list[Path]:
-    """Lesson scripts `NN_name.py` in order; `only` keeps those whose name starts with one of its items."""
+    """Lesson scripts `NN_name.py` in order; `only` keeps the lessons it names.
+
+    An item of `only` is a lesson number (`1`, `01` and `001` all mean lesson 01, never 10-19)
+    or the start of a lesson's name including its number (`05_masked`).
+    """
     if not directory.is_dir():
         raise FileNotFoundError(f"--lessons {directory} is not a folder of lesson scripts")
     lessons = sorted(p for p in directory.glob("[0-9][0-9]_*.py"))
     if only:
-        lessons = [p for p in lessons if any(p.stem.startswith(o) for o in only)]
-        if not lessons:
-            raise ValueError(f"--only {only} matches no lesson in {directory}")
+        def named(path: Path, item: str) -> bool:
+            return int(item) == int(path.stem[:2]) if item.isdigit() else path.stem.startswith(item)
+
+        missing = [o for o in only if not any(named(p, o) for p in lessons)]
+        if missing:
+            raise ValueError(f"--only {' '.join(missing)} matches no lesson in {directory} (give lesson numbers, "
+                             f"e.g. --only 1 4, or names, e.g. --only 05_masked_lm)")
+        lessons = [p for p in lessons if any(named(p, o) for o in only)]
     return lessons
 
 
@@ -71,23 +91,53 @@ def run_lesson(path: Path, mode: str, runs: Path, timeout: float) -> LessonRun:
     env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONUNBUFFERED": "1"}
     t0, cpu0 = time.perf_counter(), _children_cpu()
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-        watchdog = threading.Timer(timeout, proc.kill)  # a silent hang must not stall the course
+        # Its own session and process group: Ctrl-C reaches the course, which ends the whole lesson.
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        fired = threading.Event()
+        watchdog = threading.Timer(timeout, lambda: (fired.set(), _stop(proc)))  # a hang must not stall the course
+        watchdog.daemon = True  # never keeps the course alive
         watchdog.start()
-        while chunk := proc.stdout.read1(4096):
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.flush()
-            log.write(chunk)
-        returncode = proc.wait()
-        timed_out = not watchdog.is_alive() and returncode != 0
-        watchdog.cancel()
+        try:
+            while chunk := proc.stdout.read1(4096):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+                log.write(chunk)
+            returncode = proc.wait()
+            timed_out = fired.is_set() and returncode != 0
+        except KeyboardInterrupt:
+            _stop(proc)
+            log.write(b"\n[course] interrupted (Ctrl-C): the lesson was stopped\n")
+            returncode, timed_out = INTERRUPTED, False
+        finally:
+            watchdog.cancel()
+            _stop(proc)  # whatever happened, no lesson process outlives this call
     if timed_out:
-        returncode = -1
+        returncode = TIMED_OUT
     seconds, cpu_seconds = time.perf_counter() - t0, _children_cpu() - cpu0
     results_path = out / RESULTS_FILE
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     tail = "\n".join(log_path.read_text(errors="replace").replace("\r", "\n").splitlines()[-25:])
     return LessonRun(path, seconds, cpu_seconds, returncode, results, tail)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End a running lesson and every process it started (its process group), then reap it: no zombie.
+
+    SIGTERM first, SIGKILL after GRACE_S. The lesson is only reaped once its group is killed, so the
+    group's id cannot have been reused by then.
+    """
+    if proc.returncode is not None:  # it ended by itself and was reaped
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + GRACE_S
+        while time.monotonic() < deadline and not os.waitid(os.P_PID, proc.pid,
+                                                            os.WEXITED | os.WNOWAIT | os.WNOHANG):
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # what is left: the lesson, or what it started (torchrun's workers)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+    proc.wait()
 
 
 def _children_cpu() -> float:
@@ -116,8 +166,7 @@ def write_report(runs_done: list[LessonRun], mode: str, runs: Path, total: float
         "|---|---|---|---|---|",
     ]
     for r in runs_done:
-        status = "ok" if r.ok else ("TIMED OUT" if r.returncode == -1 else f"FAILED (exit {r.returncode})")
-        lines.append(f"| {r.path.stem} | {lesson_title(r.path)} | {status} | {_duration(r.seconds)} "
+        lines.append(f"| {r.path.stem} | {lesson_title(r.path)} | {r.status} | {_duration(r.seconds)} "
                      f"| {_duration(r.cpu_seconds)} |")
     headlines = [(r.path.stem, k, r.results["figures"][k]) for r in runs_done
                  for k in r.results.get("headlines", []) if k in r.results.get("figures", {})]
@@ -127,7 +176,7 @@ def write_report(runs_done: list[LessonRun], mode: str, runs: Path, total: float
     for r in runs_done:
         lines += ["", f"## {r.path.stem}: {lesson_title(r.path)}", ""]
         if not r.ok:
-            lines += [f"**This lesson failed** (exit code {r.returncode}); the end of its log "
+            lines += [f"**This lesson did not finish: {r.status}**; the end of its log "
                       f"(`course/logs/{r.path.stem}.log`):", "", "```", r.log_tail, "```", ""]
         figures = r.results.get("figures", {})
         if figures:

@@ -19,7 +19,8 @@ Design choices:
   reads; the other methods write `adapter.safetensors` (method weights and head, small)
   that names its base checkpoint and that base's sha256, so a reloaded model scores exactly
   what it scored. A random base (from scratch) cannot be fetched again: it is saved in `base/`.
-  The adapter and tokenizer files are sha256-checked when read back, like checkpoints.
+  The adapter (its weights and its settings) and tokenizer files are sha256-checked when read
+  back, like checkpoints.
 - A run folder is never overwritten by accident (`--overwrite` replaces it), and the default
   folder name includes the data set, so runs on different data never collide.
 - Misconfiguration fails before training: labels in validation/test that training never
@@ -222,7 +223,16 @@ def run_finetune(cfg: FinetuneConfig, task=None) -> dict:
     out = Path(cfg.out) if cfg.out and int(os.environ.get("RANK", "0")) == 0 else None
     resolve_device(cfg.device)  # every check that needs no data runs before any is loaded
     if out is not None:
-        run_folder.prepare(out, overwrite=cfg.overwrite)
+        run_folder.prepare(out, overwrite=cfg.overwrite, resumable=False)  # locked until its files are all written
+    try:
+        return _finetune(cfg, task, out, t0)
+    finally:
+        if out is not None:
+            run_folder.release(out)
+
+
+def _finetune(cfg: FinetuneConfig, task, out: Path | None, t0: float) -> dict:
+    """`run_finetune` once the run folder is claimed."""
     task = task or TASKS[cfg.task](cfg.data, allow_unseen=cfg.allow_unseen_labels, allow_rare=cfg.allow_rare_labels)
     if cfg.train_size is not None:
         task = with_subset(task, "train", cfg.train_size, cfg.seed)
@@ -276,10 +286,10 @@ def run_finetune(cfg: FinetuneConfig, task=None) -> dict:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         _save_finetuned(out, cfg, task, model, tokenizer, base, settings, row, max_len)
+        atomic_write_text(out / "results.json", json.dumps(row, indent=2) + "\n")  # results first, then pictures
+        atomic_write_text(out / "results.md", results_table([row]))
         report = task.report(test, test_scored, out / "confusion_test.png")
         atomic_write_text(out / "report_test.txt", report)
-        atomic_write_text(out / "results.json", json.dumps(row, indent=2) + "\n")
-        atomic_write_text(out / "results.md", results_table([row]))
         print(report)
     print(results_table([row]))
     return row
@@ -305,7 +315,8 @@ def _save_finetuned(out: Path, cfg: FinetuneConfig, task, model, tokenizer, base
         info.update(adapter=ADAPTER, base=where, base_sha256=model_source.weights_digest(base),
                     model_class=type(model).__name__, model_config=model.config.to_dict(),
                     model_kwargs=constructor_kwargs(model),  # num_labels, pooling
-                    files={name: sha256_file(out / name) for name in (ADAPTER, "tokenizer.json")})
+                    files={name: sha256_file(out / name)  # the adapter's settings too: alpha changes the model
+                           for name in (ADAPTER, Path(ADAPTER).with_suffix(".json").name, "tokenizer.json")})
     atomic_write_text(out / RUN_INFO, json.dumps(info, indent=2) + "\n")
 
 

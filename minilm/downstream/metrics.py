@@ -5,7 +5,8 @@ Design choices:
   gathered predictions, so clarity beats speed. Torch tensors are accepted and converted.
 - Sentence classification: accuracy, macro-F1 (the unweighted mean of per-class F1 over
   the classes seen in gold or prediction, as scikit-learn does), a per-class report and a
-  confusion matrix with a PNG picture.
+  confusion matrix with a PNG picture (of the 20 most frequent classes when there are more:
+  a 1,000-class picture would take minutes and gigabytes to draw, and nobody could read it).
 - Named entities are scored as *entities*, not tags, in the conlleval convention for IOB2:
   an entity is a maximal run "B-T I-T I-T…" and, as conlleval does, an "I-T" that follows
   "O" or a different type opens a new entity instead of being thrown away. A predicted
@@ -111,9 +112,31 @@ def confusion_matrix(gold: Sequence[int], pred: Sequence[int], num_labels: int) 
     return m
 
 
+PLOT_CLASSES = 20  # a confusion plot shows at most this many classes: a 1,000-class picture is unreadable and huge
+
+
+def most_frequent_classes(matrix: np.ndarray, label_names: Sequence[str], k: int = PLOT_CLASSES):
+    """The (k+1, k+1) matrix of the k most frequent gold classes, every other class summed into
+    "(other)", and its label names; the matrix as it is when it has k classes or fewer."""
+    matrix = np.asarray(matrix)
+    n = len(label_names)
+    if n <= k:
+        return matrix, list(label_names)
+    keep = np.sort(np.argsort(-matrix.sum(axis=1), kind="stable")[:k])  # (k,) in label order
+    group = np.full(n, k)  # (n,): each class's row/column in the small matrix; k = "(other)"
+    group[keep] = np.arange(k)
+    small = np.zeros((k + 1, k + 1), dtype=matrix.dtype)
+    np.add.at(small, (group[:, None], group[None, :]), matrix)  # (k+1, k+1)
+    return small, [label_names[i] for i in keep] + [f"(other {n - k})"]
+
+
 def plot_confusion_matrix(matrix: np.ndarray, label_names: Sequence[str], path: str | Path,
                           title: str = "confusion matrix") -> Path:
-    """Write the matrix as a PNG heat map, counts in the cells, rows normalised for the colour."""
+    """Write the matrix as a PNG heat map, counts in the cells, rows normalised for the colour.
+
+    With more than PLOT_CLASSES classes, the most frequent ones are drawn and the rest summed into one
+    row and column (the title says so): the picture stays readable and its size bounded.
+    """
     # Lazy: pyplot takes ~0.5 s to import, which only a run that draws should pay.
     import matplotlib
 
@@ -123,6 +146,9 @@ def plot_confusion_matrix(matrix: np.ndarray, label_names: Sequence[str], path: 
     matrix = np.asarray(matrix)
     if matrix.shape != (len(label_names), len(label_names)):
         raise ValueError(f"matrix shape {matrix.shape} does not match {len(label_names)} label names")
+    if len(label_names) > PLOT_CLASSES:
+        title = f"{title} ({PLOT_CLASSES} most frequent of {len(label_names)} classes)"
+        matrix, label_names = most_frequent_classes(matrix, label_names)
     rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)  # colour = recall per gold class
     n = len(label_names)
     fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n + 2, 1.0 + 0.6 * n + 1.5))

@@ -80,6 +80,30 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padd
     return triton_attention(q, k, v, **masks)
 
 
+def model_padding_mask(attention_mask: Tensor | None) -> Tensor | None:
+    """A model's `attention_mask` (B, T) as `attention`'s key_padding_mask: the one meaning masks have in minilm.
+
+    bool: True keeps a token. Integer (what tokenizers and minilm's batches give): nonzero keeps,
+    0 pads. Float: added to the scores (0 keeps, -inf drops, other values are a bias). A float
+    mask of nothing but 0s and 1s is refused: read as a keep mask (1 = real, as Hugging Face
+    models take it) it means the opposite of what it means here.
+    """
+    if attention_mask is None or attention_mask.dtype == torch.bool:
+        return attention_mask
+    if not attention_mask.is_floating_point():
+        return attention_mask != 0
+    if ((attention_mask == 0) | (attention_mask == 1)).all() and (attention_mask == 1).any():
+        raise ValueError("attention_mask is a float tensor of 0s and 1s: a float mask is added to the scores "
+                         "(0 keeps a token, -inf drops it), so its 1s would not mean 'real token'; for a keep mask "
+                         "pass attention_mask.bool() (or integers)")
+    return attention_mask
+
+
+def kept(key_padding_mask: Tensor) -> Tensor:
+    """Which tokens a key padding mask keeps: bool (B, T), True = a real token (a float mask keeps all but -inf)."""
+    return key_padding_mask if key_padding_mask.dtype == torch.bool else ~torch.isneginf(key_padding_mask)
+
+
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
                    key_padding_mask: Tensor | None = None, attn_mask: Tensor | None = None,
                    dropout_p: float = 0.0) -> Tensor:

@@ -38,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from minilm.nn.attention import kept, model_padding_mask
 from minilm.nn.config import ModelConfig
 from minilm.nn.model import MaskedLM, ModelOutput, TaskModel, Transformer, init_weights
 
@@ -114,7 +115,8 @@ class ELECTRA(TaskModel):
         gen = self.generator(input_ids, attention_mask, token_type_ids, labels=labels)  # logits (N, V)
         corrupted, replaced = corrupt(input_ids, labels, sample_replacements(gen.logits, self._specials, rng))
         scores = self.head(self.body(corrupted, attention_mask, token_type_ids))  # (B, T)
-        real = torch.ones_like(replaced) if attention_mask is None else attention_mask.bool()  # (B, T)
+        real = (torch.ones_like(replaced) if attention_mask is None
+                else kept(model_padding_mask(attention_mask)))  # (B, T) bool
         disc = F.binary_cross_entropy_with_logits(scores.float()[real], replaced[real].float())
         return ElectraOutput(loss=gen.loss + DISC_WEIGHT * disc, logits=gen.logits, labels=gen.labels,
                              generator_loss=gen.loss, discriminator_loss=disc, replaced=replaced, scores=scores,

@@ -62,6 +62,7 @@ Design choices:
 from __future__ import annotations
 
 import json
+import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -396,8 +397,13 @@ def read_state_dict(source) -> tuple[dict[str, Tensor], dict | None, str]:
             sd = load_file(str(path))
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message advises weights_only=False: the one thing not to do
+        raise HFError(f"{path}: refused: the file holds Python objects besides tensors, which could run code when "
+                      f"loaded; minilm reads weights only (a model.safetensors, or a pytorch_model.bin of plain "
+                      f"tensors)") from None
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same problem for the user
-        raise HFError(f"{path}: not a readable weights file ({type(e).__name__}: {e})") from None
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise HFError(f"{path}: not a readable weights file ({type(e).__name__}: {reason})") from None
     if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
         raise HFError(f"{path}: holds no state dict of tensors")
     return sd, hf, str(path)

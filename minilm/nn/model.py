@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from minilm.nn import hf
-from minilm.nn.attention import attention
+from minilm.nn.attention import attention, kept, model_padding_mask
 from minilm.nn.config import ModelConfig
 from minilm.nn.sampling import sample_next
 
@@ -240,8 +240,9 @@ class SelfAttention(nn.Module):
             # Under autocast k is bf16/fp16 while the prefix parameters stay fp32: match k, or cat would promote.
             k = torch.cat([k_prefix.to(k.dtype), k], dim=2)  # (B, Hkv, P + Tk, Dh)
             v = torch.cat([v_prefix.to(v.dtype), v], dim=2)  # (B, Hkv, P + Tk, Dh)
-            if key_padding_mask is not None:  # every query may see the whole prefix
-                key_padding_mask = torch.cat([key_padding_mask.new_ones(B, k_prefix.shape[2]), key_padding_mask], 1)
+            if key_padding_mask is not None:  # every query may see the whole prefix: True, or a 0 bias
+                see = key_padding_mask.new_ones if key_padding_mask.dtype == torch.bool else key_padding_mask.new_zeros
+                key_padding_mask = torch.cat([see(B, k_prefix.shape[2]), key_padding_mask], 1)  # (B, P + Tk)
             if attn_mask is not None:
                 attn_mask = F.pad(attn_mask, (k_prefix.shape[2], 0), value=True)  # (..., Tq, P + Tk)
         # Keys outnumber queries with a cache or a prefix; causal masking is then aligned to the end.
@@ -333,14 +334,16 @@ class Transformer(nn.Module):
                 cache: list[KVCache] | None = None, attn_mask: Tensor | None = None) -> Tensor:
         """input_ids (B, T) -> hidden states (B, T, D).
 
-        attention_mask (B, T_past + T): 1/True for real tokens, 0/False for padding.
+        attention_mask (B, T_past + T): True (or integer 1) for real tokens, False (0) for padding; or a
+        float mask added to the scores (0 keeps, -inf drops), as `minilm.nn.attention` takes it.
         attn_mask (..., T, T_past + T) bool, broadcast to (B, H, T, T_past + T): which query may
         see which key, on top of the causal rule and the padding (e.g. `minilm.data.collate.document_mask`).
         cache: one KVCache per block (generation); positions continue after the cached tokens.
         """
         start = len(cache[0]) if cache else 0
-        key_padding_mask = None if attention_mask is None else attention_mask.bool()  # (B, T_past + T)
-        if key_padding_mask is not None and key_padding_mask.all():
+        key_padding_mask = model_padding_mask(attention_mask)  # (B, T_past + T)
+        if key_padding_mask is not None and (key_padding_mask if key_padding_mask.dtype == torch.bool
+                                             else key_padding_mask == 0).all():
             key_padding_mask = None  # nothing is padded: without a mask attention takes its fastest path
         x = self.embeddings(input_ids, token_type_ids, start)  # (B, T, D)
         for i, block in enumerate(self.blocks):
@@ -464,6 +467,8 @@ class MaskedLM(TaskModel):
         pieces = text.split(marker)
         if len(pieces) < 2:
             raise ValueError(f"fill_mask needs at least one {marker} in the text, got {text!r}")
+        if not 1 <= top_k <= self.config.vocab_size:
+            raise ValueError(f"top_k={top_k} is invalid: expected 1 to the vocabulary size, {self.config.vocab_size}")
         ids = [tokenizer.cls_id]
         for i, piece in enumerate(pieces):
             # The word after a space carries the space in byte-level BPE: " Paris" is one token.
@@ -471,10 +476,16 @@ class MaskedLM(TaskModel):
             if i < len(pieces) - 1:
                 ids.append(tokenizer.mask_id)
         ids.append(tokenizer.sep_id)
+        window = self.config.max_seq_len
+        cut = ids[window:].count(tokenizer.mask_id)
+        if cut:  # a [MASK] the model never sees cannot be filled: say so rather than leave it in the text
+            raise ValueError(f"the text is {len(ids)} tokens ([CLS] and [SEP] included) but the model reads "
+                             f"{window} (max_seq_len): {cut} of its {ids.count(tokenizer.mask_id)} {marker} would be "
+                             f"truncated away; shorten the text before the {marker}")
         device = next(self.parameters()).device
         was_training = self.training
         self.eval()
-        input_ids = torch.tensor([ids[: self.config.max_seq_len]], device=device)  # (1, T)
+        input_ids = torch.tensor([ids[:window]], device=device)  # (1, T)
         logits = self(input_ids).logits[0]  # (T, V)
         self.train(was_training)
         probs = torch.softmax(logits[input_ids[0] == tokenizer.mask_id].float(), dim=-1)  # (M, V)
@@ -591,7 +602,8 @@ class SequenceClassifier(TaskModel):
         if self.pooling == "cls":
             summary = h[:, 0]  # (B, D)
         else:
-            real = (torch.ones_like(input_ids) if attention_mask is None else attention_mask).to(h.dtype)  # (B, T)
+            real = (torch.ones_like(input_ids) if attention_mask is None
+                    else kept(model_padding_mask(attention_mask))).to(h.dtype)  # (B, T)
             summary = (h * real[..., None]).sum(1) / real.sum(1, keepdim=True).clamp(min=1)  # (B, D)
         pooled = torch.tanh(self.pooler(summary))  # (B, D)
         logits = self.classifier(self.drop(pooled))  # (B, C)

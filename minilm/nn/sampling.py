@@ -10,8 +10,24 @@ Design choices:
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
+
+
+def check_sampling(*, temperature: float, top_k: int | None, top_p: float | None, cli: bool = False) -> None:
+    """Refuse sampling settings that cannot work (NaN, infinite, negative, out of range), before any
+    model runs; `cli` names them as the command line's flags (`--top-p`)."""
+    def name(field: str) -> str:
+        return "--" + field.replace("_", "-") if cli else field
+
+    if not (temperature >= 0 and math.isfinite(temperature)):  # NaN fails every comparison
+        raise ValueError(f"{name('temperature')}={temperature} is invalid: expected a finite number >= 0 (0 = greedy)")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"{name('top_k')}={top_k} is invalid: expected a positive integer")
+    if top_p is not None and not 0.0 < top_p <= 1.0:  # NaN included
+        raise ValueError(f"{name('top_p')}={top_p} is invalid: expected a probability in (0, 1]")
 
 
 def sample_next(logits: Tensor, *, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
@@ -22,12 +38,7 @@ def sample_next(logits: Tensor, *, temperature: float = 1.0, top_k: int | None =
     top_k: keep only the k most likely tokens. top_p: keep the smallest set of most likely
     tokens whose total probability reaches p (nucleus sampling; the top token is always kept).
     """
-    if temperature < 0:
-        raise ValueError(f"temperature={temperature} is invalid: expected >= 0 (0 = greedy)")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k={top_k} is invalid: expected a positive integer or None")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p={top_p} is invalid: expected a probability in (0, 1] or None")
+    check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)  # (B,)
     logits = logits.float() / temperature  # (B, V)

@@ -12,7 +12,8 @@ Design choices:
   state is a `torch.save` file read back with `weights_only=True` for the same reason.
 - Atomic: the whole folder is written under a temporary name and renamed into place, so
   an interrupted write (Ctrl-C, a full disk, a crash) never leaves a half checkpoint under
-  the real name, and the previous one stays intact until the new one is complete.
+  the real name, and the previous one stays intact until the new one is complete. A write
+  that fails (a full disk) is one CheckpointError naming the file, saying nothing was saved.
 - Refuse rather than guess: config.json records the sha256 of every file, so a truncated
   or edited file is caught before it is parsed; missing, unexpected or mis-shaped weights
   are listed by name.
@@ -31,6 +32,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import pickle
 from pathlib import Path
 
 import torch
@@ -71,9 +73,13 @@ def _class_name(cls: type) -> str:
 
 
 def _model_classes() -> dict[str, type]:
-    """minilm's own model classes by name: the only classes a checkpoint may name."""
+    """minilm's own model classes by name (the body and the task models, not their parts such as Block):
+    the only classes a checkpoint may name."""
+    from minilm.nn.model import TaskModel, Transformer
+
     return {name: obj for module in map(importlib.import_module, MODEL_MODULES) for name, obj in vars(module).items()
-            if isinstance(obj, type) and issubclass(obj, torch.nn.Module) and obj.__module__ == module.__name__}
+            if isinstance(obj, type) and issubclass(obj, (TaskModel, Transformer)) and obj is not TaskModel
+            and obj.__module__ == module.__name__}
 
 
 def class_named(name: str, given: type | None = None) -> type:
@@ -89,6 +95,35 @@ def class_named(name: str, given: type | None = None) -> type:
                               f"({', '.join(sorted(known))}); a checkpoint never makes minilm import a module: "
                               f"for a class of your own, pass it as load_model(..., model_class=YourClass)")
     return known[name]
+
+
+def model_config(settings, where) -> ModelConfig:
+    """The ModelConfig a config.json (or finetune.json) records; a hand-edited one is one CheckpointError."""
+    if not isinstance(settings, dict):
+        raise CheckpointError(f"{where}: model_config is {json.dumps(settings)}, not the model's settings (a dict of "
+                              f"ModelConfig fields): the file was edited or truncated")
+    try:
+        return ModelConfig.from_dict(settings)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: model_config is invalid: {e}") from None
+
+
+def build(meta: dict, where, given: type | None = None) -> torch.nn.Module:
+    """A fresh model from a config.json's (or finetune.json's) model_class, model_config and model_kwargs.
+
+    Whatever a hand edit made of them is refused in one CheckpointError naming the entry.
+    """
+    cls = class_named(meta["model_class"], given)
+    config, kwargs = model_config(meta["model_config"], where), meta.get("model_kwargs", {})
+    takes = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "config")]
+    if not isinstance(kwargs, dict) or set(kwargs) - set(takes):
+        extra = sorted(set(kwargs) - set(takes)) if isinstance(kwargs, dict) else kwargs
+        raise CheckpointError(f"{where}: model_kwargs {extra} are not arguments of {cls.__name__} (it takes "
+                              f"{', '.join(takes) or 'none besides its config'})")
+    try:
+        return cls(config, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: {cls.__name__} cannot be built from model_kwargs {kwargs}: {e}") from None
 
 
 def constructor_kwargs(model: torch.nn.Module) -> dict:
@@ -140,25 +175,35 @@ def save_checkpoint(directory, model: torch.nn.Module, tokenizer=None, *, traine
     config.json under "extra". Wrappers (DDP, torch.compile) are unwrapped first.
     """
     final = Path(directory)
-    with atomic_folder(final) as tmp:
-        model = unwrap(model)
-        tensors, aliases = _unique_state(model)
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        if tokenizer is not None:
-            tokenizer.save(tmp / TOKENIZER)
-        if trainer_state is not None:
-            torch.save(trainer_state, tmp / TRAINER_STATE)
-        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
-        config = getattr(model, "config", None)
-        meta = {
-            "model_class": _class_name(type(model)),
-            "model_config": config.to_dict() if hasattr(config, "to_dict") else None,
-            "model_kwargs": constructor_kwargs(model),
-            "tied": aliases,
-            "files": files,
-            "extra": extra,
-        }
-        (tmp / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    writing = final  # what is being written, for the message when the disk is full
+    try:
+        with atomic_folder(final) as tmp:  # on any error the temporary folder goes, `final` is untouched
+            model = unwrap(model)
+            tensors, aliases = _unique_state(model)
+            writing = final / WEIGHTS
+            save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
+            if tokenizer is not None:
+                writing = final / TOKENIZER
+                tokenizer.save(tmp / TOKENIZER)
+            if trainer_state is not None:
+                writing = final / TRAINER_STATE
+                torch.save(trainer_state, tmp / TRAINER_STATE)
+            writing = final / CONFIG
+            files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+            config = getattr(model, "config", None)
+            meta = {
+                "model_class": _class_name(type(model)),
+                "model_config": config.to_dict() if hasattr(config, "to_dict") else None,
+                "model_kwargs": constructor_kwargs(model),
+                "tied": aliases,
+                "files": files,
+                "extra": extra,
+            }
+            (tmp / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    except (OSError, SafetensorError, RuntimeError) as e:  # a full disk, a quota: torch says "unexpected pos"
+        reason = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        raise CheckpointError(f"could not write {writing} ({reason}; is the disk full?): nothing was saved; the "
+                              f"checkpoints already in {final.parent} are intact") from e
     return final
 
 
@@ -224,9 +269,7 @@ def load_model(directory, *, device: str | torch.device = "cpu", model_class: ty
     """
     directory = Path(directory)
     meta = read_config(directory)
-    cls = class_named(meta["model_class"], model_class)
-    config = ModelConfig.from_dict(meta["model_config"])
-    model = cls(config, **meta.get("model_kwargs", {})).to(device)
+    model = build(meta, directory / CONFIG, model_class).to(device)
     load_weights(directory, model, meta=meta)
     tokenizer = None
     if (directory / TOKENIZER).is_file():
@@ -241,4 +284,9 @@ def load_trainer_state(directory) -> dict:
     if TRAINER_STATE not in meta["files"]:
         raise CheckpointError(f"checkpoint {directory} has no {TRAINER_STATE}: it holds weights only and "
                               f"cannot be resumed from")
-    return torch.load(directory / TRAINER_STATE, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(directory / TRAINER_STATE, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # never pass on torch's advice to retry with weights_only=False
+        raise CheckpointError(f"{directory / TRAINER_STATE}: refused: it holds Python objects besides the trainer's "
+                              f"tensors and numbers, which could run code when loaded; it was not written by "
+                              f"minilm") from None

@@ -145,11 +145,12 @@ def config_of(source: ModelSource) -> ModelConfig | None:
     if source.kind == "finetuned":
         info = read_run_info(source.path)
         if "model" in info:
-            return ModelConfig.from_dict(ckpt.read_config(source.path / info["model"])["model_config"])
-        return ModelConfig.from_dict(info["model_config"])
+            where = source.path / info["model"] / ckpt.CONFIG
+            return ckpt.model_config(ckpt.read_config(where.parent)["model_config"], where)
+        return ckpt.model_config(info["model_config"], source.path / RUN_INFO)
     if source.kind == "huggingface":
         return hf.config_from_hf(json.loads((source.path / "config.json").read_text()), str(source.path))
-    return ModelConfig.from_dict(ckpt.read_config(source.path)["model_config"])
+    return ckpt.model_config(ckpt.read_config(source.path)["model_config"], source.path / ckpt.CONFIG)
 
 
 def weights_digest(source: ModelSource) -> str:
@@ -232,6 +233,13 @@ def read_run_info(run_dir: Path) -> dict:
         info = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ckpt.CheckpointError(f"{path} is corrupt or truncated ({e})") from None
+    needed = ("task", "data", "method", "label_names", "max_len") + (
+        () if isinstance(info, dict) and "model" in info else ("adapter", "base", "base_sha256", "model_class",
+                                                               "model_config", "files"))
+    missing = [k for k in needed if k not in info] if isinstance(info, dict) else list(needed)
+    if missing:
+        raise ckpt.CheckpointError(f"{path} lacks {', '.join(missing)}: it is not what minilm finetune wrote (edited "
+                                   f"or written over?); fine-tune again to rebuild it")
     for name, digest in info.get("files", {}).items():  # the adapter and its tokenizer, checked like checkpoints
         f = run_dir / name
         if not f.is_file() or sha256_file(f) != digest:
@@ -258,13 +266,11 @@ def load_finetuned(source: ModelSource):
         raise ValueError(f"{run_dir}: the base checkpoint {base_dir} changed since fine-tuning (its weights' sha256 "
                          f"differs); the adapter only fits the weights it was trained on")
     body, _ = load(base, Transformer)
-    config = ModelConfig.from_dict(info["model_config"])
-    kwargs = info.get("model_kwargs", {"num_labels": len(info["label_names"])})
-    model = ckpt.class_named(info["model_class"])(config, **kwargs)  # minilm's own classes only
+    model = ckpt.build({"model_kwargs": {"num_labels": len(info["label_names"])}, **info}, run_dir / RUN_INFO)
     model.body.load_state_dict(body.state_dict())
     peft.load_adapter(run_dir / info["adapter"], model)
     tokenizer = load_tokenizer(run_dir / ckpt.TOKENIZER)
-    check_tokenizer(tokenizer, config, str(run_dir))
+    check_tokenizer(tokenizer, model.config, str(run_dir))
     return model.eval(), tokenizer, info
 
 

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,7 +311,7 @@ def _check_init(recipe: PretrainRecipe, source: ModelSource, config: ModelConfig
                          "checkpoint: leave these flags out)")
 
 
-def init_model(recipe: PretrainRecipe):
+def init_model(recipe: PretrainRecipe, verbose: bool = True):
     """The model and tokenizer the recipe starts from -> (model, tokenizer, the --init source or None).
 
     Without --init (or with a preset): a new model of the preset's shape, the tokenizer trained
@@ -329,6 +330,9 @@ def init_model(recipe: PretrainRecipe):
         raise ValueError(f"--init {recipe.init} and --preset {recipe.preset} name two shapes: give one")
     tokenizer = Tokenizer.for_corpus(recipe.data, recipe.vocab_size or 8192, lowercase=True)
     shape = ModelConfig.preset(preset)
+    if recipe.seq_len > shape.max_seq_len and verbose:
+        print(f"minilm: --seq-len {recipe.seq_len} is longer than {preset}'s max_seq_len {shape.max_seq_len}: the "
+              f"model is widened to {recipe.seq_len} positions (saved so)", file=sys.stderr, flush=True)
     scratch = model_source.resolve(preset)
     extra = {"special_ids": special_ids(tokenizer)} if recipe.objective == "electra" else {}
     model, tokenizer = model_source.load(
@@ -342,7 +346,7 @@ def build(recipe: PretrainRecipe, device: torch.device, verbose: bool = True):
     causal = recipe.objective == "clm"
     t0 = time.perf_counter()
     torch.manual_seed(recipe.seed)
-    model, tokenizer, base = init_model(recipe)
+    model, tokenizer, base = init_model(recipe, verbose=verbose)
     docs = load_corpus(recipe.data)
     corpus = tokenize_corpus(docs, tokenizer, str(recipe.data))
     if causal:

@@ -22,7 +22,9 @@ Design choices:
 - No host sync per step on the GPU: losses are accumulated on the device and read at log
   points only. A non-finite loss is recorded on the device with its step; the run stops at the
   next log point, naming that step, before any checkpoint is written, so the last good
-  checkpoint stays intact.
+  checkpoint stays intact. A loss that diverges (`diverged`: far above the first step's, the
+  untrained model's, at several log points in a row, or at the last one) stops the run the
+  same way: a loss of 80,000 where training started at 6 is no model to save as final/.
 - Distributed: run under `torchrun` and the trainer joins the process group (gloo on the CPU,
   NCCL on GPUs) and wraps the model in DistributedDataParallel; only rank 0 logs and writes.
   For models larger than one GPU, FSDP is the path: replace the `DistributedDataParallel(...)`
@@ -44,6 +46,7 @@ import dataclasses
 import math
 import os
 import re
+import shlex
 import signal
 import time
 from dataclasses import dataclass
@@ -154,7 +157,18 @@ def setup_distributed(device: torch.device) -> tuple[int, int, torch.device]:
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; training stopped."""
+    """The loss became NaN or infinite, or diverged; training stopped."""
+
+
+# Divergence: a logged loss above DIVERGED_FACTOR x the first step's loss (+1, for losses near 0) at
+# DIVERGED_LOGS log points in a row. Healthy runs stay below their first loss after a few steps.
+DIVERGED_FACTOR, DIVERGED_LOGS = 4.0, 3
+
+
+def diverged(losses: list[float], first: float) -> bool:
+    """True when the last DIVERGED_LOGS logged losses all lie far above the first step's loss `first`."""
+    limit = DIVERGED_FACTOR * first + 1.0
+    return len(losses) >= DIVERGED_LOGS and all(loss > limit for loss in losses[-DIVERGED_LOGS:])
 
 
 @dataclass
@@ -303,6 +317,8 @@ class Trainer:
         self.history: list[dict] = []
         self._stop_requested = False
         self._bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
+        self.first_loss: float | None = None  # the untrained model's loss, the yardstick of divergence
+        self._logged: list[float] = []
 
     # ---- setup -------------------------------------------------------------------------------
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -396,6 +412,23 @@ class Trainer:
                 f"loss became non-finite at step {bad} (lr {self.learning_rate(bad):.3g}); stopped without saving, "
                 f"so the last good checkpoint is left intact. Lower --lr, lengthen the warmup, or train in fp32/bf16.")
 
+    def _diverging(self) -> bool:
+        """The last logged loss lies far above the untrained model's: no checkpoint is written meanwhile."""
+        return self.first_loss is not None and bool(self._logged) and diverged([self._logged[-1]] * DIVERGED_LOGS,
+                                                                               self.first_loss)
+
+    def _check_diverging(self, loss: float, last: bool) -> None:
+        """Stop like a non-finite loss when the logged losses have diverged (at the last log: one is enough)."""
+        self._logged.append(loss)
+        first = self.first_loss
+        if first is None:
+            return
+        if diverged(self._logged, first) or (last and self._diverging()):
+            raise NonFiniteLoss(
+                f"the loss diverged: {loss:.4g} at step {self.step}, where the untrained model's was {first:.4g} "
+                f"(lr {self.learning_rate(self.step - 1):.3g}); stopped without saving, so the last good checkpoint "
+                f"is left intact. Lower --lr or lengthen the warmup.")
+
     # ---- evaluation --------------------------------------------------------------------------
     def evaluate(self) -> dict:
         """The held-out metrics: the `evaluate` hook's, or loss, perplexity and token accuracy."""
@@ -441,6 +474,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "rng_cpu": torch.get_rng_state(),
             "best_value": self.best_value,
+            "first_loss": self.first_loss,
             "train_config": dataclasses.asdict(self.config),
         }
         if self.device.type == "cuda":
@@ -473,9 +507,10 @@ class Trainer:
         self.step = int(state["step"])
         self.steps = state["total_steps"] if state["total_steps"] is not None else self.steps
         self.best_value = float(state["best_value"])
+        self.first_loss = state.get("first_loss")
         if self.is_main:
             self.sink.rewind(self.step)
-            print(f"resumed from {path} at step {self.step}")
+            print(f"resumed from {shlex.quote(str(path))} at step {self.step}")
 
     def _check_same_run(self, path: str, state: dict, old: dict) -> None:
         saved, now = state["train_config"], dataclasses.asdict(self.config)
@@ -532,6 +567,8 @@ class Trainer:
                     if log.flops_per_token is None and log.peak:
                         log.flops_per_token = flops_per_token(self.model, result.seq_len)
                     self._watch_finite(result.loss)
+                    if self.first_loss is None:
+                        self.first_loss = result.loss.item()  # one host sync, once
                     log.add(result)
                     self.step += 1
                     if budget is not None and (total := budget.observe(self.step)) is not None:
@@ -541,19 +578,27 @@ class Trainer:
                     interrupted = self._stop_requested if self.world_size == 1 else False
                     if self.step % cfg.log_every == 0 or done or interrupted:
                         self._check_finite()
-                        log.train_point(self.step, self.learning_rate(self.step - 1), result.grad_norm, self.steps)
+                        record = log.train_point(self.step, self.learning_rate(self.step - 1), result.grad_norm,
+                                                 self.steps)
+                        self._check_diverging(record["loss"], done)
                         interrupted = self._stop_flag()
                     if self.eval_data is not None and (done or cfg.eval_every and self.step % cfg.eval_every == 0):
                         self._check_finite()
                         last_eval = self.evaluate()
                         log.eval_point(self.step, last_eval)
-                        self._keep_if_best(last_eval)
+                        if not self._diverging():  # a diverging model is never kept, not even as best/
+                            self._keep_if_best(last_eval)
+                    kept = False
                     if (cfg.save_every and self.step % cfg.save_every == 0) or done or interrupted:
                         self._check_finite()
-                        self.save_checkpoint()
+                        if not self._diverging():  # nor is a checkpoint of it written
+                            self.save_checkpoint()
+                            kept = True
                     if interrupted:
                         if self.is_main:
-                            log.bar.write(f"interrupted: saved a checkpoint at step {self.step}; continue with --resume")
+                            log.bar.write(f"interrupted: saved a checkpoint at step {self.step}; continue with --resume"
+                                          if kept else f"interrupted at step {self.step}: the loss is diverging, no "
+                                                       f"checkpoint saved")
                         break
         finally:
             log.close()
