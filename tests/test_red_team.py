@@ -27,9 +27,8 @@ pytestmark = [pytest.mark.slow,
 walled = pytest.mark.skipif(os.geteuid() != 0 or sandbox.probe().mode != "root",
                             reason="needs root with util-linux unshare, as on Gradescope")
 # Tricks an ordinary user's grader must still score right: everything but reading the instructor's files.
-WITHOUT_WALLS = ["honest", "half done", "1 forge the record", "5 edit the tests", "6 skip instead of fail",
-                 "8 bring a conftest", "9 crash the grader", "infinite loop", "os._exit(0) at import",
-                 "monkeypatch the reference", "an answer equal to everything"]
+WITHOUT_WALLS = ["honest", "half done", "1 forge the record", "5 edit the tests", "8 bring a conftest",
+                 "9 crash the grader", "infinite loop"]
 
 
 def grade_all(tricks, prefix=(), env=None, python=None) -> dict:
