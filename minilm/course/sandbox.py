@@ -260,6 +260,11 @@ def _new_root(config: dict) -> None:
     root = config["root"]
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0755")
+    # The worker's scratch /tmp first: a Python or site-packages that lives under /tmp (a venv in a
+    # checkout cloned there, as CI does) is bound on top of it, not hidden by it.
+    size = config["limits"]["file_mb"]
+    os.makedirs(root + "/tmp", exist_ok=True)
+    _mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size}m,mode=1777")
     for path in config["binds"]:
         inside = root + path
         if os.path.islink(path) and not os.path.lexists(inside):  # /bin -> usr/bin on merged-/usr systems
@@ -282,9 +287,6 @@ def _new_root(config: dict) -> None:
                 _bind(source, os.path.join(inside, name))
         _mount(None, inside, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     _bind(config["tree"], root + TREE)
-    size = config["limits"]["file_mb"]
-    os.makedirs(root + "/tmp", exist_ok=True)
-    _mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size}m,mode=1777")
     os.makedirs(root + "/dev", exist_ok=True)
     _mount("tmpfs", root + "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755")
     for name in DEVICES:
