@@ -467,6 +467,11 @@ def _build(assignment: str, out: Path) -> None:
         raise RuntimeError(f"build {assignment} failed: {done.stderr[-2000:]}")
 
 
+def leaves_processes(trick: Trick) -> bool:
+    """Whether the trick starts processes meant to outlive grading (found afterwards by SLEEPER)."""
+    return any(not callable(text) and SLEEPER in text for text in trick.files.values())
+
+
 def _sleepers() -> list[int]:
     found = []
     for pid in os.listdir("/proc"):

@@ -48,7 +48,8 @@ def test_transformers_imports_from_the_repository_root_and_kernels_is_hugging_fa
     assert names == "BertModel GPT2LMHeadModel"
     installed = Path(dist.locate_file("kernels")).resolve()
     assert Path(kernels_file).resolve().is_relative_to(installed), (kernels_file, installed)
-    assert not Path(kernels_file).resolve().is_relative_to(REPO), f"`import kernels` found {kernels_file}"
+    # The installed copy may itself live under the checkout (CI makes its venv there): compare to our folder.
+    assert not Path(kernels_file).resolve().is_relative_to(REPO / "kernels"), f"`import kernels` found {kernels_file}"
 
 
 def test_minilm_kernels_imports_without_training_code():
