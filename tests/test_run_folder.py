@@ -48,6 +48,21 @@ def test_prepare_refuses_a_run_and_overwrite_clears_it(tmp_path):
     assert (tmp_path / "home" / "notes.txt").read_text() == "mine"
 
 
+def test_a_run_from_before_markers_is_still_a_run_but_only_with_nothing_else_in_it(tmp_path):
+    run = tmp_path / "old"
+    save_checkpoint(run / "final", tiny())
+    (run / "metrics.jsonl").write_text('{"step": 10, "loss": 3.2}\n')
+    assert run_folder.is_run(run) and not (run / run_folder.MARKER).exists()
+    (run / "notes.txt").write_text("mine")
+    assert not run_folder.is_run(run)  # a file minilm never writes: not minilm's folder
+    with pytest.raises(run_folder.RunFolderError, match=r"holds files but no minilm run"):
+        run_folder.prepare(run, overwrite=True)
+    (run / "notes.txt").unlink()
+    run_folder.prepare(run, overwrite=True)
+    run_folder.release(run)
+    assert [p.name for p in run.iterdir()] == [run_folder.MARKER]
+
+
 OWN_NAMES = ["metrics.jsonl", "final", "checkpoints", "results.json", "summary.json", "finetune.json", "eval_test.json",
              "confusion_validation.png", ".final.tmp-12"]
 FOREIGN_NAMES = ["notes.txt", "src", "thesis.tex", "results.json.bak", "final.txt", "eval.json"]

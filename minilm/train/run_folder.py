@@ -86,21 +86,20 @@ def _own(name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in OWN)
 
 
-def _unmarked_run(folder: Path, names: list[str]) -> bool:
-    """A run written before minilm marked its runs: nothing but minilm's files, and its metrics.jsonl."""
+def _unmarked_run(folder: Path) -> bool:
+    """A run written before minilm marked its runs: a metrics.jsonl of minilm's, and nothing but minilm's files."""
     try:
-        first = (folder / METRICS).read_text().split("\n", 1)[0]
-        return all(map(_own, names)) and "step" in json.loads(first)
-    except (OSError, ValueError, TypeError):
+        with open(folder / METRICS) as f:  # checked first: most folders have none, and are not even listed
+            first = json.loads(f.readline())
+        return isinstance(first, dict) and "step" in first and all(_own(p.name) for p in folder.iterdir())
+    except (OSError, ValueError):  # none, unreadable, not JSON, or a folder this user may not list
         return False
 
 
 def is_run(folder) -> bool:
     """True when `folder` holds a minilm run: its marker (or, for a run older than markers, only minilm's files)."""
     folder = Path(folder)
-    if not folder.is_dir():
-        return False
-    return (folder / MARKER).is_file() or _unmarked_run(folder, [p.name for p in folder.iterdir()])
+    return folder.is_dir() and ((folder / MARKER).is_file() or _unmarked_run(folder))
 
 
 def _listing(names: list[str], limit: int = 6) -> str:
