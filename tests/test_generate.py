@@ -111,6 +111,15 @@ def tokenizer():
     return Tokenizer.train(["the cat sat on the mat. the dog sat on the log."] * 20, vocab_size=300)
 
 
+def test_fill_mask_table_never_prints_a_control_character():
+    from minilm.commands.fill_mask import format_predictions
+    table = format_predictions("a [MASK] b [MASK]", [[("\x07", 0.5), (" cat", 0.25), (" ", 0.1)],
+                                                   [("dog", 0.9), ("\x1b[31m", 0.05)]])
+    assert all(c.isprintable() or c == "\n" for c in table), table
+    assert "'\\x07' 0.500  cat 0.250  ' ' 0.100" in table and "dog 0.900  '\\x1b[31m' 0.050" in table
+    assert table.endswith("best: a '\\x07' b dog")
+
+
 def test_cli_generate_and_fill_mask(tmp_path, tokenizer, capsys):
     from minilm.train.checkpoint import save_checkpoint
     from minilm.cli import main

@@ -26,14 +26,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N")
 
 
+def shown(token: str) -> str:
+    """A token as a terminal can show it: stripped, or quoted (escapes visible) when it is blank or holds a
+    control character, which a byte-level vocabulary has (a bare "\\x07" would ring the bell)."""
+    stripped = token.strip()
+    return stripped if stripped and stripped.isprintable() else repr(token)
+
+
 def format_predictions(text: str, predictions: list[list[tuple[str, float]]]) -> str:
     """A readable table: for each mask, its candidates and probabilities, and the sentence filled with the best."""
     best = text
     lines = []
     for i, candidates in enumerate(predictions):
-        best = best.replace("[MASK]", candidates[0][0].strip() or candidates[0][0], 1)
-        lines.append(f"[MASK] #{i + 1}: " + "  ".join(f"{token.strip() or repr(token)} {p:.3f}"
-                                                     for token, p in candidates))
+        best = best.replace("[MASK]", shown(candidates[0][0]), 1)
+        lines.append(f"[MASK] #{i + 1}: " + "  ".join(f"{shown(token)} {p:.3f}" for token, p in candidates))
     return "\n".join(lines + [f"best: {best}"])
 
 
