@@ -422,3 +422,14 @@ def test_streaming_memory_does_not_grow_with_the_stream(chat_tok):
         assert n_ids > 50 * n
     size = 8_000 * 30 * 5  # about the bytes of the longer stream
     assert peaks[1] < 1.2 * peaks[0] and peaks[1] < size / 10, peaks
+
+
+def test_bench_tokenizer_prints_both_ratios_and_minilms_steps(tmp_path, capsys):
+    pytest.importorskip("tokenizers")
+    from minilm.cli import main
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(corpus(40, seed=3)))
+    assert main(["bench", "tokenizer", "--corpus", str(path), "--vocab-size", "400", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "ratio minilm / tokenizers" in out and "(goal >= 0.8x)" in out
+    assert "counting" in out and "learning the merges" in out
