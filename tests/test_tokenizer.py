@@ -433,3 +433,18 @@ def test_bench_tokenizer_prints_both_ratios_and_minilms_steps(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "ratio minilm / tokenizers" in out and "(goal >= 0.8x)" in out
     assert "counting" in out and "learning the merges" in out
+
+
+def test_bpe_merges_leaves_the_garbage_collector_as_it_found_it():
+    import gc
+    assert gc.isenabled()
+    bpe_merges({b"aab": 3}, 258)
+    with pytest.raises(ValueError):
+        bpe_merges({b"aab": 3}, 258, tie_break="first")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        bpe_merges({b"aab": 3}, 258)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import gc
 import hashlib
 import heapq
 import json
@@ -115,6 +117,25 @@ def _splitter(special_tokens: Iterable[str]):
 
 
 TIE_BREAKS = ("smallest", "largest")
+
+
+def _without_cycle_collector(fn):
+    """Run `fn` with Python's cyclic garbage collector paused (and restored after): learning merges
+    makes millions of small lists and tuples, none in a cycle, and the collector's passes over
+    them cost about a tenth of the time. Nothing is leaked: reference counting frees them."""
+    @functools.wraps(fn)
+    def paused(*args, **kwargs):
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+    return paused
+
+
+@_without_cycle_collector
 
 
 def bpe_merges(word_counts: dict[bytes, int], n_tokens: int, *,
